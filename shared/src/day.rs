@@ -1,0 +1,244 @@
+//! Calendar days without a time zone.
+//!
+//! Meter data is billed per local calendar day of the meter's market, so a day is a plain civil
+//! date: no offsets, no DST arithmetic. Stored as days since 1970-01-01, which makes it a cheap
+//! `Copy` key and a small varint on the wire. The conversions are the proleptic Gregorian
+//! algorithms of Howard Hinnant's `chrono`-compatible date library.
+
+use std::fmt;
+
+/// A civil date, as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(i32);
+
+/// Why a date cell was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a date: {why} (accepted: 2019-01-31, 31/01/2019 day first, 20190131)")]
+pub struct DayError {
+    pub text: String,
+    pub why: &'static str,
+}
+
+/// Years accepted from input: wide enough for any metering history, narrow enough that a
+/// typo such as `219-01-01` is caught instead of stored.
+pub const MIN_YEAR: i32 = 1900;
+pub const MAX_YEAR: i32 = 2999;
+
+impl Day {
+    /// Builds a day from year, month (1–12) and day of month, validating all three.
+    pub fn from_ymd(y: i32, m: u32, d: u32) -> Option<Day> {
+        if !(MIN_YEAR..=MAX_YEAR).contains(&y) || !(1..=12).contains(&m) || d == 0 {
+            return None;
+        }
+        if d > days_in_month(y, m) {
+            return None;
+        }
+        Some(Day(days_from_civil(y, m, d)))
+    }
+
+    /// Days since 1970-01-01.
+    pub fn from_days(days: i32) -> Option<Day> {
+        let day = Day(days);
+        let (y, _, _) = day.ymd();
+        (MIN_YEAR..=MAX_YEAR).contains(&y).then_some(day)
+    }
+
+    pub fn days(self) -> i32 {
+        self.0
+    }
+
+    pub fn ymd(self) -> (i32, u32, u32) {
+        civil_from_days(self.0)
+    }
+
+    /// `yyyymm`: the month bucket that bounds a series' storage partitions.
+    pub fn month_bucket(self) -> i32 {
+        let (y, m, _) = self.ymd();
+        y * 100 + m as i32
+    }
+
+    pub fn succ(self) -> Day {
+        Day(self.0 + 1)
+    }
+
+    pub fn pred(self) -> Day {
+        Day(self.0 - 1)
+    }
+
+    /// Parses any date form found in meter files: `2019-01-31`, `31/01/2019` or `1/1/2019`
+    /// (day first, as in Australia and the UK), `20190131`, and `31-01-2019` (the original
+    /// API's `dd-MM-yyyy`).
+    pub fn parse(text: &[u8]) -> Result<Day, DayError> {
+        let t = text.trim_ascii();
+        let err = |why| DayError {
+            text: String::from_utf8_lossy(text).into_owned(),
+            why,
+        };
+        let (y, m, d) = if t.len() == 8 && t.iter().all(u8::is_ascii_digit) {
+            (num(&t[0..4]), num(&t[4..6]), num(&t[6..8]))
+        } else if let Some(parts) = split3(t, b'-') {
+            if parts[0].len() == 4 {
+                (num(parts[0]), num(parts[1]), num(parts[2]))
+            } else if parts[2].len() == 4 {
+                (num(parts[2]), num(parts[1]), num(parts[0]))
+            } else {
+                return Err(err("a dashed date needs a four-digit year first or last"));
+            }
+        } else if let Some(parts) = split3(t, b'/') {
+            if parts[2].len() != 4 {
+                return Err(err("a slashed date must be day/month/four-digit year"));
+            }
+            (num(parts[2]), num(parts[1]), num(parts[0]))
+        } else {
+            return Err(err("unrecognised layout"));
+        };
+        match (y, m, d) {
+            (Some(y), Some(m), Some(d)) => {
+                Day::from_ymd(y as i32, m, d).ok_or_else(|| err("no such day in the calendar"))
+            }
+            _ => Err(err("non-digit where digits were expected")),
+        }
+    }
+
+    /// Parses `YYYY-MM-DD` only: the form of API parameters, where ambiguity is unwelcome.
+    pub fn parse_iso(text: &str) -> Result<Day, DayError> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return Err(DayError {
+                text: text.to_string(),
+                why: "expected YYYY-MM-DD",
+            });
+        }
+        Day::parse(b)
+    }
+}
+
+fn split3(t: &[u8], sep: u8) -> Option<[&[u8]; 3]> {
+    let mut it = t.split(|&b| b == sep);
+    let a = it.next()?;
+    let b = it.next()?;
+    let c = it.next()?;
+    if it.next().is_some() || a.is_empty() || b.is_empty() || c.is_empty() {
+        return None;
+    }
+    if a.len() > 4 || b.len() > 2 || c.len() > 4 {
+        return None;
+    }
+    Some([a, b, c])
+}
+
+fn num(d: &[u8]) -> Option<u32> {
+    if d.is_empty() || d.len() > 4 {
+        return None;
+    }
+    let mut v = 0u32;
+    for &c in d {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+pub(crate) fn is_leap(y: i32) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+pub(crate) fn days_in_month(y: i32, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+pub(crate) fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = (y - era * 400) as u32;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe as i32 - 719_468
+}
+
+fn civil_from_days(z: i32) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = (z - era * 146_097) as u32;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe as i32 + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = self.ymd();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_every_layout() {
+        let want = Day::from_ymd(2019, 1, 31).unwrap();
+        for s in [
+            "2019-01-31",
+            "31/01/2019",
+            "31/1/2019",
+            "20190131",
+            "31-01-2019",
+            " 2019-01-31 ",
+        ] {
+            assert_eq!(Day::parse(s.as_bytes()).unwrap(), want, "{s}");
+        }
+        assert_eq!(Day::parse(b"1/01/2019").unwrap().to_string(), "2019-01-01");
+        assert_eq!(Day::from_ymd(1970, 1, 1).unwrap().days(), 0);
+        assert_eq!(Day::from_ymd(2004, 2, 1).unwrap().month_bucket(), 200_402);
+    }
+
+    #[test]
+    fn refuses_impossible_dates() {
+        for s in [
+            "2019-02-29",
+            "2019-13-01",
+            "2019-00-10",
+            "32/01/2019",
+            "2019/01/01",
+            "19-01-01",
+            "",
+            "tomorrow",
+            "2019-1-1x",
+            "2019-01-01-01",
+        ] {
+            assert!(Day::parse(s.as_bytes()).is_err(), "{s}");
+        }
+        assert!(Day::parse(b"2020-02-29").is_ok());
+        assert!(Day::parse_iso("01-01-2019").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn civil_round_trip(days in -25_000i32..300_000) {
+            let (y, m, d) = civil_from_days(days);
+            prop_assert_eq!(days_from_civil(y, m, d), days);
+            prop_assert!(d >= 1 && d <= days_in_month(y, m));
+        }
+
+        #[test]
+        fn display_parses_back(days in -25_000i32..300_000) {
+            let day = Day(days);
+            prop_assert_eq!(Day::parse(day.to_string().as_bytes()).unwrap(), day);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Record assembly: byte chunks in, complete CSV records out, whatever the chunk boundaries.
+//!
+//! `csv-core` is the authority on CSV syntax (quotes, escaped quotes, CR/LF/CRLF, newlines
+//! inside quoted fields). Most meter files are plain unquoted lines, though, so a complete line
+//! that lies wholly inside the current chunk is first offered to the format's fast path, which
+//! may take it or decline (no side effects) so that `csv-core` parses it instead. Both paths
+//! must give the same results; the format modules test that with chunk boundaries everywhere.
+
+use csv_core::{ReadRecordResult, Reader};
+use memchr::memchr;
+
+use crate::reject::{FileError, Sink};
+
+/// Longest record accepted. A real 288-slot row is a few kB; an unterminated quote would
+/// otherwise make the whole file one "record" held in memory.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// One CSV record, fields unquoted.
+pub struct Record<'a> {
+    buf: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl<'a> Record<'a> {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.buf[start..end])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// True when every field is blank (`,,,` lines exported by spreadsheets).
+    pub fn is_blank(&self) -> bool {
+        self.iter().all(|f| f.trim_ascii().is_empty())
+    }
+}
+
+/// What a format does with records.
+pub trait Handler {
+    /// Offers a complete line without its terminator (trailing CRs stripped) that is not empty.
+    /// It may still hold quotes or a bare `\r` (an old Mac line end): a handler that meets
+    /// anything it does not fully understand returns
+    /// `false`, having changed nothing, so that `csv-core` parses it and calls [`Handler::record`].
+    fn line(&mut self, _line: &[u8], _lineno: u64, _sink: &mut dyn Sink) -> bool {
+        false
+    }
+
+    /// A complete record starting at 1-based line `lineno`.
+    fn record(
+        &mut self,
+        rec: &Record<'_>,
+        lineno: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), FileError>;
+}
+
+/// Resumable record splitter over pushed chunks.
+pub struct Records {
+    csv: Reader,
+    out: Vec<u8>,
+    out_len: usize,
+    ends: Vec<usize>,
+    ends_len: usize,
+    /// `\n` bytes consumed so far: the line of the next byte is `newlines + 1`.
+    newlines: u64,
+    record_line: u64,
+    /// `csv-core` holds part of a record.
+    in_record: bool,
+    source: std::sync::Arc<str>,
+}
+
+impl Records {
+    /// `first_line` is the line number of the first byte fed (1 for a whole file; more when a
+    /// Lambda resumes a large file at a row boundary).
+    pub fn new(source: std::sync::Arc<str>, first_line: u64) -> Records {
+        Records {
+            csv: Reader::new(),
+            out: vec![0; 4096],
+            out_len: 0,
+            ends: vec![0; 320],
+            ends_len: 0,
+            newlines: first_line.saturating_sub(1),
+            record_line: 0,
+            in_record: false,
+            source,
+        }
+    }
+
+    /// Line number of the next unread byte.
+    pub fn next_line(&self) -> u64 {
+        self.newlines + 1
+    }
+
+    /// True between records: a resumable boundary (nothing is buffered).
+    pub fn at_boundary(&self) -> bool {
+        !self.in_record
+    }
+
+    pub fn feed<H: Handler>(
+        &mut self,
+        mut input: &[u8],
+        h: &mut H,
+        sink: &mut dyn Sink,
+    ) -> Result<(), FileError> {
+        loop {
+            if !self.in_record {
+                while let Some(nl) = memchr(b'\n', input) {
+                    let mut line = &input[..nl];
+                    while let [rest @ .., b'\r'] = line {
+                        line = rest;
+                    }
+                    if !line.is_empty() && !h.line(line, self.newlines + 1, sink) {
+                        break;
+                    }
+                    self.newlines += 1;
+                    input = &input[nl + 1..];
+                }
+                // Terminators before a record are blank lines; skipping them here keeps the
+                // record's line number exact (csv-core would skip them too).
+                let skip = input
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                self.newlines += input[..skip].iter().filter(|&&b| b == b'\n').count() as u64;
+                input = &input[skip..];
+                if input.is_empty() {
+                    return Ok(());
+                }
+                self.in_record = true;
+                self.record_line = self.newlines + 1;
+            }
+            if input.is_empty() {
+                return Ok(());
+            }
+            let (res, nin, nout, nend) = self.csv.read_record(
+                input,
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.newlines += memchr::memchr_iter(b'\n', &input[..nin]).count() as u64;
+            input = &input[nin..];
+            self.out_len += nout;
+            self.ends_len += nend;
+            self.step(res, h, sink)?;
+        }
+    }
+
+    /// Signals the end of input: delivers a final record that lacked a line terminator.
+    pub fn finish<H: Handler>(&mut self, h: &mut H, sink: &mut dyn Sink) -> Result<(), FileError> {
+        while self.in_record {
+            let (res, _, nout, nend) = self.csv.read_record(
+                &[],
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.out_len += nout;
+            self.ends_len += nend;
+            if res == ReadRecordResult::End || res == ReadRecordResult::InputEmpty {
+                self.in_record = false;
+                break;
+            }
+            self.step(res, h, sink)?;
+        }
+        Ok(())
+    }
+
+    fn step<H: Handler>(
+        &mut self,
+        res: ReadRecordResult,
+        h: &mut H,
+        sink: &mut dyn Sink,
+    ) -> Result<(), FileError> {
+        match res {
+            ReadRecordResult::InputEmpty | ReadRecordResult::End => {}
+            ReadRecordResult::OutputFull => {
+                if self.out.len() >= MAX_RECORD_BYTES {
+                    return Err(FileError::RecordTooLong {
+                        input: self.source.clone(),
+                        line: self.record_line,
+                        limit: MAX_RECORD_BYTES,
+                    });
+                }
+                let n = self.out.len() * 2;
+                self.out.resize(n, 0);
+            }
+            ReadRecordResult::OutputEndsFull => {
+                let n = self.ends.len() * 2;
+                self.ends.resize(n, 0);
+            }
+            ReadRecordResult::Record => {
+                self.in_record = false;
+                let rec = Record {
+                    buf: &self.out[..self.out_len],
+                    ends: &self.ends[..self.ends_len],
+                };
+                let line = self.record_line;
+                self.out_len = 0;
+                self.ends_len = 0;
+                if !rec.is_blank() {
+                    h.record(&rec, line, sink)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reject::Collect;
+    use proptest::prelude::*;
+
+    /// Logs every record as `line:field|field`, and takes the fast path when asked.
+    struct Log {
+        fast: bool,
+        seen: Vec<String>,
+    }
+
+    impl Handler for Log {
+        fn line(&mut self, line: &[u8], lineno: u64, _: &mut dyn Sink) -> bool {
+            if !self.fast
+                || line.contains(&b'"')
+                || line.contains(&b'\r')
+                || line.iter().all(|&b| b == b',' || b == b' ')
+            {
+                return false;
+            }
+            let fields: Vec<_> = line
+                .split(|&b| b == b',')
+                .map(String::from_utf8_lossy)
+                .collect();
+            self.seen.push(format!("{lineno}:{}", fields.join("|")));
+            true
+        }
+        fn record(
+            &mut self,
+            rec: &Record<'_>,
+            lineno: u64,
+            _: &mut dyn Sink,
+        ) -> Result<(), FileError> {
+            let fields: Vec<_> = rec.iter().map(String::from_utf8_lossy).collect();
+            self.seen.push(format!("{lineno}:{}", fields.join("|")));
+            Ok(())
+        }
+    }
+
+    fn run(input: &[u8], cuts: &[usize], fast: bool) -> Vec<String> {
+        let mut r = Records::new("t".into(), 1);
+        let mut h = Log { fast, seen: vec![] };
+        let mut sink = Collect::default();
+        let mut prev = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        for c in cuts {
+            r.feed(&input[prev..c], &mut h, &mut sink).unwrap();
+            prev = c;
+        }
+        r.feed(&input[prev..], &mut h, &mut sink).unwrap();
+        r.finish(&mut h, &mut sink).unwrap();
+        h.seen
+    }
+
+    #[test]
+    fn lines_quotes_and_blank_lines() {
+        let input = b"a,b\r\n\r\n\"x,1\",\"say \"\"hi\"\"\"\n\n\"multi\nline\",2\nlast,row";
+        let want = vec!["1:a|b", "3:x,1|say \"hi\"", "5:multi\nline|2", "7:last|row"];
+        assert_eq!(run(input, &[], false), want);
+        assert_eq!(run(input, &[], true), want);
+    }
+
+    #[test]
+    fn overlong_record_is_a_file_error() {
+        let mut input = vec![b'"'];
+        input.resize(MAX_RECORD_BYTES + 10, b'x');
+        let mut r = Records::new("t".into(), 1);
+        let mut h = Log {
+            fast: false,
+            seen: vec![],
+        };
+        let err = r.feed(&input, &mut h, &mut Collect::default()).unwrap_err();
+        assert!(
+            matches!(err, FileError::RecordTooLong { line: 1, .. }),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_and_fast_path_never_change_records(
+            lines in proptest::collection::vec("[a-c,\" ]{0,6}", 0..12),
+            eols in proptest::collection::vec(prop_oneof![Just("\n"), Just("\r\n"), Just("\r")], 12),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+            final_eol in any::<bool>(),
+        ) {
+            let mut input = String::new();
+            for (i, l) in lines.iter().enumerate() {
+                input.push_str(l);
+                if i + 1 < lines.len() || final_eol {
+                    input.push_str(eols[i]);
+                }
+            }
+            let whole = run(input.as_bytes(), &[], false);
+            prop_assert_eq!(&run(input.as_bytes(), &cuts, false), &whole);
+            prop_assert_eq!(&run(input.as_bytes(), &cuts, true), &whole);
+        }
+    }
+}

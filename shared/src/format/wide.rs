@@ -1,0 +1,757 @@
+//! Wide interval CSV: `Meter,Date,0:00,0:30,...,23:30`, one row per meter per day.
+//!
+//! Columns are found by name, in any order. Interval columns are labelled by interval start
+//! (`0:00`..`23:30`) or, UK style, by interval end (`00:30`..`00:00`/`24:00`); 24, 48, 96 or 288
+//! of them. An optional total column is checked against the sum, never added to it.
+//!
+//! Files in the canonical layout (meter, date, the intervals in order, optional total) take a
+//! fused single-pass fast path; anything it does not fully understand goes through `csv-core`
+//! and the general row logic, which is the authority on rejects.
+
+use super::record::{Handler, Record};
+use super::{FormatHandler, Options, Tally};
+use crate::day::Day;
+use crate::fragment::{interval_for_slots, Fragment, Quality, Slots};
+use crate::reject::{FileError, Sink};
+use crate::series::{SeriesId, Unit};
+use crate::value::{format_amount, parse_decimal, scan_plain_kwh};
+
+const METER_NAMES: &[&str] = &[
+    "meter",
+    "meter_id",
+    "meterid",
+    "meter id",
+    "meter_number",
+    "nmi",
+    "mpan",
+    "mprn",
+    "serial",
+];
+const DATE_NAMES: &[&str] = &[
+    "date",
+    "day",
+    "read_date",
+    "reading_date",
+    "interval_date",
+    "reading date",
+];
+
+/// Minutes after midnight named by an interval column label (`0:30`, `00:30`, `24:00`,
+/// `23:30:00`); `None` if the label is not a time.
+pub fn parse_time_label(label: &[u8]) -> Option<u16> {
+    let t = label.trim_ascii();
+    let t = t
+        .strip_suffix(b":00")
+        .filter(|r| r.contains(&b':'))
+        .unwrap_or(t);
+    let colon = t.iter().position(|&b| b == b':')?;
+    let (h, m) = (&t[..colon], &t[colon + 1..]);
+    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+        return None;
+    }
+    if !h.iter().chain(m).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let h = h.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+    let m = m.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+    (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+}
+
+fn is_total_name(name: &[u8]) -> bool {
+    let n = name.trim_ascii().to_ascii_lowercase();
+    n == b"total"
+        || n.starts_with(b"total ")
+        || n.starts_with(b"total_")
+        || n.ends_with(b" total")
+        || {
+            let s = String::from_utf8_lossy(&n);
+            s.contains("day total") || s.contains("daily total")
+        }
+}
+
+/// Where each field of a row goes, learnt from the header.
+struct Layout {
+    fields: usize,
+    meter: usize,
+    date: usize,
+    total: Option<usize>,
+    /// `(column, slot)` for every interval column.
+    intervals: Vec<(usize, usize)>,
+    slots: usize,
+    interval_minutes: u16,
+    /// Meter, date, intervals in slot order, optional total, nothing else.
+    canonical: bool,
+    header: Vec<Vec<u8>>,
+}
+
+impl Layout {
+    fn from_header(rec: &Record<'_>) -> Result<Layout, String> {
+        let names: Vec<Vec<u8>> = rec
+            .iter()
+            .map(|f| f.trim_ascii().to_ascii_lowercase())
+            .collect();
+        let find = |wanted: &[&str]| {
+            names
+                .iter()
+                .position(|n| wanted.iter().any(|w| n == w.as_bytes()))
+        };
+        let meter = find(METER_NAMES).ok_or(
+            "the header has no meter column (expected a column named Meter, meter_id or NMI)",
+        )?;
+        let date = find(DATE_NAMES)
+            .ok_or("the header has no date column (expected a column named Date)")?;
+        let labelled: Vec<(usize, u16)> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| parse_time_label(n).map(|m| (i, m)))
+            .collect();
+        let n = labelled.len();
+        let interval_minutes = interval_for_slots(n)
+            .filter(|m| [15, 30, 60, 5].contains(m))
+            .ok_or_else(|| {
+                format!("the header has {n} interval columns; expected 24, 48, 96 or 288")
+            })?;
+        let step = interval_minutes;
+        // The leftmost interval column says which end of the interval labels name.
+        let end_labelled = match labelled[0].1 {
+            0 => false,
+            m if m == step => true,
+            m => {
+                return Err(format!(
+                    "the first interval column is {}:{:02}; expected 0:00 (interval start) or {}:{:02} (interval end)",
+                    m / 60, m % 60, step / 60, step % 60
+                ))
+            }
+        };
+        let mut intervals = Vec::with_capacity(n);
+        for (k, &(col, minutes)) in labelled.iter().enumerate() {
+            let expected_start = (k as u16) * step;
+            let ok = if end_labelled {
+                minutes == expected_start + step || (k + 1 == n && minutes == 0)
+            } else {
+                minutes == expected_start
+            };
+            if !ok {
+                let label = String::from_utf8_lossy(rec.get(col).unwrap_or_default()).into_owned();
+                return Err(format!(
+                    "interval column {} is labelled `{label}`, out of sequence for {step}-minute intervals labelled by interval {}",
+                    col + 1,
+                    if end_labelled { "end" } else { "start" }
+                ));
+            }
+            intervals.push((col, k));
+        }
+        let total = names.iter().position(|nm| is_total_name(nm));
+        let canonical = meter == 0
+            && date == 1
+            && intervals
+                .iter()
+                .enumerate()
+                .all(|(k, &(col, _))| col == k + 2)
+            && names.len() == n + 2 + usize::from(total.is_some())
+            && total.is_none_or(|t| t == n + 2);
+        Ok(Layout {
+            fields: names.len(),
+            meter,
+            date,
+            total,
+            intervals,
+            slots: n,
+            interval_minutes,
+            canonical,
+            header: names,
+        })
+    }
+}
+
+/// The wide-format state machine.
+pub struct Wide {
+    tally: Tally,
+    layout: Option<Layout>,
+    frag: Fragment,
+    /// Last meter id's bytes, to reuse its `SeriesId` on the next row without validating again.
+    last_meter: Vec<u8>,
+    last_date: Vec<u8>,
+}
+
+impl Wide {
+    pub(crate) fn new(opts: &Options) -> Wide {
+        Wide {
+            tally: Tally::new(opts.source.clone()),
+            layout: None,
+            frag: Fragment {
+                series: SeriesId::parse(b"-").expect("valid placeholder"),
+                day: Day::from_days(0).expect("1970 is in range"),
+                version: opts.version,
+                source: opts.source.clone(),
+                line: 0,
+                interval_minutes: 30,
+                unit: Unit::kwh(),
+                quality: Quality::UNSPECIFIED,
+                slots: Slots::new(48),
+            },
+            last_meter: Vec::new(),
+            last_date: Vec::new(),
+        }
+    }
+
+    fn set_meter(&mut self, raw: &[u8]) -> Result<(), String> {
+        let raw = raw.trim_ascii();
+        if raw != self.last_meter.as_slice() {
+            self.frag.series = SeriesId::parse(raw).map_err(|e| e.to_string())?;
+            self.last_meter.clear();
+            self.last_meter.extend_from_slice(raw);
+        }
+        Ok(())
+    }
+
+    fn set_day(&mut self, raw: &[u8]) -> Result<(), String> {
+        if raw != self.last_date.as_slice() {
+            self.frag.day = Day::parse(raw).map_err(|e| e.to_string())?;
+            self.last_date.clear();
+            self.last_date.extend_from_slice(raw);
+        }
+        Ok(())
+    }
+
+    /// The fused fast path for canonical rows of plain decimals; declines anything else.
+    fn fast_row(&mut self, line: &[u8], lineno: u64) -> bool {
+        let Some(layout) = &self.layout else {
+            return false;
+        };
+        if !layout.canonical {
+            return false;
+        }
+        let (slots, has_total) = (layout.slots, layout.total.is_some());
+        let Some(c1) = memchr::memchr(b',', line) else {
+            return false;
+        };
+        let Some(c2) = memchr::memchr(b',', &line[c1 + 1..]).map(|p| p + c1 + 1) else {
+            return false;
+        };
+        let (meter, date) = (&line[..c1], &line[c1 + 1..c2]);
+        if (meter != self.last_meter.as_slice() && SeriesId::check(meter).is_err())
+            || meter.first().is_some_and(u8::is_ascii_whitespace)
+            || meter.last().is_some_and(u8::is_ascii_whitespace)
+        {
+            return false;
+        }
+        let day = if date == self.last_date.as_slice() {
+            self.frag.day
+        } else {
+            match Day::parse(date) {
+                Ok(d) => d,
+                Err(_) => return false,
+            }
+        };
+        // Parse into the reusable buffer; on decline nothing else has changed, and the slow
+        // path resets the buffer before use.
+        self.frag.slots.reset(slots);
+        let mut pos = c2 + 1;
+        let mut sum = 0i64;
+        let mut present = 0usize;
+        for slot in 0..slots {
+            let Some((v, end)) = scan_plain_kwh(line, pos) else {
+                return false;
+            };
+            if let Some(v) = v {
+                self.frag.slots.set(slot, v);
+                sum += v;
+                present += 1;
+            }
+            let last = slot + 1 == slots && !has_total;
+            if last != (end == line.len()) {
+                return false;
+            }
+            pos = end + 1;
+        }
+        if has_total {
+            match scan_plain_kwh(line, pos) {
+                Some((total, end)) if end == line.len() => {
+                    if total.is_some_and(|t| t != sum) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        if present == 0 {
+            return false;
+        }
+        if self.set_meter(meter).is_err() {
+            return false;
+        }
+        self.frag.day = day;
+        if date != self.last_date.as_slice() {
+            self.last_date.clear();
+            self.last_date.extend_from_slice(date);
+        }
+        self.frag.line = lineno;
+        true
+    }
+
+    fn slow_row(&mut self, rec: &Record<'_>, lineno: u64) -> Result<(), (Option<u32>, String)> {
+        let layout = self.layout.as_ref().expect("header parsed before rows");
+        let col = |i: usize| Some(i as u32 + 1);
+        if rec.len() < layout.fields {
+            return Err((
+                None,
+                format!(
+                    "the row has {} fields but the header has {}",
+                    rec.len(),
+                    layout.fields
+                ),
+            ));
+        }
+        if let Some(extra) = (layout.fields..rec.len())
+            .find(|&i| !rec.get(i).unwrap_or_default().trim_ascii().is_empty())
+        {
+            return Err((
+                col(extra),
+                format!(
+                    "the row has {} fields but the header has {}",
+                    rec.len(),
+                    layout.fields
+                ),
+            ));
+        }
+        let (meter_col, date_col, total_col) = (layout.meter, layout.date, layout.total);
+        let (slots, minutes) = (layout.slots, layout.interval_minutes);
+        let intervals = layout.intervals.clone();
+        self.set_meter(rec.get(meter_col).unwrap_or_default())
+            .map_err(|e| (col(meter_col), e))?;
+        self.set_day(rec.get(date_col).unwrap_or_default())
+            .map_err(|e| (col(date_col), e))?;
+        self.frag.slots.reset(slots);
+        for (c, slot) in intervals {
+            let raw = rec.get(c).unwrap_or_default();
+            match parse_decimal(raw, 6) {
+                Ok(Some(v)) => self.frag.slots.set(slot, v),
+                Ok(None) => {}
+                Err(e) => return Err((col(c), e.to_string())),
+            }
+        }
+        if self.frag.slots.present() == 0 {
+            return Err((None, "the row has no interval values".into()));
+        }
+        if let Some(tc) = total_col {
+            let sum = self.frag.slots.total();
+            match parse_decimal(rec.get(tc).unwrap_or_default(), 6) {
+                Ok(Some(t)) if t != sum => {
+                    return Err((
+                        col(tc),
+                        format!(
+                            "the total column says {} but the intervals sum to {}; the row is not counted",
+                            format_amount(t),
+                            format_amount(sum)
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err((col(tc), format!("total column: {e}"))),
+            }
+        }
+        self.frag.interval_minutes = minutes;
+        self.frag.line = lineno;
+        Ok(())
+    }
+}
+
+impl Handler for Wide {
+    fn line(&mut self, line: &[u8], lineno: u64, sink: &mut dyn Sink) -> bool {
+        if !self.fast_row(line, lineno) {
+            return false;
+        }
+        self.tally.accept_rows(1);
+        self.tally.emit(sink, &self.frag);
+        true
+    }
+
+    fn record(
+        &mut self,
+        rec: &Record<'_>,
+        lineno: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), FileError> {
+        let Some(layout) = &self.layout else {
+            let layout =
+                Layout::from_header(rec).map_err(|e| self.tally.header_error(lineno, e))?;
+            self.frag.interval_minutes = layout.interval_minutes;
+            self.layout = Some(layout);
+            return Ok(());
+        };
+        // A repeated header (files concatenated with `cat`) is not a row.
+        if rec.len() == layout.header.len()
+            && rec
+                .iter()
+                .zip(&layout.header)
+                .all(|(f, h)| f.trim_ascii().eq_ignore_ascii_case(h))
+        {
+            return Ok(());
+        }
+        match self.slow_row(rec, lineno) {
+            Ok(()) => {
+                self.tally.accept_rows(1);
+                self.tally.emit(sink, &self.frag);
+            }
+            Err((column, reason)) => self.tally.reject(sink, lineno, column, reason),
+        }
+        Ok(())
+    }
+}
+
+impl FormatHandler for Wide {
+    fn finish(&mut self, _sink: &mut dyn Sink) -> Result<(), FileError> {
+        if self.layout.is_none() {
+            return Err(self.tally.header_error(1, "the file has no header line"));
+        }
+        Ok(())
+    }
+
+    fn tally(&self) -> &Tally {
+        &self.tally
+    }
+}
+
+/// Source name helper for tests in sibling modules.
+#[cfg(test)]
+pub(crate) fn test_opts() -> Options {
+    Options::new("test.csv", 1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{parse_all, Parser};
+    use crate::reject::Collect;
+    use crate::value::ONE;
+    use proptest::prelude::*;
+
+    fn header(n: usize, end_labelled: bool, sep: &str) -> String {
+        let step = 1440 / n;
+        let labels: Vec<String> = (0..n)
+            .map(|k| {
+                let m = if end_labelled {
+                    (k + 1) * step % 1440
+                } else {
+                    k * step
+                };
+                format!("{}:{:02}", m / 60, m % 60)
+            })
+            .collect();
+        format!("Meter{sep}Date{sep}{}", labels.join(sep))
+    }
+
+    fn parse(input: &str) -> (Collect, crate::reject::Stats) {
+        let mut sink = Collect::default();
+        let stats = parse_all(input.as_bytes(), test_opts(), &mut sink).unwrap();
+        (sink, stats)
+    }
+
+    fn row(meter: &str, date: &str, values: &[&str]) -> String {
+        format!("{meter},{date},{}", values.join(","))
+    }
+
+    #[test]
+    fn time_labels() {
+        assert_eq!(parse_time_label(b"0:00"), Some(0));
+        assert_eq!(parse_time_label(b"23:30"), Some(1410));
+        assert_eq!(parse_time_label(b"24:00"), Some(1440));
+        assert_eq!(parse_time_label(b"00:30:00"), Some(30));
+        assert_eq!(parse_time_label(b"24:30"), None);
+        assert_eq!(parse_time_label(b"Date"), None);
+        assert_eq!(parse_time_label(b"1:5"), None);
+    }
+
+    #[test]
+    fn variants_of_the_format() {
+        let ones = vec!["1"; 48];
+        let halves = vec!["0.5"; 48];
+        struct Case {
+            name: &'static str,
+            input: String,
+            day_totals: Vec<(&'static str, &'static str, i64)>,
+        }
+        let h48 = header(48, false, ",");
+        let cases = vec![
+            Case {
+                name: "start labelled LF",
+                input: format!("{h48}\n{}\n", row("EE1", "2019-01-01", &ones)),
+                day_totals: vec![("EE1", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "CRLF, no final newline",
+                input: format!(
+                    "{h48}\r\n{}\r\n{}",
+                    row("EE1", "2019-01-01", &ones),
+                    row("EE1", "2019-01-02", &halves)
+                ),
+                day_totals: vec![
+                    ("EE1", "2019-01-01", 48 * ONE),
+                    ("EE1", "2019-01-02", 24 * ONE),
+                ],
+            },
+            Case {
+                name: "BOM and blank lines",
+                input: format!("\u{feff}{h48}\n\n{}\n\n", row("EE1", "1/01/2019", &ones)),
+                day_totals: vec![("EE1", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "end labelled UK style 24:00",
+                input: format!(
+                    "{}\n{}\n",
+                    header(48, true, ",").replace(",0:00", ",24:00"),
+                    row("EE1", "20190101", &ones)
+                ),
+                day_totals: vec![("EE1", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "end labelled 00:00",
+                input: format!(
+                    "{}\n{}\n",
+                    header(48, true, ","),
+                    row("EE1", "2019-01-01", &ones)
+                ),
+                day_totals: vec![("EE1", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "quoted fields",
+                input: format!(
+                    "{}\n{}\n",
+                    header(48, false, ",")
+                        .split(',')
+                        .map(|f| format!("\"{f}\""))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    row("\"EE1\"", "\"2019-01-01\"", &vec!["\"1\""; 48])
+                ),
+                day_totals: vec![("EE1", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "columns in another order, lower case",
+                input: format!(
+                    "date,{},meter\n2019-01-01,{},EE2\n",
+                    header(24, false, ",").trim_start_matches("Meter,Date,"),
+                    vec!["2"; 24].join(",")
+                ),
+                day_totals: vec![("EE2", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "96 and 288 intervals",
+                input: format!(
+                    "{}\n{}\n",
+                    header(96, false, ","),
+                    row("EE3", "2019-01-01", &vec!["0.25"; 96])
+                ),
+                day_totals: vec![("EE3", "2019-01-01", 24 * ONE)],
+            },
+            Case {
+                name: "288",
+                input: format!(
+                    "{}\n{}\n",
+                    header(288, false, ","),
+                    row("EE3", "2019-01-01", &vec!["0.001"; 288])
+                ),
+                day_totals: vec![("EE3", "2019-01-01", 288_000)],
+            },
+            Case {
+                name: "total column checked",
+                input: format!("{h48},Total\n{},48\n", row("EE1", "2019-01-01", &ones)),
+                day_totals: vec![("EE1", "2019-01-01", 48 * ONE)],
+            },
+            Case {
+                name: "one day total kwh",
+                input: format!(
+                    "{h48},One Day Total kWh\n{},24.0\n",
+                    row("EE1", "2019-01-01", &halves)
+                ),
+                day_totals: vec![("EE1", "2019-01-01", 24 * ONE)],
+            },
+            Case {
+                name: "repeated header",
+                input: format!(
+                    "{h48}\n{}\n{h48}\n{}\n",
+                    row("EE1", "2019-01-01", &ones),
+                    row("EE1", "2019-01-02", &ones)
+                ),
+                day_totals: vec![
+                    ("EE1", "2019-01-01", 48 * ONE),
+                    ("EE1", "2019-01-02", 48 * ONE),
+                ],
+            },
+            Case {
+                name: "decimals never dropped",
+                input: format!("{h48}\n{}\n", row("EE1", "2019-01-01", &vec!["0.123"; 48])),
+                day_totals: vec![("EE1", "2019-01-01", 48 * 123_000)],
+            },
+        ];
+        for c in cases {
+            let (sink, stats) = parse(&c.input);
+            assert!(sink.rejects.is_empty(), "{}: {:?}", c.name, sink.rejects);
+            let got: Vec<(String, String, i64)> = sink
+                .fragments
+                .iter()
+                .map(|f| (f.series.to_string(), f.day.to_string(), f.total()))
+                .collect();
+            let want: Vec<(String, String, i64)> = c
+                .day_totals
+                .iter()
+                .map(|(m, d, t)| (m.to_string(), d.to_string(), *t))
+                .collect();
+            assert_eq!(got, want, "{}", c.name);
+            assert_eq!(stats.rows_read, want.len() as u64, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn partial_days_keep_missing_slots_missing() {
+        let mut vals = vec!["1"; 48];
+        vals[0] = "";
+        vals[47] = " ";
+        let (sink, _) = parse(&format!(
+            "{}\n{}\n",
+            header(48, false, ","),
+            row("EE1", "2019-01-01", &vals)
+        ));
+        let f = &sink.fragments[0];
+        assert_eq!(
+            (f.slots.present(), f.slots.get(0), f.total()),
+            (46, None, 46 * ONE)
+        );
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_with_line_and_column_and_the_rest_is_read() {
+        let h = header(48, false, ",");
+        let mut bad_value = vec!["1"; 48];
+        bad_value[3] = "1.2x";
+        let mut precise = vec!["1"; 48];
+        precise[0] = "0.0000001";
+        let input = [
+            h.clone() + ",Total",
+            row("EE1", "2019-01-01", &vec!["1"; 48]) + ",48",
+            row("EE 1", "2019-01-02", &vec!["1"; 48]) + ",48",
+            row("EE1", "2019-02-30", &vec!["1"; 48]) + ",48",
+            row("EE1", "2019-01-03", &bad_value) + ",",
+            row("EE1", "2019-01-04", &vec!["1"; 48]) + ",47",
+            row("EE1", "2019-01-05", &vec![""; 48]) + ",",
+            "EE1,2019-01-06,1,2".into(),
+            row("EE1", "2019-01-07", &precise) + ",",
+            row("EE1", "2019-01-08", &vec!["1"; 48]) + ",48,x",
+            row("EE1", "2019-01-09", &vec!["1"; 48]) + ",",
+        ]
+        .join("\n");
+        let (sink, stats) = parse(&input);
+        let rejects: Vec<(u64, Option<u32>)> =
+            sink.rejects.iter().map(|r| (r.line, r.column)).collect();
+        assert_eq!(
+            rejects,
+            vec![
+                (3, Some(1)),
+                (4, Some(2)),
+                (5, Some(6)),
+                (6, Some(51)),
+                (7, None),
+                (8, None),
+                (9, Some(3)),
+                (10, Some(52))
+            ]
+        );
+        assert!(
+            sink.rejects[3].reason.contains("sum to 48"),
+            "{}",
+            sink.rejects[3].reason
+        );
+        assert!(
+            sink.rejects[6].reason.contains("decimal places"),
+            "{}",
+            sink.rejects[6].reason
+        );
+        assert_eq!(
+            sink.fragments.iter().map(|f| f.line).collect::<Vec<_>>(),
+            vec![2, 11]
+        );
+        assert_eq!(
+            (stats.rows_read, stats.rows_accepted, stats.rows_rejected),
+            (10, 2, 8)
+        );
+    }
+
+    #[test]
+    fn bad_headers_reject_the_file_once() {
+        for (input, needle) in [
+            (
+                "Meter,Date,0:00,0:30\nEE1,2019-01-01,1,1\n",
+                "2 interval columns",
+            ),
+            ("Meter,0:00,0:30\n", "no date column"),
+            (
+                &*format!(
+                    "Date,{}\n",
+                    header(48, false, ",").trim_start_matches("Meter,Date,")
+                ),
+                "no meter column",
+            ),
+            (
+                &*header(48, false, ",").replace(",1:00,", ",1:15,"),
+                "out of sequence",
+            ),
+        ] {
+            let mut p = Parser::new(test_opts());
+            let mut sink = Collect::default();
+            let err = p
+                .feed(input.as_bytes(), &mut sink)
+                .and_then(|_| p.finish(&mut sink).map(|_| ()));
+            let msg = err.unwrap_err().to_string();
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    fn arb_cell() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (0u32..3000).prop_map(|v| format!("{}.{:03}", v / 1000, v % 1000)),
+            3 => (0u32..20).prop_map(|v| v.to_string()),
+            1 => Just(String::new()),
+            1 => Just("\"1.5\"".to_string()),
+            1 => Just(" 2".to_string()),
+            1 => Just("-0.25".to_string()),
+            1 => Just("x".to_string()),
+            1 => Just("0.1234567".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_boundaries_never_change_the_output(
+            rows in proptest::collection::vec((0u8..3, 1u32..28, proptest::collection::vec(arb_cell(), 48), any::<bool>()), 1..8),
+            cuts in proptest::collection::vec(0usize..20_000, 0..8),
+            crlf in any::<bool>(),
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut input = header(48, false, ",") + ",Total" + eol;
+            for (m, d, cells, with_total) in &rows {
+                let total = if *with_total {
+                    let sum: i64 = cells.iter().filter_map(|c| parse_decimal(c.trim_matches('"').as_bytes(), 6).ok().flatten()).sum();
+                    format_amount(sum)
+                } else { String::new() };
+                input += &format!("EE{m},2019-01-{d:02},{},{total}{eol}", cells.join(","));
+            }
+            let whole = parse(&input);
+            let mut p = Parser::new(test_opts());
+            let mut sink = Collect::default();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut prev = 0;
+            for c in cuts {
+                p.feed(&input.as_bytes()[prev..c], &mut sink).unwrap();
+                prev = c;
+            }
+            p.feed(&input.as_bytes()[prev..], &mut sink).unwrap();
+            let stats = p.finish(&mut sink).unwrap();
+            prop_assert_eq!(&sink.fragments, &whole.0.fragments);
+            prop_assert_eq!(&sink.rejects, &whole.0.rejects);
+            prop_assert_eq!(stats.rows_read, rows.len() as u64);
+            prop_assert_eq!(stats.rows_read, stats.rows_accepted + stats.rows_rejected);
+        }
+    }
+}

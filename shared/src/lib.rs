@@ -1,0 +1,16 @@
+//! meterflow's pure, synchronous core: input formats, readings, merge rules and the wire
+//! encoding. No I/O beyond `std::io::Read` adapters, no async runtime, no AWS: the Lambdas and
+//! the CLI wire their I/O to these functions.
+
+pub mod day;
+pub mod format;
+pub mod fragment;
+pub mod reject;
+pub mod series;
+pub mod value;
+
+pub use day::Day;
+pub use format::{parse_all, Format, Options, Parser, TimestampLabel};
+pub use fragment::{Fragment, Quality, Slots, Version};
+pub use reject::{Collect, FileError, Reject, Sink, Stats};
+pub use series::{SeriesId, Unit};

@@ -1,0 +1,90 @@
+//! Rejected rows, whole-file failures, and the sink parsers report into.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::fragment::Fragment;
+
+/// One input row that was not counted, and why. Every row read is either accepted into a
+/// fragment or becomes exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub source: Arc<str>,
+    /// 1-based line where the row starts.
+    pub line: u64,
+    /// 1-based column (field) at fault, when one is.
+    pub column: Option<u32>,
+    pub reason: String,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.line)?;
+        if let Some(c) = self.column {
+            write!(f, ": column {c}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// The input as a whole cannot be read: nothing after the failure was interpreted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("{input}:{line}: {reason}")]
+    Header {
+        input: Arc<str>,
+        line: u64,
+        reason: String,
+    },
+    #[error("{input}: {reason}")]
+    Format { input: Arc<str>, reason: String },
+    #[error("{input}:{line}: a single record is longer than {limit} bytes; is this really a meter-data CSV file?")]
+    RecordTooLong {
+        input: Arc<str>,
+        line: u64,
+        limit: usize,
+    },
+}
+
+/// Receives a parser's output. Fragments are lent, not given: the parser reuses one buffer
+/// per row, and a sink that keeps them clones (most encode them straight onto the wire).
+pub trait Sink {
+    fn fragment(&mut self, fragment: &Fragment);
+    fn reject(&mut self, reject: Reject);
+}
+
+/// Row accounting for one input: `rows_read == rows_accepted + rows_rejected` always holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rows_read: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    pub fragments: u64,
+    pub bytes: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.rows_read += o.rows_read;
+        self.rows_accepted += o.rows_accepted;
+        self.rows_rejected += o.rows_rejected;
+        self.fragments += o.fragments;
+        self.bytes += o.bytes;
+    }
+}
+
+/// A sink that keeps everything; for tests and small inputs.
+#[derive(Debug, Default)]
+pub struct Collect {
+    pub fragments: Vec<Fragment>,
+    pub rejects: Vec<Reject>,
+}
+
+impl Sink for Collect {
+    fn fragment(&mut self, fragment: &Fragment) {
+        self.fragments.push(fragment.clone());
+    }
+    fn reject(&mut self, reject: Reject) {
+        self.rejects.push(reject);
+    }
+}

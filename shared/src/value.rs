@@ -1,0 +1,279 @@
+//! Exact fixed-point amounts.
+//!
+//! Billing needs exact sums, so a reading is an `i64` count of millionths of the series unit
+//! (for kWh: 1 unit = 1 mWh = 0.000001 kWh). Parsing never rounds: a value that needs more
+//! decimal places than the target scale is an error, not a silently shortened number.
+
+use std::fmt;
+
+/// Decimal places of kWh held by one amount unit.
+pub const SCALE: u32 = 6;
+/// One whole series unit (1 kWh) in amount units.
+pub const ONE: i64 = 1_000_000;
+/// Largest magnitude a single interval value may have (10^9 kWh). Bounding single values
+/// keeps any sum of a day's 288 slots, and of a year of days, far inside `i64`.
+pub const MAX_ABS_VALUE: i64 = 1_000_000_000 * ONE;
+
+/// Why a cell is not an exact decimal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error(
+        "`{0}` is not a decimal number (expected digits with an optional `.` and sign, like 0.123)"
+    )]
+    NotDecimal(String),
+    #[error("`{value}` has more than {places} decimal places; meterflow keeps values exact and never rounds, so convert the file to at most {places} places")]
+    TooPrecise { value: String, places: u32 },
+    #[error("`{0}` is out of range: a single interval value must be below 10^9 kWh")]
+    OutOfRange(String),
+}
+
+fn lossy(field: &[u8]) -> String {
+    let s = String::from_utf8_lossy(field);
+    if s.len() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Parses a decimal cell into an exact integer with `places` decimal places.
+///
+/// Returns `Ok(None)` for an empty (or all-blank) cell: a missing interval, not a zero.
+/// `places` is 6 for kWh; NEM12 channels in Wh use 3 and in MWh 9, which normalises them to
+/// kWh millionths without any arithmetic that could round.
+pub fn parse_decimal(field: &[u8], places: u32) -> Result<Option<i64>, ValueError> {
+    let s = field.trim_ascii();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let (neg, digits) = match s[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut acc: i128 = 0;
+    let mut seen_digit = false;
+    let mut frac: Option<u32> = None;
+    let limit = i128::from(MAX_ABS_VALUE);
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                seen_digit = true;
+                let d = i128::from(b - b'0');
+                match frac {
+                    Some(n) if n >= places => {
+                        if d != 0 {
+                            return Err(ValueError::TooPrecise {
+                                value: lossy(field),
+                                places,
+                            });
+                        }
+                        // Trailing zeros beyond the scale change nothing: keep exactness.
+                    }
+                    Some(n) => {
+                        acc = acc * 10 + d;
+                        frac = Some(n + 1);
+                    }
+                    None => {
+                        acc = acc * 10 + d;
+                    }
+                }
+                if acc > limit * 1_000_000_000 {
+                    return Err(ValueError::OutOfRange(lossy(field)));
+                }
+            }
+            b'.' if frac.is_none() => frac = Some(0),
+            _ => return Err(ValueError::NotDecimal(lossy(field))),
+        }
+    }
+    if !seen_digit {
+        return Err(ValueError::NotDecimal(lossy(field)));
+    }
+    let have = frac.unwrap_or(0);
+    acc *= 10i128.pow(places - have);
+    // Scale to amount units: `places` decimal places of the input unit map onto SCALE places
+    // of kWh by the caller's choice of `places`, so `acc` is already in amount units.
+    if acc >= limit {
+        return Err(ValueError::OutOfRange(lossy(field)));
+    }
+    let v = acc as i64;
+    Ok(Some(if neg { -v } else { v }))
+}
+
+/// Fast path for the overwhelmingly common cell shape `digits[.digits]` in kWh (6 places).
+///
+/// Scans from `pos` up to the next `,` or end of `line`. Returns `(value, end)` where `end` is
+/// the index of the delimiter (or `line.len()`), or `None` when the cell needs the general
+/// parser (sign, blanks, quotes, too many places, huge numbers, anything unusual). Sharing
+/// [`parse_decimal`]'s semantics is checked by a property test.
+#[inline(always)]
+pub fn scan_plain_kwh(line: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
+    let mut i = pos;
+    let mut int: u64 = 0;
+    let n = line.len();
+    while i < n {
+        let d = line[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        int = int * 10 + u64::from(d);
+        i += 1;
+    }
+    let int_digits = i - pos;
+    if int_digits > 9 {
+        return None;
+    }
+    if i == n || line[i] == b',' {
+        if int_digits == 0 {
+            return Some((None, i));
+        }
+        return Some((Some(int as i64 * ONE), i));
+    }
+    if line[i] != b'.' {
+        return None;
+    }
+    i += 1;
+    let fstart = i;
+    let mut frac: u64 = 0;
+    while i < n {
+        let d = line[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        frac = frac * 10 + u64::from(d);
+        i += 1;
+    }
+    let places = i - fstart;
+    if places > SCALE as usize || (int_digits == 0 && places == 0) {
+        return None;
+    }
+    if i != n && line[i] != b',' {
+        return None;
+    }
+    const POW: [u64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
+    Some((Some((int * ONE as u64 + frac * POW[places]) as i64), i))
+}
+
+/// Renders an amount as an exact decimal in the series unit: `53328000` → `53.328`.
+///
+/// Trailing zeros are trimmed and whole numbers have no point, so the text is also a valid,
+/// exact JSON number (never `53.327999`).
+pub fn format_amount(v: i64) -> String {
+    let mut out = String::with_capacity(24);
+    write_amount(&mut out, v);
+    out
+}
+
+/// [`format_amount`] into an existing buffer (used when streaming JSON or CSV).
+pub fn write_amount(out: &mut String, v: i64) {
+    use fmt::Write;
+    let neg = v < 0;
+    let abs = v.unsigned_abs();
+    let int = abs / ONE as u64;
+    let mut frac = abs % ONE as u64;
+    if neg {
+        out.push('-');
+    }
+    let _ = write!(out, "{int}");
+    if frac != 0 {
+        let mut width = SCALE as usize;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        let _ = write!(out, ".{frac:0width$}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_table() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("", None),
+            ("  ", None),
+            ("0", Some(0)),
+            ("9", Some(9_000_000)),
+            ("0.123", Some(123_000)),
+            ("1.111", Some(1_111_000)),
+            (".5", Some(500_000)),
+            ("5.", Some(5_000_000)),
+            ("-0.5", Some(-500_000)),
+            ("+2", Some(2_000_000)),
+            (" 3.25 ", Some(3_250_000)),
+            ("0.000001", Some(1)),
+            ("1.1234560000", Some(1_123_456)),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_decimal(s.as_bytes(), 6).unwrap(), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_table() {
+        assert!(matches!(
+            parse_decimal(b"0.0000001", 6),
+            Err(ValueError::TooPrecise { .. })
+        ));
+        for bad in ["abc", "1.2.3", "1e3", "-", ".", "1,5", "0x10", "NaN"] {
+            assert!(
+                matches!(
+                    parse_decimal(bad.as_bytes(), 6),
+                    Err(ValueError::NotDecimal(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_decimal(b"1000000000", 6),
+            Err(ValueError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_decimal(b"99999999999999999999999999999999", 6),
+            Err(ValueError::OutOfRange(_))
+        ));
+    }
+
+    #[test]
+    fn other_scales_normalise_to_kwh() {
+        // 1500 Wh = 1.5 kWh; 0.0015 MWh = 1.5 kWh.
+        assert_eq!(parse_decimal(b"1500", 3).unwrap(), Some(1_500_000));
+        assert_eq!(parse_decimal(b"0.0015", 9).unwrap(), Some(1_500_000));
+        assert!(parse_decimal(b"0.0001", 3).is_err());
+    }
+
+    #[test]
+    fn formats_exactly() {
+        assert_eq!(format_amount(53_328_000), "53.328");
+        assert_eq!(format_amount(365_000_000), "365");
+        assert_eq!(format_amount(1), "0.000001");
+        assert_eq!(format_amount(-500_000), "-0.5");
+        assert_eq!(format_amount(0), "0");
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(v in -MAX_ABS_VALUE + 1..MAX_ABS_VALUE) {
+            prop_assert_eq!(parse_decimal(format_amount(v).as_bytes(), 6).unwrap(), Some(v));
+        }
+
+        #[test]
+        fn fast_path_agrees_with_general_parser(cell in "[0-9]{0,11}(\\.[0-9]{0,8})?|[-+ a-z.]{0,3}") {
+            let line = format!("{cell},tail");
+            if let Some((v, end)) = scan_plain_kwh(line.as_bytes(), 0) {
+                prop_assert_eq!(end, cell.len());
+                prop_assert_eq!(Ok(v), parse_decimal(cell.as_bytes(), 6));
+            }
+        }
+
+        #[test]
+        fn fast_path_takes_plain_cells(int in 0u64..1_000_000, frac in proptest::option::of("[0-9]{1,6}")) {
+            let cell = match &frac { Some(f) => format!("{int}.{f}"), None => int.to_string() };
+            let got = scan_plain_kwh(cell.as_bytes(), 0);
+            prop_assert_eq!(got, Some((parse_decimal(cell.as_bytes(), 6).unwrap(), cell.len())));
+        }
+    }
+}
