@@ -5,6 +5,7 @@
 pub mod day;
 pub mod format;
 pub mod fragment;
+pub mod merge;
 pub mod reject;
 pub mod series;
 pub mod value;
@@ -12,5 +13,6 @@ pub mod value;
 pub use day::Day;
 pub use format::{parse_all, Format, Options, Parser, TimestampLabel};
 pub use fragment::{Fragment, Quality, Slots, Version};
+pub use merge::{daily_totals, DayTotal};
 pub use reject::{Collect, FileError, Reject, Sink, Stats};
 pub use series::{SeriesId, Unit};

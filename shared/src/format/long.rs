@@ -1,42 +1,545 @@
-//! Long CSV: one reading per row (placeholder, being written).
-use super::record::{Handler, Record};
-use super::{FormatHandler, Options, Tally};
-use crate::reject::{FileError, Sink};
+//! Long CSV: one reading per row, `meter,timestamp,kwh` (header names vary).
+//!
+//! Consecutive readings of the same series and day are folded into one fragment, which is
+//! emitted when the series or day changes (files are usually sorted by meter, then time). If
+//! the same day shows up again later in the file it becomes a second fragment with its own
+//! line, and the merge rule (later line wins per slot) combines them; so does a reading
+//! repeated inside one run: the later row's value stands, as it would across files.
+//!
+//! Timestamps are the wall-clock times written in the file. An offset (`Z`, `+10:00`) is
+//! validated but not applied: meter data is billed per local day of the meter's market, and
+//! moving readings across midnight by a UTC conversion would change daily totals.
 
-pub(crate) fn looks_like_header(_fields: &[Vec<u8>]) -> bool {
-    false
+use super::record::{Handler, Record};
+use super::{FormatHandler, Options, Tally, TimestampLabel};
+use crate::day::Day;
+use crate::fragment::{slots_per_day, Fragment, Quality, Slots};
+use crate::reject::{FileError, Sink};
+use crate::series::{SeriesId, Unit};
+use crate::value::parse_decimal;
+
+const METER_NAMES: &[&str] = &[
+    "meter", "meter_id", "meterid", "meter id", "nmi", "series", "mpan", "mprn",
+];
+const START_NAMES: &[&str] = &["interval_start", "interval start", "start", "start_time"];
+const END_NAMES: &[&str] = &["interval_end", "interval end", "end", "end_time"];
+const TIME_NAMES: &[&str] = &[
+    "timestamp",
+    "read_at",
+    "datetime",
+    "date_time",
+    "time",
+    "reading_time",
+    "ts",
+];
+const VALUE_NAMES: &[&str] = &[
+    "kwh",
+    "value",
+    "consumption",
+    "reading",
+    "energy",
+    "usage",
+    "kwh_value",
+];
+
+fn position(fields: &[Vec<u8>], names: &[&str]) -> Option<usize> {
+    fields
+        .iter()
+        .position(|f| names.iter().any(|n| f.as_slice() == n.as_bytes()))
 }
 
+/// True when lower-cased header fields name a meter, a timestamp and a value column.
+pub(crate) fn looks_like_header(fields: &[Vec<u8>]) -> bool {
+    let has_time = [START_NAMES, END_NAMES, TIME_NAMES]
+        .iter()
+        .any(|n| position(fields, n).is_some());
+    position(fields, METER_NAMES).is_some() && has_time && position(fields, VALUE_NAMES).is_some()
+}
+
+struct Layout {
+    fields: usize,
+    meter: usize,
+    time: usize,
+    value: usize,
+    end_labelled: bool,
+    header: Vec<Vec<u8>>,
+}
+
+/// A parsed ISO 8601 timestamp: date and minutes after midnight (1440 for `24:00`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Timestamp {
+    pub day: Day,
+    pub minutes: u16,
+}
+
+fn digits(b: &[u8]) -> Option<u16> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0u16, |a, &d| {
+        a.saturating_mul(10).saturating_add(u16::from(d - b'0'))
+    }))
+}
+
+/// Parses `2019-01-01T00:30`, `2019-01-01 00:30:00`, `…:00.000`, with an optional `Z` or
+/// `±HH:MM`/`±HHMM` offset. Seconds must be zero: readings label interval boundaries.
+pub fn parse_timestamp(raw: &[u8]) -> Result<Timestamp, String> {
+    let t = raw.trim_ascii();
+    let shown = || String::from_utf8_lossy(raw).into_owned();
+    if t.len() < 16 || (t[10] != b'T' && t[10] != b' ' && t[10] != b't') {
+        return Err(format!(
+            "`{}` is not an ISO 8601 timestamp like 2019-01-01T00:30:00",
+            shown()
+        ));
+    }
+    let day = Day::parse_iso(std::str::from_utf8(&t[..10]).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    let mut rest = &t[11..];
+    // Split off an offset: `Z`, or a sign after the time part.
+    if let Some(r) = rest.strip_suffix(b"Z").or_else(|| rest.strip_suffix(b"z")) {
+        rest = r;
+    } else if let Some(sign) = rest.iter().position(|&b| b == b'+' || b == b'-') {
+        let off = &rest[sign + 1..];
+        let ok = match off.len() {
+            5 if off[2] == b':' => digits(&off[..2])
+                .zip(digits(&off[3..]))
+                .is_some_and(|(h, m)| h <= 14 && m < 60),
+            4 => digits(&off[..2])
+                .zip(digits(&off[2..]))
+                .is_some_and(|(h, m)| h <= 14 && m < 60),
+            2 => digits(off).is_some_and(|h| h <= 14),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "`{}` has an unreadable UTC offset (use Z, +10:00 or +1000)",
+                shown()
+            ));
+        }
+        rest = &rest[..sign];
+    }
+    let bad = || {
+        format!(
+            "`{}` has an unreadable time of day (expected HH:MM or HH:MM:SS)",
+            shown()
+        )
+    };
+    let (hm, secs) = match rest.len() {
+        5 => (rest, &b""[..]),
+        n if n >= 8 && rest[5] == b':' => (&rest[..5], &rest[6..]),
+        _ => return Err(bad()),
+    };
+    if hm[2] != b':' {
+        return Err(bad());
+    }
+    let (h, m) = digits(&hm[..2]).zip(digits(&hm[3..])).ok_or_else(bad)?;
+    if !secs.is_empty() {
+        let (s, frac) = match secs.iter().position(|&b| b == b'.' || b == b',') {
+            Some(p) => (&secs[..p], &secs[p + 1..]),
+            None => (secs, &b""[..]),
+        };
+        if s.len() != 2 || digits(s).is_none() || (!frac.is_empty() && digits(frac).is_none()) {
+            return Err(bad());
+        }
+        if s != b"00" || frac.iter().any(|&b| b != b'0') {
+            return Err(format!(
+                "`{}` is not on a whole minute; interval readings label interval boundaries",
+                shown()
+            ));
+        }
+    }
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(Timestamp {
+        day,
+        minutes: h * 60 + m,
+    })
+}
+
+/// The long-format state machine.
 pub struct Long {
     tally: Tally,
+    layout: Option<Layout>,
+    label: TimestampLabel,
+    interval: u16,
+    slots: usize,
+    frag: Fragment,
+    /// A fragment is being filled (`frag` holds an open day).
+    open: bool,
 }
 
 impl Long {
     pub(crate) fn new(opts: &Options) -> Long {
+        let interval = opts.long_interval_minutes;
         Long {
             tally: Tally::new(opts.source.clone()),
+            layout: None,
+            label: opts.timestamps,
+            interval,
+            slots: slots_per_day(interval).unwrap_or(0),
+            frag: Fragment {
+                series: SeriesId::parse(b"-").expect("valid placeholder"),
+                day: Day::from_days(0).expect("1970 is in range"),
+                version: opts.version,
+                source: opts.source.clone(),
+                line: 0,
+                interval_minutes: interval,
+                unit: Unit::kwh(),
+                quality: Quality::UNSPECIFIED,
+                slots: Slots::new(slots_per_day(interval).unwrap_or(0)),
+            },
+            open: false,
         }
+    }
+
+    fn flush(&mut self, sink: &mut dyn Sink) {
+        if self.open {
+            self.open = false;
+            self.tally.emit(sink, &self.frag);
+        }
+    }
+
+    fn row(
+        &mut self,
+        rec: &Record<'_>,
+        lineno: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), (Option<u32>, String)> {
+        let layout = self.layout.as_ref().expect("header parsed before rows");
+        let col = |i: usize| Some(i as u32 + 1);
+        if rec.len() < layout.fields {
+            return Err((
+                None,
+                format!(
+                    "the row has {} fields but the header has {}",
+                    rec.len(),
+                    layout.fields
+                ),
+            ));
+        }
+        let (mc, tc, vc, end) = (layout.meter, layout.time, layout.value, layout.end_labelled);
+        let meter = rec.get(mc).unwrap_or_default().trim_ascii();
+        let series = if self.open && meter == self.frag.series.as_str().as_bytes() {
+            None
+        } else {
+            Some(SeriesId::parse(meter).map_err(|e| (col(mc), e.to_string()))?)
+        };
+        let ts = parse_timestamp(rec.get(tc).unwrap_or_default()).map_err(|e| (col(tc), e))?;
+        let step = self.interval;
+        if ts.minutes % step != 0 {
+            return Err((
+                col(tc),
+                format!(
+                    "{:02}:{:02} is not on a {step}-minute interval boundary",
+                    ts.minutes / 60,
+                    ts.minutes % 60
+                ),
+            ));
+        }
+        let (day, slot) = match (end, ts.minutes) {
+            (true, 0) => (ts.day.pred(), self.slots - 1),
+            (true, m) => (ts.day, usize::from(m / step) - 1),
+            (false, 1440) => return Err((col(tc), "24:00 cannot start an interval".into())),
+            (false, m) => (ts.day, usize::from(m / step)),
+        };
+        let value = match parse_decimal(rec.get(vc).unwrap_or_default(), 6) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err((col(vc), "the reading is empty".into())),
+            Err(e) => return Err((col(vc), e.to_string())),
+        };
+        if series.is_some() || day != self.frag.day || !self.open {
+            self.flush(sink);
+            if let Some(s) = series {
+                self.frag.series = s;
+            }
+            self.frag.day = day;
+            self.frag.line = lineno;
+            self.frag.slots.reset(self.slots);
+            self.open = true;
+        }
+        self.frag.slots.set(slot, value);
+        Ok(())
     }
 }
 
 impl Handler for Long {
     fn record(
         &mut self,
-        _rec: &Record<'_>,
+        rec: &Record<'_>,
         lineno: u64,
-        _sink: &mut dyn Sink,
+        sink: &mut dyn Sink,
     ) -> Result<(), FileError> {
-        Err(self
-            .tally
-            .header_error(lineno, "long format not implemented yet"))
+        let Some(layout) = &self.layout else {
+            if self.slots == 0 {
+                return Err(self.tally.header_error(
+                    lineno,
+                    format!(
+                        "interval length {} minutes is not one of 5, 10, 15, 30, 60",
+                        self.interval
+                    ),
+                ));
+            }
+            let names: Vec<Vec<u8>> = rec
+                .iter()
+                .map(|f| f.trim_ascii().to_ascii_lowercase())
+                .collect();
+            let missing = |what: &str| {
+                self.tally
+                    .header_error(lineno, format!("the header has no {what} column"))
+            };
+            let meter = position(&names, METER_NAMES)
+                .ok_or_else(|| missing("meter (meter, meter_id or nmi)"))?;
+            let value = position(&names, VALUE_NAMES)
+                .ok_or_else(|| missing("value (kwh, value or consumption)"))?;
+            let (time, header_label) = if let Some(i) = position(&names, START_NAMES) {
+                (i, TimestampLabel::Start)
+            } else if let Some(i) = position(&names, END_NAMES) {
+                (i, TimestampLabel::End)
+            } else {
+                let i = position(&names, TIME_NAMES)
+                    .ok_or_else(|| missing("timestamp (timestamp, interval_start or read_at)"))?;
+                (i, TimestampLabel::Auto)
+            };
+            let label = match (self.label, header_label) {
+                (TimestampLabel::Auto, TimestampLabel::Auto) => TimestampLabel::End,
+                (TimestampLabel::Auto, h) => h,
+                (o, _) => o,
+            };
+            self.layout = Some(Layout {
+                fields: names.len(),
+                meter,
+                time,
+                value,
+                end_labelled: label == TimestampLabel::End,
+                header: names,
+            });
+            return Ok(());
+        };
+        if rec.len() == layout.header.len()
+            && rec
+                .iter()
+                .zip(&layout.header)
+                .all(|(f, h)| f.trim_ascii().eq_ignore_ascii_case(h))
+        {
+            return Ok(());
+        }
+        match self.row(rec, lineno, sink) {
+            Ok(()) => self.tally.accept_rows(1),
+            Err((column, reason)) => self.tally.reject(sink, lineno, column, reason),
+        }
+        Ok(())
     }
 }
 
 impl FormatHandler for Long {
-    fn finish(&mut self, _sink: &mut dyn Sink) -> Result<(), FileError> {
+    fn finish(&mut self, sink: &mut dyn Sink) -> Result<(), FileError> {
+        if self.layout.is_none() {
+            return Err(self.tally.header_error(1, "the file has no header line"));
+        }
+        self.flush(sink);
         Ok(())
     }
+
     fn tally(&self) -> &Tally {
         &self.tally
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{parse_all, Parser};
+    use crate::reject::Collect;
+    use crate::value::ONE;
+    use proptest::prelude::*;
+
+    fn opts(label: TimestampLabel) -> Options {
+        let mut o = Options::new("long.csv", 7);
+        o.timestamps = label;
+        o
+    }
+
+    fn parse(input: &str, label: TimestampLabel) -> (Collect, crate::reject::Stats) {
+        let mut sink = Collect::default();
+        let stats = parse_all(input.as_bytes(), opts(label), &mut sink).unwrap();
+        (sink, stats)
+    }
+
+    fn summary(c: &Collect) -> Vec<(String, String, i64, usize)> {
+        c.fragments
+            .iter()
+            .map(|f| {
+                (
+                    f.series.to_string(),
+                    f.day.to_string(),
+                    f.total(),
+                    f.slots.present(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timestamps() {
+        let d = Day::from_ymd(2019, 1, 1).unwrap();
+        for (s, m) in [
+            ("2019-01-01T00:30", 30),
+            ("2019-01-01 00:30:00", 30),
+            ("2019-01-01T23:30:00.000", 1410),
+            ("2019-01-01T00:00:00Z", 0),
+            ("2019-01-01T00:30:00+10:00", 30),
+            ("2019-01-01T00:30:00-0500", 30),
+            ("2019-01-01T24:00", 1440),
+        ] {
+            assert_eq!(
+                parse_timestamp(s.as_bytes()),
+                Ok(Timestamp { day: d, minutes: m }),
+                "{s}"
+            );
+        }
+        for s in [
+            "2019-01-01",
+            "2019-01-01T0:30",
+            "2019-01-01T00:30:15",
+            "2019-01-01T25:00",
+            "2019-01-01T00:30+99:00",
+            "01/01/2019 00:30",
+        ] {
+            assert!(parse_timestamp(s.as_bytes()).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn end_labelled_by_default_midnight_belongs_to_the_day_before() {
+        let input = "meter,timestamp,kwh\nEE1,2019-01-01T00:30:00,1.5\nEE1,2019-01-01T01:00:00,0.25\nEE1,2019-01-02T00:00:00,2\n";
+        let (c, stats) = parse(input, TimestampLabel::Auto);
+        assert_eq!(
+            summary(&c),
+            vec![("EE1".into(), "2019-01-01".into(), 3_750_000, 3)]
+        );
+        let f = &c.fragments[0];
+        assert_eq!(
+            (f.slots.get(0), f.slots.get(1), f.slots.get(47)),
+            (Some(1_500_000), Some(250_000), Some(2 * ONE))
+        );
+        assert_eq!(
+            (stats.rows_read, stats.rows_accepted, stats.fragments),
+            (3, 3, 1)
+        );
+    }
+
+    #[test]
+    fn start_labelled_by_header_or_option() {
+        let input =
+            "nmi,interval_start,value\nN1,2019-01-01T00:00:00,1\nN1,2019-01-01T23:30:00,1\n";
+        let (c, _) = parse(input, TimestampLabel::Auto);
+        assert_eq!(
+            summary(&c),
+            vec![("N1".into(), "2019-01-01".into(), 2 * ONE, 2)]
+        );
+        let input = "meter_id,read_at,consumption\nM,2019-01-01T00:00:00,1\n";
+        let (c, _) = parse(input, TimestampLabel::Start);
+        assert_eq!(c.fragments[0].day.to_string(), "2019-01-01");
+        let (c, _) = parse(input, TimestampLabel::End);
+        assert_eq!(c.fragments[0].day.to_string(), "2018-12-31");
+    }
+
+    #[test]
+    fn runs_split_into_fragments_and_rejects_carry_lines() {
+        let input = "meter,timestamp,kwh\r\n\
+            A,2019-01-01T00:30,1\r\n\
+            A,2019-01-01T00:45,1\r\n\
+            A,2019-01-01T01:00,\r\n\
+            A,2019-01-01T01:00,x\r\n\
+            A B,2019-01-01T01:00,1\r\n\
+            B,2019-01-01T00:30,2\r\n\
+            A,2019-01-01T01:30,3\r\n\
+            A,2019-01-02T00:30,4";
+        let (c, stats) = parse(input, TimestampLabel::Auto);
+        let rejects: Vec<_> = c.rejects.iter().map(|r| (r.line, r.column)).collect();
+        assert_eq!(
+            rejects,
+            vec![(3, Some(2)), (4, Some(3)), (5, Some(3)), (6, Some(1))]
+        );
+        assert_eq!(
+            summary(&c),
+            vec![
+                ("A".into(), "2019-01-01".into(), ONE, 1),
+                ("B".into(), "2019-01-01".into(), 2 * ONE, 1),
+                ("A".into(), "2019-01-01".into(), 3 * ONE, 1),
+                ("A".into(), "2019-01-02".into(), 4 * ONE, 1),
+            ]
+        );
+        assert_eq!(
+            c.fragments.iter().map(|f| f.line).collect::<Vec<_>>(),
+            vec![2, 7, 8, 9]
+        );
+        assert_eq!(
+            (stats.rows_read, stats.rows_accepted, stats.rows_rejected),
+            (8, 4, 4)
+        );
+    }
+
+    #[test]
+    fn interval_option_and_bad_header() {
+        let mut o = opts(TimestampLabel::Auto);
+        o.long_interval_minutes = 15;
+        let mut c = Collect::default();
+        parse_all(
+            b"meter,timestamp,kwh\nA,2019-01-01T00:15,1\nA,2019-01-02T00:00,1\n",
+            o,
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.fragments[0].slots.len(), c.fragments[0].slots.present()),
+            (96, 2)
+        );
+        let mut p = Parser::new(opts(TimestampLabel::Auto));
+        let err = p
+            .feed(b"meter,timestamp,kwh,x\n", &mut c)
+            .and(p.finish(&mut c).map(|_| ()));
+        assert!(err.is_ok(), "extra header columns are fine");
+        let mut o = opts(TimestampLabel::Auto);
+        o.long_interval_minutes = 7;
+        let err = parse_all(b"meter,timestamp,kwh\nA,2019-01-01T00:15,1\n", o, &mut c).unwrap_err();
+        assert!(err.to_string().contains("7 minutes"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_boundaries_never_change_the_output(
+            rows in proptest::collection::vec((0u8..3, 0u8..3, 0u16..49, 0u32..5000, any::<bool>()), 1..40),
+            cuts in proptest::collection::vec(0usize..4000, 0..8),
+        ) {
+            let mut input = String::from("meter,timestamp,kwh\n");
+            for (m, d, slot, v, quoted) in &rows {
+                let minutes = u32::from(*slot) * 30;
+                let ts = format!("2019-02-{:02}T{:02}:{:02}:00", d + 1, minutes / 60, minutes % 60);
+                let val = format!("{}.{:03}", v / 1000, v % 1000);
+                if *quoted {
+                    input += &format!("\"M{m}\",\"{ts}\",\"{val}\"\n");
+                } else {
+                    input += &format!("M{m},{ts},{val}\n");
+                }
+            }
+            let whole = parse(&input, TimestampLabel::Auto);
+            let mut p = Parser::new(opts(TimestampLabel::Auto));
+            let mut sink = Collect::default();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut prev = 0;
+            for c in cuts {
+                p.feed(&input.as_bytes()[prev..c], &mut sink).unwrap();
+                prev = c;
+            }
+            p.feed(&input.as_bytes()[prev..], &mut sink).unwrap();
+            let stats = p.finish(&mut sink).unwrap();
+            prop_assert_eq!(&sink.fragments, &whole.0.fragments);
+            prop_assert_eq!(&sink.rejects, &whole.0.rejects);
+            prop_assert_eq!(stats.rows_read, rows.len() as u64);
+            prop_assert_eq!(stats.rows_read, stats.rows_accepted + stats.rows_rejected);
+        }
     }
 }

@@ -177,7 +177,7 @@ pub(crate) trait FormatHandler: Handler {
 enum State {
     Detecting(Vec<u8>),
     Running {
-        records: Records,
+        records: Box<Records>,
         handler: Box<dyn DynHandler>,
     },
     Failed(FileError),
@@ -286,7 +286,7 @@ impl Parser {
             Format::Long => Box::new(long::Long::new(&self.opts)),
             Format::Nem12 => Box::new(nem12::Nem12::new(&self.opts)),
         };
-        let records = Records::new(self.opts.source.clone(), self.opts.first_line);
+        let records = Box::new(Records::new(self.opts.source.clone(), self.opts.first_line));
         self.state = State::Running { records, handler };
         // Re-feed what detection held back; `bytes` already counted it.
         self.bytes -= (buf.len() - bom) as u64;
