@@ -183,9 +183,15 @@ mod tests {
         );
     }
 
+    /// `(series, day, slot)` and `(version, source, line, value)` of the model's winners.
+    type SlotKey = (String, i32, usize);
+    type Winner = (i64, String, u64, i64);
+    /// A store's key: `(series, day, version, source, line)`.
+    type StoreKey = (String, i32, i64, String, u64);
+
     /// The reference model: per slot, the value of the maximum-rank fragment holding it.
     fn model(fs: &[Fragment]) -> Vec<(String, i32, i64, usize)> {
-        let mut best: BTreeMap<(String, i32, usize), (i64, String, u64, i64)> = BTreeMap::new();
+        let mut best: BTreeMap<SlotKey, Winner> = BTreeMap::new();
         for f in fs {
             for (slot, v) in f.slots.iter() {
                 let key = (f.series.to_string(), f.day.days(), slot);
@@ -254,7 +260,7 @@ mod tests {
             let want = totals(&fs);
             // Deliver fragments in a random order, some many times (redelivery, replays), into a
             // store keyed like the real one; every fragment arrives at least once.
-            let mut store: HashMap<(String, i32, i64, String, u64), Fragment> = HashMap::new();
+            let mut store: HashMap<StoreKey, Fragment> = HashMap::new();
             let mut put = |f: &Fragment| {
                 store.insert((f.series.to_string(), f.day.days(), f.version, f.source.to_string(), f.line), f.clone());
             };
