@@ -6,6 +6,7 @@ pub mod day;
 pub mod format;
 pub mod fragment;
 pub mod merge;
+pub mod partition;
 pub mod reject;
 pub mod series;
 pub mod value;

@@ -1,0 +1,236 @@
+//! The HTTP API: one `axum` router served by `meterflow serve` locally and by the API Lambda
+//! behind a Function URL, so both answer with the same routes, JSON and errors.
+//!
+//! - `GET /meters/{meter}/daily?from=YYYY-MM-DD&to=YYYY-MM-DD` — merged daily totals.
+//! - `GET /?meterId=EE00027&date=01-01-2019` — the original project's contract.
+//! - `GET /health`, `GET /openapi.json`.
+//!
+//! Every client mistake is a 4xx with `{"error": "..."}` saying what to fix; a 5xx only ever
+//! means the store failed (503 when retrying may help).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use meterflow_core::value::format_amount;
+use meterflow_core::{Day, SeriesId};
+use meterflow_store::{daily_totals, Store, StoreError};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// The OpenAPI 3 description of the routes below (tested to match them).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Limits a deployment may tune.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Longest `from..=to` range accepted, in days (a year by default): bounds the work of one
+    /// request.
+    pub max_range_days: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_range_days: 366,
+        }
+    }
+}
+
+struct AppState<S> {
+    store: Arc<S>,
+    config: ApiConfig,
+}
+
+/// An error response: status plus `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = if e.is_retryable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Builds the router over a store.
+pub fn router<S: Store + 'static>(store: Arc<S>, config: ApiConfig) -> Router {
+    let state = Arc::new(AppState { store, config });
+    Router::new()
+        .route("/", get(legacy::<S>))
+        .route("/meters/{meter}/daily", get(daily::<S>))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such route; see /openapi.json".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is supported".into(),
+            )
+        })
+        .with_state(state)
+}
+
+fn param<'a>(
+    q: &'a HashMap<String, String>,
+    name: &str,
+    example: &str,
+) -> Result<&'a str, ApiError> {
+    q.get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "missing query parameter `{name}` (for example {name}={example})"
+            ))
+        })
+}
+
+fn meter(raw: &str) -> Result<SeriesId, ApiError> {
+    SeriesId::parse(raw.as_bytes()).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Exact decimal as a JSON number: `53.328` stays `53.328`.
+fn amount(v: i64) -> Box<RawValue> {
+    RawValue::from_string(format_amount(v))
+        .expect("format_amount always renders a valid JSON number")
+}
+
+#[derive(Serialize)]
+struct DailyBody {
+    meter: String,
+    unit: String,
+    days: Vec<DayBody>,
+}
+
+#[derive(Serialize)]
+struct DayBody {
+    date: String,
+    total: Box<RawValue>,
+    intervals: usize,
+    complete: bool,
+    quality: &'static str,
+}
+
+async fn daily<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    path: Result<Path<String>, PathRejection>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<DailyBody>, ApiError> {
+    let Path(raw) =
+        path.map_err(|e| ApiError::bad_request(format!("bad meter in the path: {e}")))?;
+    let series = meter(&raw)?;
+    let date = |name: &str| -> Result<Day, ApiError> {
+        let v = param(&q, name, "2019-01-01")?;
+        Day::parse_iso(v).map_err(|e| ApiError::bad_request(format!("`{name}`: {e}")))
+    };
+    let (from, to) = (date("from")?, date("to")?);
+    if from > to {
+        return Err(ApiError::bad_request(format!(
+            "`from` ({from}) is after `to` ({to})"
+        )));
+    }
+    let span = to.days() - from.days() + 1;
+    if span > st.config.max_range_days as i32 {
+        return Err(ApiError::bad_request(format!(
+            "the range is {span} days; at most {} days per request, so split it",
+            st.config.max_range_days
+        )));
+    }
+    let totals = daily_totals(st.store.as_ref(), &series, from, to).await?;
+    let unit = totals
+        .first()
+        .map_or_else(|| "kWh".to_string(), |t| t.unit.to_string());
+    let days = totals
+        .iter()
+        .filter(|t| t.intervals > 0)
+        .map(|t| DayBody {
+            date: t.day.to_string(),
+            total: amount(t.total),
+            intervals: t.intervals,
+            complete: t.complete(),
+            quality: t.quality.label(),
+        })
+        .collect();
+    Ok(Json(DailyBody {
+        meter: series.to_string(),
+        unit,
+        days,
+    }))
+}
+
+#[derive(Serialize)]
+struct LegacyBody {
+    #[serde(rename = "meterId")]
+    meter_id: String,
+    date: String,
+    sum: Box<RawValue>,
+}
+
+async fn legacy<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<LegacyBody>, ApiError> {
+    let series = meter(param(&q, "meterId", "EE00027")?)?;
+    let raw_date = param(&q, "date", "01-01-2019")?;
+    let b = raw_date.as_bytes();
+    if b.len() != 10 || b[2] != b'-' || b[5] != b'-' {
+        return Err(ApiError::bad_request(format!(
+            "`date` must be dd-MM-yyyy (like 01-01-2019), not `{raw_date}`"
+        )));
+    }
+    let day = Day::parse(b).map_err(|e| ApiError::bad_request(format!("`date`: {e}")))?;
+    let totals = daily_totals(st.store.as_ref(), &series, day, day).await?;
+    let Some(t) = totals.into_iter().find(|t| t.intervals > 0) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no readings for meter {series} on {raw_date}"),
+        ));
+    };
+    Ok(Json(LegacyBody {
+        meter_id: series.to_string(),
+        date: raw_date.to_string(),
+        sum: amount(t.total),
+    }))
+}
+
+/// Serves the router on `listener` until the future is dropped or fails.
+pub async fn serve<S: Store + 'static>(
+    listener: tokio::net::TcpListener,
+    store: Arc<S>,
+    config: ApiConfig,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store, config)).await
+}

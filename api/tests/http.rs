@@ -1,0 +1,252 @@
+//! The API served for real on an ephemeral loopback port, exercised over HTTP/1.1.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use meterflow_api::{serve, ApiConfig, OPENAPI};
+use meterflow_store::{conformance::fragment, SqliteStore, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start() -> SocketAddr {
+    let store = SqliteStore::open_in_memory().expect("store");
+    let mut nem = fragment(
+        "VABD000163-E1",
+        "2004-02-01",
+        1,
+        "nem.csv",
+        3,
+        &[Some(1_111_000); 48],
+    );
+    nem.quality = meterflow_core::Quality::ACTUAL;
+    let mut q1 = fragment(
+        "VABD000163-Q1",
+        "2004-02-01",
+        1,
+        "nem.csv",
+        5,
+        &[Some(2_222_000); 48],
+    );
+    q1.unit = meterflow_core::Unit::normalise("kVArh").0;
+    store
+        .put(&[
+            fragment(
+                "EE00027",
+                "2019-01-01",
+                1,
+                "a.csv",
+                2,
+                &[Some(9_000_000); 40],
+            ),
+            fragment(
+                "EE00027",
+                "2019-01-01",
+                1,
+                "a.csv",
+                3,
+                &[
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(5_000_000),
+                    Some(5_000_000),
+                    Some(5_000_000),
+                    Some(5_000_000),
+                    Some(5_000_000),
+                    Some(5_000_000),
+                    Some(5_000_000),
+                    Some(5_000_000),
+                ],
+            ),
+            fragment("EE00027", "2019-01-03", 1, "a.csv", 4, &[Some(1)]),
+            nem,
+            q1,
+        ])
+        .await
+        .expect("put");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(
+        listener,
+        Arc::new(store),
+        ApiConfig { max_range_days: 31 },
+    ));
+    addr
+}
+
+/// Minimal HTTP/1.1 client: one request per connection.
+async fn request(addr: SocketAddr, method: &str, target: &str) -> (u16, serde_json::Value, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8(buf).expect("utf8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    let status = head[9..12].parse().expect("status");
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, json, body.to_string())
+}
+
+async fn get(addr: SocketAddr, target: &str) -> (u16, serde_json::Value, String) {
+    request(addr, "GET", target).await
+}
+
+#[tokio::test]
+async fn daily_totals_are_exact_and_merged() {
+    let addr = start().await;
+    let (status, json, body) =
+        get(addr, "/meters/EE00027/daily?from=2019-01-01&to=2019-01-31").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json,
+        serde_json::json!({"meter": "EE00027", "unit": "kWh", "days": [
+            {"date": "2019-01-01", "total": 400, "intervals": 48, "complete": true, "quality": "unspecified"},
+            {"date": "2019-01-03", "total": 0.000001, "intervals": 1, "complete": false, "quality": "unspecified"}
+        ]})
+    );
+    let (_, _, body) = get(
+        addr,
+        "/meters/VABD000163-E1/daily?from=2004-02-01&to=2004-02-01",
+    )
+    .await;
+    assert!(
+        body.contains("\"total\":53.328,"),
+        "exact decimal rendering: {body}"
+    );
+    let (_, json, _) = get(
+        addr,
+        "/meters/VABD000163-Q1/daily?from=2004-02-01&to=2004-02-01",
+    )
+    .await;
+    assert_eq!(json["unit"], "kVArh");
+    assert_eq!(json["days"][0]["total"].to_string(), "106.656");
+    let (status, json, _) = get(addr, "/meters/NOPE/daily?from=2019-01-01&to=2019-01-31").await;
+    assert_eq!(
+        (status, json["days"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+}
+
+#[tokio::test]
+async fn legacy_contract() {
+    let addr = start().await;
+    let (status, json, _) = get(addr, "/?meterId=EE00027&date=01-01-2019").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::json!({"meterId": "EE00027", "date": "01-01-2019", "sum": 400})
+    );
+    let (status, json, _) = get(addr, "/?meterId=EE00027&date=02-01-2019").await;
+    assert_eq!(status, 404);
+    assert!(json["error"].as_str().unwrap().contains("no readings"));
+}
+
+#[tokio::test]
+async fn client_mistakes_are_4xx_json() {
+    let addr = start().await;
+    for (target, status, needle) in [
+        ("/?date=01-01-2019", 400, "meterId"),
+        ("/?meterId=EE00027", 400, "date"),
+        ("/?meterId=EE00027&date=2019-01-01", 400, "dd-MM-yyyy"),
+        ("/?meterId=EE00027&date=31-02-2019", 400, "no such day"),
+        ("/?meterId=EE%2000027&date=01-01-2019", 400, "contains ' '"),
+        ("/meters/EE00027/daily?from=2019-01-01", 400, "`to`"),
+        (
+            "/meters/EE00027/daily?from=2019-1-1&to=2019-01-02",
+            400,
+            "YYYY-MM-DD",
+        ),
+        (
+            "/meters/EE00027/daily?from=2019-01-05&to=2019-01-01",
+            400,
+            "after",
+        ),
+        (
+            "/meters/EE00027/daily?from=2019-01-01&to=2019-03-01",
+            400,
+            "at most 31 days",
+        ),
+        (
+            "/meters/bad%2Fid/daily?from=2019-01-01&to=2019-01-02",
+            400,
+            "contains '/'",
+        ),
+        (
+            "/meters/%FF/daily?from=2019-01-01&to=2019-01-02",
+            400,
+            "meter",
+        ),
+        ("/nope", 404, "no such route"),
+        ("/meters/EE00027", 404, "no such route"),
+    ] {
+        let (got, json, body) = get(addr, target).await;
+        assert_eq!(got, status, "{target}: {body}");
+        let msg = json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{target}: no JSON error in {body}"));
+        assert!(msg.contains(needle), "{target}: {msg}");
+    }
+    let (got, json, _) = request(addr, "POST", "/health").await;
+    assert_eq!((got, json["error"].is_string()), (405, true));
+}
+
+#[tokio::test]
+async fn health_and_openapi_describe_the_routes() {
+    let addr = start().await;
+    let (status, json, _) = get(addr, "/health").await;
+    assert_eq!((status, json), (200, serde_json::json!({"status": "ok"})));
+    let (status, json, _) = get(addr, "/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::from_str::<serde_json::Value>(OPENAPI).unwrap()
+    );
+    let paths: Vec<&String> = json["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 4);
+    // Every documented route answers (not with the 404 fallback).
+    for p in paths {
+        let target = p.replace("{meter}", "EE00027")
+            + "?from=2019-01-01&to=2019-01-01&meterId=EE00027&date=01-01-2019";
+        let (status, _, body) = get(addr, &target).await;
+        assert_eq!(status, 200, "{target}: {body}");
+    }
+}

@@ -1,0 +1,272 @@
+//! The conformance suite every [`Store`] passes: SQLite here, CQL (against an in-process CQL
+//! server, or a real cluster named by an environment variable) in its own crate.
+//!
+//! Each check takes a fresh, empty store and panics with a description of what broke.
+//! Backends call [`run_all`] from an integration test.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meterflow_core::{Day, Fragment, Quality, SeriesId, Slots, Unit};
+
+use crate::{daily_totals, Store};
+
+/// A fragment's identity in a store: `(series, day, version, source, line)`.
+type Key = (String, i32, i64, String, u64);
+
+fn key(f: &Fragment) -> Key {
+    (
+        f.series.to_string(),
+        f.day.days(),
+        f.version,
+        f.source.to_string(),
+        f.line,
+    )
+}
+
+fn day(s: &str) -> Day {
+    Day::parse_iso(s).expect("valid test date")
+}
+
+fn series(s: &str) -> SeriesId {
+    s.parse().expect("valid test series")
+}
+
+/// A fragment of `interval` minutes with `values` in the first slots (`None` = missing).
+pub fn fragment(
+    s: &str,
+    d: &str,
+    version: i64,
+    source: &str,
+    line: u64,
+    values: &[Option<i64>],
+) -> Fragment {
+    let mut slots = Slots::new(48);
+    for (i, v) in values.iter().enumerate() {
+        if let Some(v) = v {
+            slots.set(i, *v);
+        }
+    }
+    Fragment {
+        series: series(s),
+        day: day(d),
+        version,
+        source: Arc::from(source),
+        line,
+        interval_minutes: 30,
+        unit: Unit::kwh(),
+        quality: Quality::UNSPECIFIED,
+        slots,
+    }
+}
+
+/// Fragments by key; asserts that duplicates of a key (allowed) have identical content.
+fn by_key(fs: Vec<Fragment>) -> BTreeMap<Key, Fragment> {
+    let mut out = BTreeMap::new();
+    for f in fs {
+        if let Some(prev) = out.insert(key(&f), f.clone()) {
+            assert_eq!(
+                prev, f,
+                "a store returned two different fragments under one key"
+            );
+        }
+    }
+    out
+}
+
+async fn read<S: Store>(store: &S, s: &str, from: &str, to: &str) -> BTreeMap<Key, Fragment> {
+    by_key(
+        store
+            .fragments(&series(s), day(from), day(to))
+            .await
+            .expect("read"),
+    )
+}
+
+/// A varied set: partial days, 5-minute data, another unit, quality flags, negative values,
+/// several months and years, ids that are prefixes of each other.
+pub fn sample() -> Vec<Fragment> {
+    let mut out = vec![
+        fragment("EE1", "2019-01-01", 10, "a.csv", 2, &[Some(1_000_000); 48]),
+        fragment(
+            "EE1",
+            "2019-01-02",
+            10,
+            "a.csv",
+            3,
+            &[Some(5), None, Some(-7)],
+        ),
+        fragment("EE1", "2019-01-31", 10, "a.csv", 4, &[Some(123_000)]),
+        fragment("EE1", "2019-02-01", 10, "a.csv", 5, &[Some(1)]),
+        fragment("EE1", "2019-12-31", 11, "b.csv", 2, &[Some(2)]),
+        fragment("EE1", "2020-01-01", 11, "b.csv", 3, &[Some(3)]),
+        fragment("EE10", "2019-01-01", 10, "a.csv", 9, &[Some(999)]),
+    ];
+    let mut five = fragment("N1-E1", "2019-01-01", 20, "s3://bkt/x.csv#v1", 7, &[]);
+    five.interval_minutes = 5;
+    five.slots = Slots::new(288);
+    five.slots.set(287, 42);
+    five.quality = Quality::ACTUAL.union(Quality::SUBSTITUTED);
+    out.push(five);
+    let mut q1 = fragment(
+        "N1-Q1",
+        "2019-01-01",
+        20,
+        "s3://bkt/x.csv#v1",
+        8,
+        &[Some(2_222_000)],
+    );
+    q1.unit = Unit::normalise("kVArh").0;
+    out.push(q1);
+    out
+}
+
+/// What goes in comes back, field for field, and only within the asked range.
+pub async fn round_trip<S: Store>(store: &S) {
+    let all = sample();
+    store.put(&all).await.expect("put");
+    let got = read(store, "EE1", "2019-01-01", "2020-12-31").await;
+    let want = by_key(
+        all.iter()
+            .filter(|f| f.series.as_str() == "EE1")
+            .cloned()
+            .collect(),
+    );
+    assert_eq!(got, want, "EE1's fragments do not round-trip");
+    for s in ["N1-E1", "N1-Q1", "EE10"] {
+        let got = read(store, s, "2019-01-01", "2019-01-01").await;
+        let want = by_key(
+            all.iter()
+                .filter(|f| f.series.as_str() == s)
+                .cloned()
+                .collect(),
+        );
+        assert_eq!(got, want, "{s}'s fragments do not round-trip");
+    }
+}
+
+/// `from` and `to` are inclusive; neighbours outside the range stay out.
+pub async fn day_range_is_inclusive<S: Store>(store: &S) {
+    store.put(&sample()).await.expect("put");
+    let days =
+        |m: BTreeMap<Key, Fragment>| m.values().map(|f| f.day.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        days(read(store, "EE1", "2019-01-02", "2019-01-31").await),
+        ["2019-01-02", "2019-01-31"]
+    );
+    assert_eq!(
+        days(read(store, "EE1", "2019-01-31", "2019-02-01").await),
+        ["2019-01-31", "2019-02-01"]
+    );
+    assert_eq!(
+        days(read(store, "EE1", "2019-12-31", "2020-01-01").await),
+        ["2019-12-31", "2020-01-01"]
+    );
+    assert!(read(store, "EE1", "2019-03-01", "2019-11-30")
+        .await
+        .is_empty());
+    assert!(read(store, "EE2", "2019-01-01", "2020-12-31")
+        .await
+        .is_empty());
+}
+
+/// Writing again, re-batched, any number of times, changes nothing.
+pub async fn put_is_idempotent<S: Store>(store: &S) {
+    let all = sample();
+    store.put(&all).await.expect("put");
+    let before = read(store, "EE1", "2019-01-01", "2020-12-31").await;
+    let totals = daily_totals(store, &series("EE1"), day("2019-01-01"), day("2020-12-31"))
+        .await
+        .expect("totals");
+    for _ in 0..3 {
+        store.put(&all).await.expect("put again");
+    }
+    for chunk in all.chunks(2).rev() {
+        store.put(chunk).await.expect("put re-batched");
+    }
+    assert_eq!(
+        read(store, "EE1", "2019-01-01", "2020-12-31").await,
+        before,
+        "re-put changed the fragments"
+    );
+    let again = daily_totals(store, &series("EE1"), day("2019-01-01"), day("2020-12-31"))
+        .await
+        .expect("totals");
+    assert_eq!(again, totals, "re-put changed the totals");
+    assert_eq!(totals[0].total, 48_000_000);
+}
+
+/// Newer versions replace slot values; partial fragments of one day combine.
+pub async fn corrections_and_partial_days<S: Store>(store: &S) {
+    store
+        .put(&[fragment(
+            "M",
+            "2019-05-01",
+            1,
+            "old.csv",
+            2,
+            &[Some(10), Some(10), Some(10)],
+        )])
+        .await
+        .expect("put");
+    store
+        .put(&[fragment(
+            "M",
+            "2019-05-01",
+            2,
+            "new.csv",
+            2,
+            &[None, Some(1)],
+        )])
+        .await
+        .expect("put");
+    store
+        .put(&[fragment(
+            "M",
+            "2019-05-01",
+            0,
+            "older.csv",
+            2,
+            &[Some(99), Some(99), Some(99), Some(4)],
+        )])
+        .await
+        .expect("put");
+    let t = daily_totals(store, &series("M"), day("2019-05-01"), day("2019-05-01"))
+        .await
+        .expect("totals");
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].total, t[0].intervals),
+        (10 + 1 + 10 + 4, 4),
+        "merge of stored fragments is wrong"
+    );
+}
+
+/// Concurrent writers of overlapping batches leave one consistent answer.
+pub async fn concurrent_puts<S: Store>(store: &S) {
+    let all = sample();
+    let (a, b, c) = tokio::join!(store.put(&all), store.put(&all[..4]), store.put(&all[3..]));
+    a.and(b).and(c).expect("concurrent puts");
+    let got = read(store, "EE1", "2019-01-01", "2020-12-31").await;
+    assert_eq!(
+        got,
+        by_key(
+            all.into_iter()
+                .filter(|f| f.series.as_str() == "EE1")
+                .collect()
+        )
+    );
+}
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub async fn run_all<S: Store, F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    round_trip(&fresh().await).await;
+    day_range_is_inclusive(&fresh().await).await;
+    put_is_idempotent(&fresh().await).await;
+    corrections_and_partial_days(&fresh().await).await;
+    concurrent_puts(&fresh().await).await;
+}

@@ -1,0 +1,97 @@
+//! Where fragments live between ingestion and queries.
+//!
+//! One trait, [`Store`], for every backend: the embedded SQLite file of local mode and the CQL
+//! store (Amazon Keyspaces, Cassandra, ScyllaDB) of the AWS pipeline. A store only has to keep
+//! fragments under their deterministic keys and give them back by series and day range; the
+//! merge into daily totals is the core's pure function, applied by [`daily_totals`], so every
+//! backend answers identically. [`conformance`] holds the tests every backend must pass.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::future::Future;
+
+use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
+
+pub use sqlite::SqliteStore;
+
+/// Why a store call failed, split by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying as is: timeouts, overload, a lost connection.
+    #[error("store temporarily unavailable: {0}; retrying later should succeed")]
+    Retryable(String),
+    /// Retrying the same call will fail again: bad configuration, corrupt data, a bug.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Retryable(_))
+    }
+}
+
+/// A fragment store.
+///
+/// `put` must be idempotent: writing the same fragments again, in any order and any number of
+/// times, leaves the answers of `fragments` (after merging) unchanged. Stores are shared
+/// between tasks, hence `Send + Sync` and `Send` futures.
+pub trait Store: Send + Sync {
+    /// Writes fragments. Callers pass deterministic batches (one envelope record's
+    /// fragments), which lets a store pack them without losing idempotency.
+    fn put(&self, fragments: &[Fragment]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every stored fragment of `series` whose day lies in `from..=to`, in no particular order.
+    fn fragments(
+        &self,
+        series: &SeriesId,
+        from: Day,
+        to: Day,
+    ) -> impl Future<Output = Result<Vec<Fragment>, StoreError>> + Send;
+}
+
+/// Daily totals of one series over `from..=to`, merged by the core's rule.
+pub async fn daily_totals<S: Store>(
+    store: &S,
+    series: &SeriesId,
+    from: Day,
+    to: Day,
+) -> Result<Vec<DayTotal>, StoreError> {
+    let fragments = store.fragments(series, from, to).await?;
+    Ok(meterflow_core::daily_totals(fragments.iter()))
+}
+
+/// Month buckets (`yyyymm`) covering `from..=to`: the partitions a range read visits.
+pub fn month_buckets(from: Day, to: Day) -> Vec<i32> {
+    let mut out = Vec::new();
+    if from > to {
+        return out;
+    }
+    let (mut y, mut m, _) = from.ymd();
+    let (ty, tm, _) = to.ymd();
+    while (y, m) <= (ty, tm) {
+        out.push(y * 100 + m as i32);
+        (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_span_years() {
+        let d = |s: &str| Day::parse_iso(s).unwrap();
+        assert_eq!(
+            month_buckets(d("2019-11-30"), d("2020-02-01")),
+            vec![201911, 201912, 202001, 202002]
+        );
+        assert_eq!(
+            month_buckets(d("2019-01-05"), d("2019-01-05")),
+            vec![201901]
+        );
+        assert!(month_buckets(d("2019-02-01"), d("2019-01-01")).is_empty());
+    }
+}
