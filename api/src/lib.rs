@@ -128,27 +128,47 @@ fn amount(v: i64) -> Box<RawValue> {
         .expect("format_amount always renders a valid JSON number")
 }
 
-#[derive(Serialize)]
-struct DailyBody {
-    meter: String,
-    unit: String,
-    days: Vec<DayBody>,
+/// The body of `GET /meters/{meter}/daily` (and of `meterflow query`).
+#[derive(Debug, Serialize)]
+pub struct DailyReport {
+    pub meter: String,
+    pub unit: String,
+    pub days: Vec<DayReport>,
 }
 
-#[derive(Serialize)]
-struct DayBody {
-    date: String,
-    total: Box<RawValue>,
-    intervals: usize,
-    complete: bool,
-    quality: &'static str,
+#[derive(Debug, Serialize)]
+pub struct DayReport {
+    pub date: String,
+    /// Exact decimal rendered from the fixed point.
+    pub total: Box<RawValue>,
+    pub intervals: usize,
+    pub complete: bool,
+    pub quality: &'static str,
+}
+
+/// Merged daily totals of `series` over `from..=to`; days without data are omitted.
+pub async fn daily_report<S: Store>(store: &S, series: &SeriesId, from: Day, to: Day) -> Result<DailyReport, StoreError> {
+    let totals = daily_totals(store, series, from, to).await?;
+    let unit = totals.first().map_or_else(|| "kWh".to_string(), |t| t.unit.to_string());
+    let days = totals
+        .iter()
+        .filter(|t| t.intervals > 0)
+        .map(|t| DayReport {
+            date: t.day.to_string(),
+            total: amount(t.total),
+            intervals: t.intervals,
+            complete: t.complete(),
+            quality: t.quality.label(),
+        })
+        .collect();
+    Ok(DailyReport { meter: series.to_string(), unit, days })
 }
 
 async fn daily<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     path: Result<Path<String>, PathRejection>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<DailyBody>, ApiError> {
+) -> Result<Json<DailyReport>, ApiError> {
     let Path(raw) =
         path.map_err(|e| ApiError::bad_request(format!("bad meter in the path: {e}")))?;
     let series = meter(&raw)?;
@@ -169,26 +189,7 @@ async fn daily<S: Store>(
             st.config.max_range_days
         )));
     }
-    let totals = daily_totals(st.store.as_ref(), &series, from, to).await?;
-    let unit = totals
-        .first()
-        .map_or_else(|| "kWh".to_string(), |t| t.unit.to_string());
-    let days = totals
-        .iter()
-        .filter(|t| t.intervals > 0)
-        .map(|t| DayBody {
-            date: t.day.to_string(),
-            total: amount(t.total),
-            intervals: t.intervals,
-            complete: t.complete(),
-            quality: t.quality.label(),
-        })
-        .collect();
-    Ok(Json(DailyBody {
-        meter: series.to_string(),
-        unit,
-        days,
-    }))
+    Ok(Json(daily_report(st.store.as_ref(), &series, from, to).await?))
 }
 
 #[derive(Serialize)]

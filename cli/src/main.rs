@@ -1,0 +1,179 @@
+//! `meterflow`: the whole pipeline on one machine, with an embedded store.
+//!
+//! Exit codes: 0 success (rejected rows are reported, not fatal); 1 an error, or a file that
+//! could not be read at all; 2 bad usage; 3 `--strict` and some rows were rejected.
+
+mod demo;
+mod generate;
+mod ingest;
+mod progress;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use meterflow_api::{daily_report, ApiConfig};
+use meterflow_core::decompress::Limits;
+use meterflow_core::{Day, SeriesId, TimestampLabel};
+use meterflow_store::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "meterflow", version, about = "Exact daily energy totals from meter-data files (wide CSV, long CSV, NEM12)")]
+struct Cli {
+    /// The embedded store file.
+    #[arg(long, global = true, env = "METERFLOW_STORE", default_value = "meterflow.db")]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Labels {
+    /// From the header (`interval_start`/`interval_end`), else interval end.
+    Auto,
+    Start,
+    End,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read files or directories (recursively; .csv, NEM12, .gz, .zip; format from content).
+    Ingest {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write every rejected row (file, line, column, reason) to this CSV file.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Exit with status 3 if any row was rejected.
+        #[arg(long)]
+        strict: bool,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Files parsed in parallel (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Which end of its interval a long file's timestamp labels.
+        #[arg(long, value_enum, default_value = "auto")]
+        timestamps: Labels,
+        /// Interval length of long files, in minutes.
+        #[arg(long, default_value_t = 30)]
+        long_interval: u16,
+        /// Largest decompressed size of one .gz/.zip input, in bytes (zip-bomb guard).
+        #[arg(long, default_value_t = Limits::default().max_bytes)]
+        max_decompressed: u64,
+    },
+    /// Daily totals of one meter, as the API's JSON.
+    Query {
+        meter: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// A readable table instead of JSON.
+        #[arg(long)]
+        table: bool,
+    },
+    /// Serve the HTTP API (the same router as the API Lambda).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Longest date range one request may ask for, in days.
+        #[arg(long, default_value_t = 366)]
+        max_range_days: u32,
+    },
+    /// Write deterministic synthetic data, optionally with its exact daily totals.
+    Generate(generate::Args),
+    /// Ingest the bundled example files into a fresh store and show some totals.
+    Demo,
+}
+
+fn parse_day(s: &str, what: &str) -> Result<Day> {
+    Day::parse_iso(s).with_context(|| format!("--{what}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Ingest { paths, rejects, strict, json, jobs, timestamps, long_interval, max_decompressed } => {
+            let store = Arc::new(SqliteStore::open(&cli.store)?);
+            let files = ingest::expand(&paths)?;
+            if files.is_empty() {
+                anyhow::bail!("no data files found in the given paths (looked for {})", "csv, txt, dat, gz, zip, nem12");
+            }
+            let cfg = ingest::IngestConfig {
+                paths,
+                rejects: rejects.clone(),
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                timestamps: match timestamps {
+                    Labels::Auto => TimestampLabel::Auto,
+                    Labels::Start => TimestampLabel::Start,
+                    Labels::End => TimestampLabel::End,
+                },
+                long_interval_minutes: long_interval,
+                limits: Limits { max_bytes: max_decompressed, ..Limits::default() },
+                progress: !json && std::io::stderr().is_terminal(),
+            };
+            let summary = ingest::run(store, files, cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            if !json || summary.files_failed > 0 {
+                summary.print_text(rejects.as_deref());
+            }
+            Ok(if summary.files_failed > 0 {
+                ExitCode::from(1)
+            } else if strict && summary.rows_rejected > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Query { meter, from, to, table } => {
+            let series: SeriesId = meter.parse()?;
+            let (from, to) = (parse_day(&from, "from")?, parse_day(&to, "to")?);
+            anyhow::ensure!(from <= to, "--from ({from}) is after --to ({to})");
+            if !cli.store.exists() {
+                anyhow::bail!("no store at {}; run `meterflow ingest` first or pass --store", cli.store.display());
+            }
+            let store = SqliteStore::open(&cli.store)?;
+            let report = daily_report(&store, &series, from, to).await?;
+            if table {
+                println!("{:<12} {:>16} {:>9} {:>8}  quality", "date", format!("total {}", report.unit), "intervals", "complete");
+                for d in &report.days {
+                    println!("{:<12} {:>16} {:>9} {:>8}  {}", d.date, d.total.get(), d.intervals, d.complete, d.quality);
+                }
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen, max_range_days } => {
+            let store = Arc::new(SqliteStore::open(&cli.store)?);
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!("meterflow API on http://{} (store {}); Ctrl-C stops", listener.local_addr()?, cli.store.display());
+            tokio::select! {
+                r = meterflow_api::serve(listener, store, ApiConfig { max_range_days }) => r?,
+                _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => generate::run(args),
+        Command::Demo => demo::run(&cli.store).await,
+    }
+}
