@@ -3,6 +3,7 @@
 //! the CLI wire their I/O to these functions.
 
 pub mod day;
+pub mod decompress;
 pub mod format;
 pub mod fragment;
 pub mod merge;
