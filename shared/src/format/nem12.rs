@@ -694,7 +694,12 @@ impl Handler for Nem12 {
         }
         let mut ends = std::mem::take(&mut self.ends);
         ends.clear();
-        ends.extend(memchr::memchr_iter(b',', line));
+        // Commas come every few bytes: a plain loop beats `memchr_iter` here.
+        ends.extend(
+            line.iter()
+                .enumerate()
+                .filter_map(|(i, &b)| (b == b',').then_some(i)),
+        );
         ends.push(line.len());
         let fields = Split { line, ends: &ends };
         // `Records` skips blank records (`,,,`) the same way.
