@@ -66,6 +66,12 @@ enum Command {
         /// Largest decompressed size of one .gz/.zip input, in bytes (zip-bomb guard).
         #[arg(long, default_value_t = Limits::default().max_bytes)]
         max_decompressed: u64,
+        /// Largest decompressed/compressed ratio of one .gz/.zip input (zip-bomb guard).
+        #[arg(long, default_value_t = Limits::default().max_ratio)]
+        max_ratio: u64,
+        /// Most entries read from one .zip archive.
+        #[arg(long, default_value_t = Limits::default().max_entries)]
+        max_zip_entries: u64,
     },
     /// Daily totals of one meter, as the API's JSON.
     Query {
@@ -110,7 +116,18 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Ingest { paths, rejects, strict, json, jobs, timestamps, long_interval, max_decompressed } => {
+        Command::Ingest {
+            paths,
+            rejects,
+            strict,
+            json,
+            jobs,
+            timestamps,
+            long_interval,
+            max_decompressed,
+            max_ratio,
+            max_zip_entries,
+        } => {
             let store = Arc::new(SqliteStore::open(&cli.store)?);
             let files = ingest::expand(&paths)?;
             if files.is_empty() {
@@ -126,7 +143,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Labels::End => TimestampLabel::End,
                 },
                 long_interval_minutes: long_interval,
-                limits: Limits { max_bytes: max_decompressed, ..Limits::default() },
+                limits: Limits { max_bytes: max_decompressed, max_ratio, max_entries: max_zip_entries, ..Limits::default() },
                 progress: !json && std::io::stderr().is_terminal(),
             };
             let summary = ingest::run(store, files, cfg).await?;
