@@ -4,6 +4,7 @@
 
 pub mod day;
 pub mod decompress;
+pub mod envelope;
 pub mod format;
 pub mod fragment;
 pub mod merge;
