@@ -69,7 +69,7 @@ pub fn batch_item_failures<'a>(ids: &[&'a str], outcome: &Outcome) -> Vec<&'a st
 mod tests {
     use super::*;
     use meterflow_core::envelope::EnvelopeBuilder;
-    use meterflow_store::conformance::{fragment, sample};
+    use meterflow_store::conformance::sample;
     use meterflow_store::SqliteStore;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,8 +108,17 @@ mod tests {
     #[tokio::test]
     async fn quarantines_garbage_and_stops_at_the_first_failed_write() {
         let all = sample();
-        let records = vec![record(&all[..2]), b"garbage".to_vec(), record(&all[2..4]), record(&all[4..])];
-        let store = Flaky { inner: SqliteStore::open_in_memory().unwrap(), ok: 1, calls: AtomicUsize::new(0) };
+        let records = vec![
+            record(&all[..2]),
+            b"garbage".to_vec(),
+            record(&all[2..4]),
+            record(&all[4..]),
+        ];
+        let store = Flaky {
+            inner: SqliteStore::open_in_memory().unwrap(),
+            ok: 1,
+            calls: AtomicUsize::new(0),
+        };
         let mut seen = 0;
         let out = apply(&store, &records, |_| seen += 1).await;
         assert_eq!((out.applied, out.fragments, seen), (1, 2, 2));
@@ -118,23 +127,39 @@ mod tests {
         let (first, err) = out.failed.as_ref().unwrap();
         assert!(err.is_retryable());
         assert_eq!(*first, 2);
-        assert_eq!(batch_item_failures(&["s0", "s1", "s2", "s3"], &out), vec!["s2", "s3"]);
+        assert_eq!(
+            batch_item_failures(&["s0", "s1", "s2", "s3"], &out),
+            vec!["s2", "s3"]
+        );
 
         // The retry from the checkpoint, plus a redelivery of everything, gives the same totals
         // as one clean pass.
         let clean = SqliteStore::open_in_memory().unwrap();
         let once = apply(&clean, &records, |_| {}).await;
         assert!(once.failed.is_none());
-        assert_eq!(batch_item_failures(&["s0", "s1", "s2", "s3"], &once), Vec::<&str>::new());
-        let retried = Flaky { inner: store.inner.clone(), ok: usize::MAX, calls: AtomicUsize::new(0) };
+        assert_eq!(
+            batch_item_failures(&["s0", "s1", "s2", "s3"], &once),
+            Vec::<&str>::new()
+        );
+        let retried = Flaky {
+            inner: store.inner.clone(),
+            ok: usize::MAX,
+            calls: AtomicUsize::new(0),
+        };
         apply(&retried, &records[*first..], |_| {}).await;
         apply(&retried, &records, |_| {}).await;
         let s = "EE1".parse().unwrap();
-        let (from, to) = (meterflow_core::Day::parse_iso("2019-01-01").unwrap(), meterflow_core::Day::parse_iso("2020-12-31").unwrap());
-        assert_eq!(
-            meterflow_store::daily_totals(&retried, &s, from, to).await.unwrap(),
-            meterflow_store::daily_totals(&clean, &s, from, to).await.unwrap()
+        let (from, to) = (
+            meterflow_core::Day::parse_iso("2019-01-01").unwrap(),
+            meterflow_core::Day::parse_iso("2020-12-31").unwrap(),
         );
-        let _ = fragment;
+        assert_eq!(
+            meterflow_store::daily_totals(&retried, &s, from, to)
+                .await
+                .unwrap(),
+            meterflow_store::daily_totals(&clean, &s, from, to)
+                .await
+                .unwrap()
+        );
     }
 }

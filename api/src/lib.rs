@@ -147,9 +147,16 @@ pub struct DayReport {
 }
 
 /// Merged daily totals of `series` over `from..=to`; days without data are omitted.
-pub async fn daily_report<S: Store>(store: &S, series: &SeriesId, from: Day, to: Day) -> Result<DailyReport, StoreError> {
+pub async fn daily_report<S: Store>(
+    store: &S,
+    series: &SeriesId,
+    from: Day,
+    to: Day,
+) -> Result<DailyReport, StoreError> {
     let totals = daily_totals(store, series, from, to).await?;
-    let unit = totals.first().map_or_else(|| "kWh".to_string(), |t| t.unit.to_string());
+    let unit = totals
+        .first()
+        .map_or_else(|| "kWh".to_string(), |t| t.unit.to_string());
     let days = totals
         .iter()
         .filter(|t| t.intervals > 0)
@@ -161,7 +168,11 @@ pub async fn daily_report<S: Store>(store: &S, series: &SeriesId, from: Day, to:
             quality: t.quality.label(),
         })
         .collect();
-    Ok(DailyReport { meter: series.to_string(), unit, days })
+    Ok(DailyReport {
+        meter: series.to_string(),
+        unit,
+        days,
+    })
 }
 
 async fn daily<S: Store>(
@@ -189,7 +200,9 @@ async fn daily<S: Store>(
             st.config.max_range_days
         )));
     }
-    Ok(Json(daily_report(st.store.as_ref(), &series, from, to).await?))
+    Ok(Json(
+        daily_report(st.store.as_ref(), &series, from, to).await?,
+    ))
 }
 
 #[derive(Serialize)]

@@ -18,11 +18,26 @@ use crate::ingest;
 
 /// `(file name, contents)` of every example.
 const EXAMPLES: &[(&str, &[u8])] = &[
-    ("wide_consumption.csv", include_bytes!("../../examples/wide_consumption.csv")),
-    ("uk_end_labelled.csv", include_bytes!("../../examples/uk_end_labelled.csv")),
-    ("long_readings.csv.gz", include_bytes!("../../examples/long_readings.csv.gz")),
-    ("nemreader_Example_NEM12_actual_interval.csv", include_bytes!("../../examples/nem12/nemreader_Example_NEM12_actual_interval.csv")),
-    ("nemreader_Example_NEM12_multiple_quality.csv", include_bytes!("../../examples/nem12/nemreader_Example_NEM12_multiple_quality.csv")),
+    (
+        "wide_consumption.csv",
+        include_bytes!("../../examples/wide_consumption.csv"),
+    ),
+    (
+        "uk_end_labelled.csv",
+        include_bytes!("../../examples/uk_end_labelled.csv"),
+    ),
+    (
+        "long_readings.csv.gz",
+        include_bytes!("../../examples/long_readings.csv.gz"),
+    ),
+    (
+        "nemreader_Example_NEM12_actual_interval.csv",
+        include_bytes!("../../examples/nem12/nemreader_Example_NEM12_actual_interval.csv"),
+    ),
+    (
+        "nemreader_Example_NEM12_multiple_quality.csv",
+        include_bytes!("../../examples/nem12/nemreader_Example_NEM12_multiple_quality.csv"),
+    ),
 ];
 
 /// Meters to show: `(series, from, to)`.
@@ -45,11 +60,16 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         files.push(p);
     }
     // A fresh store: the demo never touches an existing one.
-    let store_path = if store_path == Path::new("meterflow.db") { Path::new("meterflow-demo.db") } else { store_path };
+    let store_path = if store_path == Path::new("meterflow.db") {
+        Path::new("meterflow-demo.db")
+    } else {
+        store_path
+    };
     for suffix in ["", "-wal", "-shm"] {
         let p = format!("{}{suffix}", store_path.display());
         if Path::new(&p).exists() {
-            std::fs::remove_file(&p).with_context(|| format!("cannot remove the old demo store {p}"))?;
+            std::fs::remove_file(&p)
+                .with_context(|| format!("cannot remove the old demo store {p}"))?;
         }
     }
     let store = Arc::new(SqliteStore::open(store_path)?);
@@ -66,7 +86,13 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
     summary.print_text(None);
     println!();
     for (meter, from, to) in SHOW {
-        let report = daily_report(store.as_ref(), &meter.parse()?, Day::parse_iso(from)?, Day::parse_iso(to)?).await?;
+        let report = daily_report(
+            store.as_ref(),
+            &meter.parse()?,
+            Day::parse_iso(from)?,
+            Day::parse_iso(to)?,
+        )
+        .await?;
         for d in &report.days {
             println!(
                 "{:<15} {}  {:>10} {:<5}  {:>3} intervals ({})  quality {}",
@@ -82,7 +108,10 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("\nstore: {}", store_path.display());
-    println!("next:  meterflow --store {} query EE00027 --from 2019-01-01 --to 2019-01-07 --table", store_path.display());
+    println!(
+        "next:  meterflow --store {} query EE00027 --from 2019-01-01 --to 2019-01-07 --table",
+        store_path.display()
+    );
     println!("       meterflow --store {} serve   # then GET /meters/EE00027/daily?from=2019-01-01&to=2019-01-07", store_path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -63,11 +63,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let bytes = if a.out.as_os_str() == "-" {
         spec.write(format, BufWriter::new(std::io::stdout().lock()))?
     } else {
-        let f = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+        let f =
+            File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
         spec.write(format, BufWriter::with_capacity(1 << 20, f))?
     };
     if let Some(p) = &a.expected {
-        let mut w = BufWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?);
+        let mut w = BufWriter::new(
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        );
         writeln!(w, "series,date,total")?;
         let mut line = String::new();
         let mut result = Ok(());

@@ -73,7 +73,11 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             if p.is_dir() {
                 walk(&p, out)?;
             } else {
-                let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("").to_ascii_lowercase();
+                let ext = p
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 if DATA_EXTENSIONS.contains(&ext.as_str()) {
                     out.push(p);
                 }
@@ -113,7 +117,14 @@ impl RejectLog {
         self.count += 1;
         if let Some(f) = &mut self.file {
             let column = r.column.map(|c| c.to_string()).unwrap_or_default();
-            writeln!(f, "{},{},{},{}", csv_field(&r.source), r.line, column, csv_field(&r.reason))?;
+            writeln!(
+                f,
+                "{},{},{},{}",
+                csv_field(&r.source),
+                r.line,
+                column,
+                csv_field(&r.reason)
+            )?;
         }
         if self.sample.len() < 10 {
             self.sample.push(r);
@@ -179,8 +190,14 @@ fn ingest_file(
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     let version = version_of(&meta);
     // A canonical path names the input the same way however it was spelled.
-    let name = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
-    let reader = Counting { inner: file, counter: counter.clone() };
+    let name = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
+    let reader = Counting {
+        inner: file,
+        counter: counter.clone(),
+    };
     let mut stats = Stats::default();
     let mut inputs = 0;
     let mut failure: Option<String> = None;
@@ -209,14 +226,18 @@ fn ingest_file(
 }
 
 /// Runs the pipeline over `files` into `store`.
-pub async fn run<S: Store + 'static>(store: Arc<S>, files: Vec<PathBuf>, cfg: IngestConfig) -> Result<Summary> {
+pub async fn run<S: Store + 'static>(
+    store: Arc<S>,
+    files: Vec<PathBuf>,
+    cfg: IngestConfig,
+) -> Result<Summary> {
     let started = Instant::now();
     let rejects = RejectLog {
         file: match &cfg.rejects {
             Some(p) => {
-                let mut f = io::BufWriter::new(
-                    File::create(p).with_context(|| format!("cannot create the rejects report {}", p.display()))?,
-                );
+                let mut f = io::BufWriter::new(File::create(p).with_context(|| {
+                    format!("cannot create the rejects report {}", p.display())
+                })?);
                 writeln!(f, "file,line,column,reason")?;
                 Some(f)
             }
@@ -235,12 +256,25 @@ pub async fn run<S: Store + 'static>(store: Arc<S>, files: Vec<PathBuf>, cfg: In
     // Parsers: one OS thread per job, pulling files from a shared queue.
     let mut workers = Vec::new();
     for _ in 0..cfg.jobs.max(1) {
-        let (queue, tx, rejects, counter, cfg) = (queue.clone(), tx.clone(), rejects.clone(), counter.clone(), cfg.clone());
+        let (queue, tx, rejects, counter, cfg) = (
+            queue.clone(),
+            tx.clone(),
+            rejects.clone(),
+            counter.clone(),
+            cfg.clone(),
+        );
         workers.push(std::thread::spawn(move || {
             let mut results = Vec::new();
             loop {
-                let Some(path) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
-                let mut out = LocalOutput { tx: &tx, rejects: &rejects, write_error: None, closed: false };
+                let Some(path) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    break;
+                };
+                let mut out = LocalOutput {
+                    tx: &tx,
+                    rejects: &rejects,
+                    write_error: None,
+                    closed: false,
+                };
                 let r = ingest_file(&path, &cfg, &mut out, &counter);
                 if let Some(e) = out.write_error {
                     results.push((path, Err(format!("cannot write the rejects report: {e}"))));
@@ -256,10 +290,15 @@ pub async fn run<S: Store + 'static>(store: Arc<S>, files: Vec<PathBuf>, cfg: In
     }
     drop(tx);
 
-    let progress = cfg.progress.then(|| crate::progress::Progress::start(counter.clone()));
+    let progress = cfg
+        .progress
+        .then(|| crate::progress::Progress::start(counter.clone()));
 
     // The aggregator: the same library as the Lambda, one record at a time.
-    let mut summary = Summary { files: total_files, ..Summary::default() };
+    let mut summary = Summary {
+        files: total_files,
+        ..Summary::default()
+    };
     let mut series: HashSet<SeriesId> = HashSet::new();
     let mut days: HashSet<Day> = HashSet::new();
     let mut store_error = None;
@@ -281,7 +320,9 @@ pub async fn run<S: Store + 'static>(store: Arc<S>, files: Vec<PathBuf>, cfg: In
     drop(rx);
     let mut stats = Stats::default();
     for w in workers {
-        let results = w.join().map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
+        let results = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
         for (path, r) in results {
             match r {
                 Ok((s, inputs)) => {
@@ -313,7 +354,11 @@ pub async fn run<S: Store + 'static>(store: Arc<S>, files: Vec<PathBuf>, cfg: In
     summary.series = series.len() as u64;
     summary.days = days.len() as u64;
     summary.seconds = started.elapsed().as_secs_f64();
-    summary.mb_per_s = if summary.seconds > 0.0 { summary.bytes as f64 / 1e6 / summary.seconds } else { 0.0 };
+    summary.mb_per_s = if summary.seconds > 0.0 {
+        summary.bytes as f64 / 1e6 / summary.seconds
+    } else {
+        0.0
+    };
     summary.sample_rejects = std::mem::take(&mut log.sample);
     Ok(summary)
 }
@@ -336,12 +381,19 @@ impl Summary {
                     for r in &self.sample_rejects {
                         let _ = writeln!(err, "  rejected {r}");
                     }
-                    let _ = writeln!(err, "pass --rejects FILE for a CSV report of every rejected row");
+                    let _ = writeln!(
+                        err,
+                        "pass --rejects FILE for a CSV report of every rejected row"
+                    );
                 }
             }
         }
         if self.records_quarantined > 0 {
-            let _ = writeln!(err, "{} stream records could not be decoded and were quarantined", self.records_quarantined);
+            let _ = writeln!(
+                err,
+                "{} stream records could not be decoded and were quarantined",
+                self.records_quarantined
+            );
         }
         for f in &self.failures {
             let _ = writeln!(err, "error: {f}");

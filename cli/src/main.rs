@@ -22,10 +22,19 @@ use meterflow_core::{Day, SeriesId, TimestampLabel};
 use meterflow_store::SqliteStore;
 
 #[derive(Parser)]
-#[command(name = "meterflow", version, about = "Exact daily energy totals from meter-data files (wide CSV, long CSV, NEM12)")]
+#[command(
+    name = "meterflow",
+    version,
+    about = "Exact daily energy totals from meter-data files (wide CSV, long CSV, NEM12)"
+)]
 struct Cli {
     /// The embedded store file.
-    #[arg(long, global = true, env = "METERFLOW_STORE", default_value = "meterflow.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "METERFLOW_STORE",
+        default_value = "meterflow.db"
+    )]
     store: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -131,19 +140,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = Arc::new(SqliteStore::open(&cli.store)?);
             let files = ingest::expand(&paths)?;
             if files.is_empty() {
-                anyhow::bail!("no data files found in the given paths (looked for {})", "csv, txt, dat, gz, zip, nem12");
+                anyhow::bail!(
+                    "no data files found in the given paths (looked for {})",
+                    "csv, txt, dat, gz, zip, nem12"
+                );
             }
             let cfg = ingest::IngestConfig {
                 paths,
                 rejects: rejects.clone(),
-                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 timestamps: match timestamps {
                     Labels::Auto => TimestampLabel::Auto,
                     Labels::Start => TimestampLabel::Start,
                     Labels::End => TimestampLabel::End,
                 },
                 long_interval_minutes: long_interval,
-                limits: Limits { max_bytes: max_decompressed, max_ratio, max_entries: max_zip_entries, ..Limits::default() },
+                limits: Limits {
+                    max_bytes: max_decompressed,
+                    max_ratio,
+                    max_entries: max_zip_entries,
+                    ..Limits::default()
+                },
                 progress: !json && std::io::stderr().is_terminal(),
             };
             let summary = ingest::run(store, files, cfg).await?;
@@ -161,29 +179,59 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Query { meter, from, to, table } => {
+        Command::Query {
+            meter,
+            from,
+            to,
+            table,
+        } => {
             let series: SeriesId = meter.parse()?;
             let (from, to) = (parse_day(&from, "from")?, parse_day(&to, "to")?);
             anyhow::ensure!(from <= to, "--from ({from}) is after --to ({to})");
             if !cli.store.exists() {
-                anyhow::bail!("no store at {}; run `meterflow ingest` first or pass --store", cli.store.display());
+                anyhow::bail!(
+                    "no store at {}; run `meterflow ingest` first or pass --store",
+                    cli.store.display()
+                );
             }
             let store = SqliteStore::open(&cli.store)?;
             let report = daily_report(&store, &series, from, to).await?;
             if table {
-                println!("{:<12} {:>16} {:>9} {:>8}  quality", "date", format!("total {}", report.unit), "intervals", "complete");
+                println!(
+                    "{:<12} {:>16} {:>9} {:>8}  quality",
+                    "date",
+                    format!("total {}", report.unit),
+                    "intervals",
+                    "complete"
+                );
                 for d in &report.days {
-                    println!("{:<12} {:>16} {:>9} {:>8}  {}", d.date, d.total.get(), d.intervals, d.complete, d.quality);
+                    println!(
+                        "{:<12} {:>16} {:>9} {:>8}  {}",
+                        d.date,
+                        d.total.get(),
+                        d.intervals,
+                        d.complete,
+                        d.quality
+                    );
                 }
             } else {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { listen, max_range_days } => {
+        Command::Serve {
+            listen,
+            max_range_days,
+        } => {
             let store = Arc::new(SqliteStore::open(&cli.store)?);
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            eprintln!("meterflow API on http://{} (store {}); Ctrl-C stops", listener.local_addr()?, cli.store.display());
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "meterflow API on http://{} (store {}); Ctrl-C stops",
+                listener.local_addr()?,
+                cli.store.display()
+            );
             tokio::select! {
                 r = meterflow_api::serve(listener, store, ApiConfig { max_range_days }) => r?,
                 _ = tokio::signal::ctrl_c() => eprintln!("stopping"),

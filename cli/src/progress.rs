@@ -21,7 +21,11 @@ impl Progress {
                 std::thread::park_timeout(Duration::from_millis(250));
                 let bytes = counter.load(Ordering::Relaxed) as f64;
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
-                eprint!("\r\x1b[2K{:.1} MB read, {:.0} MB/s", bytes / 1e6, bytes / 1e6 / secs);
+                eprint!(
+                    "\r\x1b[2K{:.1} MB read, {:.0} MB/s",
+                    bytes / 1e6,
+                    bytes / 1e6 / secs
+                );
                 let _ = std::io::stderr().flush();
             }
             eprint!("\r\x1b[2K");

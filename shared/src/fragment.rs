@@ -131,6 +131,12 @@ impl Slots {
         self.values[slot] = value;
     }
 
+    /// The raw cells, missing ones holding the sentinel: for parsers' hot loops only, which
+    /// write parsed (bounded) values into a freshly reset buffer.
+    pub(crate) fn raw_mut(&mut self) -> &mut [i64] {
+        &mut self.values
+    }
+
     pub fn clear(&mut self, slot: usize) {
         self.values[slot] = MISSING;
     }

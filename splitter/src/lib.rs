@@ -24,7 +24,10 @@ pub struct PackSettings {
 impl Default for PackSettings {
     fn default() -> Self {
         // 1 MiB less room for the partition key Kinesis counts against the same limit.
-        PackSettings { buckets: 64, max_record_bytes: MAX_RECORD_BYTES - 256 }
+        PackSettings {
+            buckets: 64,
+            max_record_bytes: MAX_RECORD_BYTES - 256,
+        }
     }
 }
 
@@ -54,13 +57,22 @@ pub struct Packer<'o, O: Output> {
 impl<'o, O: Output> Packer<'o, O> {
     pub fn new(settings: PackSettings, out: &'o mut O) -> Self {
         let n = settings.buckets.max(1) as usize;
-        Packer { settings, builders: (0..n).map(|_| None).collect(), out, oversize: Vec::new() }
+        Packer {
+            settings,
+            builders: (0..n).map(|_| None).collect(),
+            out,
+            oversize: Vec::new(),
+        }
     }
 
     fn emit(&mut self, b: u32, builder: EnvelopeBuilder) {
         let fragments = builder.len() as u32;
         if fragments > 0 {
-            self.out.record(StreamRecord { bucket: b, fragments, data: builder.finish() });
+            self.out.record(StreamRecord {
+                bucket: b,
+                fragments,
+                data: builder.finish(),
+            });
         }
     }
 
@@ -114,7 +126,10 @@ pub enum SplitError {
     #[error(transparent)]
     File(#[from] FileError),
     #[error("reading {input}: {source}")]
-    Io { input: String, source: std::io::Error },
+    Io {
+        input: String,
+        source: std::io::Error,
+    },
 }
 
 /// Chunk size for reads: large enough to amortise calls, small enough to stay in cache.
@@ -193,10 +208,22 @@ mod tests {
     #[test]
     fn records_hold_one_bucket_respect_the_cap_and_lose_nothing() {
         let input = wide(40, 28);
-        let settings = PackSettings { buckets: 4, max_record_bytes: 4096 };
+        let settings = PackSettings {
+            buckets: 4,
+            max_record_bytes: 4096,
+        };
         let mut out = Collected::default();
-        let stats = split(input.as_bytes(), Options::new("w.csv", 1), settings, &mut out).unwrap();
-        assert_eq!((stats.rows_read, stats.rows_accepted, stats.fragments), (1120, 1120, 1120));
+        let stats = split(
+            input.as_bytes(),
+            Options::new("w.csv", 1),
+            settings,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            (stats.rows_read, stats.rows_accepted, stats.fragments),
+            (1120, 1120, 1120)
+        );
         let mut decoded = Vec::new();
         for r in &out.records {
             assert!(r.data.len() <= 4096);
@@ -207,21 +234,42 @@ mod tests {
         }
         let mut direct = Collect::default();
         meterflow_core::parse_all(input.as_bytes(), Options::new("w.csv", 1), &mut direct).unwrap();
-        assert_eq!(daily_totals(decoded.iter()), daily_totals(direct.fragments.iter()));
+        assert_eq!(
+            daily_totals(decoded.iter()),
+            daily_totals(direct.fragments.iter())
+        );
         assert!(out.records.len() > 4, "small cap must split records");
         // Deterministic: the same input packs into the same records.
         let mut again = Collected::default();
-        split(input.as_bytes(), Options::new("w.csv", 1), settings, &mut again).unwrap();
+        split(
+            input.as_bytes(),
+            Options::new("w.csv", 1),
+            settings,
+            &mut again,
+        )
+        .unwrap();
         assert_eq!(again.records, out.records);
     }
 
     #[test]
     fn a_fragment_too_big_for_any_record_is_rejected_not_dropped() {
         let input = wide(1, 1);
-        let settings = PackSettings { buckets: 1, max_record_bytes: 16 };
+        let settings = PackSettings {
+            buckets: 1,
+            max_record_bytes: 16,
+        };
         let mut out = Collected::default();
-        let stats = split(input.as_bytes(), Options::new("w.csv", 1), settings, &mut out).unwrap();
-        assert_eq!((stats.rows_read, stats.rows_accepted, stats.rows_rejected), (1, 0, 1));
+        let stats = split(
+            input.as_bytes(),
+            Options::new("w.csv", 1),
+            settings,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            (stats.rows_read, stats.rows_accepted, stats.rows_rejected),
+            (1, 0, 1)
+        );
         assert_eq!(out.rejects.len(), 1);
         assert!(out.records.is_empty());
     }

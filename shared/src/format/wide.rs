@@ -14,7 +14,7 @@ use crate::day::Day;
 use crate::fragment::{interval_for_slots, Fragment, Quality, Slots};
 use crate::reject::{FileError, Sink};
 use crate::series::{SeriesId, Unit};
-use crate::value::{format_amount, parse_decimal, scan_plain_kwh};
+use crate::value::{format_amount, parse_decimal, scan_plain_kwh, swar_d_ddd_comma};
 
 const METER_NAMES: &[&str] = &[
     "meter",
@@ -247,33 +247,50 @@ impl Wide {
         // Parse into the reusable buffer; on decline nothing else has changed, and the slow
         // path resets the buffer before use.
         self.frag.slots.reset(slots);
+        let n = line.len();
         let mut pos = c2 + 1;
         let mut sum = 0i64;
         let mut present = 0usize;
-        for slot in 0..slots {
+        for cell in self.frag.slots.raw_mut() {
+            if pos > n {
+                return false; // too few fields
+            }
+            let word = line
+                .get(pos..pos + 8)
+                .and_then(|c| <[u8; 8]>::try_from(c).ok());
+            if let Some(v) = word.and_then(|w| swar_d_ddd_comma(u64::from_le_bytes(w))) {
+                *cell = v;
+                sum += v;
+                present += 1;
+                pos += 6;
+                continue;
+            }
             let Some((v, end)) = scan_plain_kwh(line, pos) else {
                 return false;
             };
             if let Some(v) = v {
-                self.frag.slots.set(slot, v);
+                *cell = v;
                 sum += v;
                 present += 1;
             }
-            let last = slot + 1 == slots && !has_total;
-            if last != (end == line.len()) {
-                return false;
-            }
             pos = end + 1;
         }
+        // `pos - 1` is where the last interval value ended: the line's end, or the comma
+        // before the total.
         if has_total {
+            if pos > n {
+                return false;
+            }
             match scan_plain_kwh(line, pos) {
-                Some((total, end)) if end == line.len() => {
+                Some((total, end)) if end == n => {
                     if total.is_some_and(|t| t != sum) {
                         return false;
                     }
                 }
                 _ => return false,
             }
+        } else if pos != n + 1 {
+            return false;
         }
         if present == 0 {
             return false;
