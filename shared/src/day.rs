@@ -69,6 +69,20 @@ impl Day {
     /// (day first, as in Australia and the UK), `20190131`, and `31-01-2019` (the original
     /// API's `dd-MM-yyyy`).
     pub fn parse(text: &[u8]) -> Result<Day, DayError> {
+        // `YYYY-MM-DD` without surrounding blanks is the common case in bulk files: no
+        // splitting, no trimming.
+        if let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = text {
+            let dig = |b: u8| u32::from(b.wrapping_sub(b'0'));
+            let all = [y0, y1, y2, y3, m0, m1, d0, d1].map(dig);
+            if all.iter().all(|&v| v < 10) {
+                let y = all[0] * 1000 + all[1] * 100 + all[2] * 10 + all[3];
+                if let Some(day) =
+                    Day::from_ymd(y as i32, all[4] * 10 + all[5], all[6] * 10 + all[7])
+                {
+                    return Ok(day);
+                }
+            }
+        }
         let t = text.trim_ascii();
         let err = |why| DayError {
             text: String::from_utf8_lossy(text).into_owned(),

@@ -151,11 +151,15 @@ impl Slots {
     }
 
     pub fn present(&self) -> usize {
-        self.values.iter().filter(|&&v| v != MISSING).count()
+        self.values.iter().map(|&v| usize::from(v != MISSING)).sum()
     }
 
+    /// Branch-free so that it vectorises: sinks call it once per fragment.
     pub fn total(&self) -> i64 {
-        self.values.iter().filter(|&&v| v != MISSING).sum()
+        self.values
+            .iter()
+            .map(|&v| if v == MISSING { 0 } else { v })
+            .sum()
     }
 }
 
