@@ -11,6 +11,7 @@ pub mod merge;
 pub mod partition;
 pub mod reject;
 pub mod series;
+pub mod synth;
 pub mod value;
 
 pub use day::Day;
