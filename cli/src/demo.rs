@@ -74,7 +74,6 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
     }
     let store = Arc::new(SqliteStore::open(store_path)?);
     let cfg = ingest::IngestConfig {
-        paths: vec![dir.clone()],
         rejects: None,
         jobs: 2,
         timestamps: TimestampLabel::Auto,
@@ -83,7 +82,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         progress: false,
     };
     let summary = ingest::run(store.clone(), files, cfg).await?;
-    summary.print_text(None);
+    summary.print_text(&mut std::io::stdout().lock(), None);
     println!();
     for (meter, from, to) in SHOW {
         let report = daily_report(

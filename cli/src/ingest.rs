@@ -27,7 +27,6 @@ const STREAM_CAPACITY: usize = 16;
 const DATA_EXTENSIONS: &[&str] = &["csv", "txt", "dat", "gz", "zip", "nem12", "mdff"];
 
 pub struct IngestConfig {
-    pub paths: Vec<PathBuf>,
     pub rejects: Option<PathBuf>,
     pub jobs: usize,
     pub timestamps: TimestampLabel,
@@ -364,8 +363,8 @@ pub async fn run<S: Store + 'static>(
 }
 
 impl Summary {
-    pub fn print_text(&self, rejects_report: Option<&Path>) {
-        let mut err = io::stderr().lock();
+    /// The human summary (stderr for `ingest`, keeping stdout for `--json`; stdout for the demo).
+    pub fn print_text(&self, err: &mut dyn Write, rejects_report: Option<&Path>) {
         let _ = writeln!(
             err,
             "{} files ({} inputs), {} rows read: {} accepted, {} rejected; {} fragments for {} series over {} days; {:.1} MB in {:.2}s ({:.0} MB/s)",

@@ -146,7 +146,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let cfg = ingest::IngestConfig {
-                paths,
                 rejects: rejects.clone(),
                 jobs: jobs
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -169,7 +168,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
             if !json || summary.files_failed > 0 {
-                summary.print_text(rejects.as_deref());
+                summary.print_text(&mut std::io::stderr().lock(), rejects.as_deref());
             }
             Ok(if summary.files_failed > 0 {
                 ExitCode::from(1)
