@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of local mode, all in one run on the same generated file:
+#   1. `meterflow ingest` (parse → envelope records → in-process stream → SQLite store),
+#   2. the parser alone on the same file (bench/src/bin/parse_file.rs),
+#   3. DuckDB computing the same daily sums from the same file (PyPI duckdb, in bench/.venv),
+# and the peak RSS of `ingest` for a ~0.5 GB and a ~2 GB file (it should stay flat).
+#
+#   bench/ingest.sh            # ~1 GB main file; needs ~4 GB of disk in bench/out
+#   SIZE_METERS=1000 bench/ingest.sh   # smaller, quicker
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="$root/bench/out"
+mkdir -p "$out"
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+cargo build --release -q -p meterflow-cli -p meterflow-bench --bin meterflow --bin parse_file
+mf="$target/release/meterflow"
+pf="$target/release/parse_file"
+
+if [ ! -x bench/.venv/bin/python ]; then
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install -q duckdb
+fi
+
+# ~310 bytes per meter-day: 3400 meters x 365 days ≈ 1 GB.
+meters="${SIZE_METERS:-3400}"
+gen() { # name meters days
+  [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
+}
+gen main "$meters" 365
+size=$(stat -c %s "$out/main.csv")
+echo "file: $out/main.csv, $((size / 1000000)) MB"
+
+cat "$out/main.csv" > /dev/null # page cache: every contender reads from memory
+
+rm -f "$out/ingest.db"*
+/usr/bin/time -f "%e %M" -o "$out/time.txt" "$mf" --store "$out/ingest.db" ingest --json "$out/main.csv" > "$out/ingest.json"
+read -r ingest_s ingest_rss < "$out/time.txt"
+ingest_mbs=$(python3 -c "print(round($size/1e6/$ingest_s))")
+
+read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/main.csv")
+
+duck_s=$(bench/.venv/bin/python - "$out/main.csv" <<'PY'
+import sys, time, duckdb
+path = sys.argv[1]
+with open(path) as f:
+    intervals = f.readline().strip().split(",")[2:]
+# The same answer meterflow stores: one exact total per meter-day (DECIMAL keeps it exact).
+total = " + ".join(f'"{c}"::DECIMAL(18,6)' for c in intervals)
+con = duckdb.connect()
+t = time.perf_counter()
+con.execute(f"""CREATE TABLE daily AS SELECT "Meter", "Date", {total} AS total FROM read_csv('{path}', header = true)""")
+n = con.execute("SELECT count(*) FROM daily").fetchone()[0]
+print(f"{time.perf_counter() - t:.3f}")
+print(f"duckdb: {n} meter-days", file=sys.stderr)
+PY
+)
+duck_mbs=$(python3 -c "print(round($size/1e6/$duck_s))")
+
+gen half $((meters / 2)) 365
+gen double $((meters * 2)) 365
+rss() {
+  rm -f "$out/rss.db"*
+  /usr/bin/time -f "%M" -o "$out/rss.txt" "$mf" --store "$out/rss.db" ingest --json "$out/$1.csv" > /dev/null
+  cat "$out/rss.txt"
+}
+rss_half=$(rss half)
+rss_double=$(rss double)
+half_mb=$(( $(stat -c %s "$out/half.csv") / 1000000 ))
+double_mb=$(( $(stat -c %s "$out/double.csv") / 1000000 ))
+
+cat <<REPORT
+| what (same ${size} byte file, page-cached) | seconds | MB/s | vs DuckDB |
+|---|---|---|---|
+| meterflow ingest, end to end (SQLite store) | $ingest_s | $ingest_mbs | $(python3 -c "print(f'{$duck_s/$ingest_s:.2f}x')") |
+| meterflow parser alone | $parse_s | $parse_mbs | $(python3 -c "print(f'{$duck_s/$parse_s:.2f}x')") |
+| DuckDB read_csv + DECIMAL daily sums | $duck_s | $duck_mbs | 1.00x |
+
+| ingest peak RSS | file | max RSS (KiB) |
+|---|---|---|
+| half | ${half_mb} MB | $rss_half |
+| main | $((size / 1000000)) MB | $ingest_rss |
+| double | ${double_mb} MB | $rss_double |
+REPORT
