@@ -30,7 +30,8 @@ pub struct Outcome {
     pub failed: Option<(usize, StoreError)>,
 }
 
-/// Applies `records` in order, calling `observe` for each fragment written.
+/// Applies `records` in order. `observe` sees each decoded fragment just before its record is
+/// written (a failed write is reported in [`Outcome::failed`]).
 pub async fn apply<S, D>(store: &S, records: &[D], mut observe: impl FnMut(&Fragment)) -> Outcome
 where
     S: Store,
@@ -45,13 +46,14 @@ where
                 continue;
             }
         };
-        if let Err(e) = store.put(&fragments).await {
+        let n = fragments.len();
+        fragments.iter().for_each(&mut observe);
+        if let Err(e) = store.put(fragments).await {
             out.failed = Some((index, e));
             return out;
         }
         out.applied += 1;
-        out.fragments += fragments.len();
-        fragments.iter().for_each(&mut observe);
+        out.fragments += n;
     }
     out
 }
@@ -81,7 +83,7 @@ mod tests {
     }
 
     impl Store for Flaky {
-        async fn put(&self, fragments: &[Fragment]) -> Result<(), StoreError> {
+        async fn put(&self, fragments: Vec<Fragment>) -> Result<(), StoreError> {
             if self.calls.fetch_add(1, Ordering::SeqCst) >= self.ok {
                 return Err(StoreError::Retryable("injected timeout".into()));
             }
@@ -121,7 +123,8 @@ mod tests {
         };
         let mut seen = 0;
         let out = apply(&store, &records, |_| seen += 1).await;
-        assert_eq!((out.applied, out.fragments, seen), (1, 2, 2));
+        // Observed: the first record's 2 fragments and the 2 of the record whose write failed.
+        assert_eq!((out.applied, out.fragments, seen), (1, 2, 4));
         assert_eq!(out.quarantined.len(), 1);
         assert_eq!(out.quarantined[0].index, 1);
         let (first, err) = out.failed.as_ref().unwrap();

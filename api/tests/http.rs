@@ -28,7 +28,7 @@ async fn start() -> SocketAddr {
     );
     q1.unit = meterflow_core::Unit::normalise("kVArh").0;
     store
-        .put(&[
+        .put(vec![
             fragment(
                 "EE00027",
                 "2019-01-01",

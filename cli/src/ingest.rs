@@ -302,11 +302,19 @@ pub async fn run<S: Store + 'static>(
     let mut days: HashSet<Day> = HashSet::new();
     let mut store_error = None;
     while let Some(record) = rx.recv().await {
+        // Fragments come in runs of one series and consecutive days: only look up changes.
+        let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
         let out = apply(store.as_ref(), &[&record.data], |f| {
-            if !series.contains(&f.series) {
-                series.insert(f.series.clone());
+            if last_series.as_ref() != Some(&f.series) {
+                if !series.contains(&f.series) {
+                    series.insert(f.series.clone());
+                }
+                last_series = Some(f.series.clone());
             }
-            days.insert(f.day);
+            if last_day != Some(f.day) {
+                days.insert(f.day);
+                last_day = Some(f.day);
+            }
         })
         .await;
         summary.records += 1;

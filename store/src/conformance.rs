@@ -124,7 +124,7 @@ pub fn sample() -> Vec<Fragment> {
 /// What goes in comes back, field for field, and only within the asked range.
 pub async fn round_trip<S: Store>(store: &S) {
     let all = sample();
-    store.put(&all).await.expect("put");
+    store.put(all.clone()).await.expect("put");
     let got = read(store, "EE1", "2019-01-01", "2020-12-31").await;
     let want = by_key(
         all.iter()
@@ -147,7 +147,7 @@ pub async fn round_trip<S: Store>(store: &S) {
 
 /// `from` and `to` are inclusive; neighbours outside the range stay out.
 pub async fn day_range_is_inclusive<S: Store>(store: &S) {
-    store.put(&sample()).await.expect("put");
+    store.put(sample()).await.expect("put");
     let days =
         |m: BTreeMap<Key, Fragment>| m.values().map(|f| f.day.to_string()).collect::<Vec<_>>();
     assert_eq!(
@@ -173,16 +173,16 @@ pub async fn day_range_is_inclusive<S: Store>(store: &S) {
 /// Writing again, re-batched, any number of times, changes nothing.
 pub async fn put_is_idempotent<S: Store>(store: &S) {
     let all = sample();
-    store.put(&all).await.expect("put");
+    store.put(all.clone()).await.expect("put");
     let before = read(store, "EE1", "2019-01-01", "2020-12-31").await;
     let totals = daily_totals(store, &series("EE1"), day("2019-01-01"), day("2020-12-31"))
         .await
         .expect("totals");
     for _ in 0..3 {
-        store.put(&all).await.expect("put again");
+        store.put(all.clone()).await.expect("put again");
     }
     for chunk in all.chunks(2).rev() {
-        store.put(chunk).await.expect("put re-batched");
+        store.put(chunk.to_vec()).await.expect("put re-batched");
     }
     assert_eq!(
         read(store, "EE1", "2019-01-01", "2020-12-31").await,
@@ -199,7 +199,7 @@ pub async fn put_is_idempotent<S: Store>(store: &S) {
 /// Newer versions replace slot values; partial fragments of one day combine.
 pub async fn corrections_and_partial_days<S: Store>(store: &S) {
     store
-        .put(&[fragment(
+        .put(vec![fragment(
             "M",
             "2019-05-01",
             1,
@@ -210,7 +210,7 @@ pub async fn corrections_and_partial_days<S: Store>(store: &S) {
         .await
         .expect("put");
     store
-        .put(&[fragment(
+        .put(vec![fragment(
             "M",
             "2019-05-01",
             2,
@@ -221,7 +221,7 @@ pub async fn corrections_and_partial_days<S: Store>(store: &S) {
         .await
         .expect("put");
     store
-        .put(&[fragment(
+        .put(vec![fragment(
             "M",
             "2019-05-01",
             0,
@@ -245,7 +245,11 @@ pub async fn corrections_and_partial_days<S: Store>(store: &S) {
 /// Concurrent writers of overlapping batches leave one consistent answer.
 pub async fn concurrent_puts<S: Store>(store: &S) {
     let all = sample();
-    let (a, b, c) = tokio::join!(store.put(&all), store.put(&all[..4]), store.put(&all[3..]));
+    let (a, b, c) = tokio::join!(
+        store.put(all.clone()),
+        store.put(all[..4].to_vec()),
+        store.put(all[3..].to_vec())
+    );
     a.and(b).and(c).expect("concurrent puts");
     let got = read(store, "EE1", "2019-01-01", "2020-12-31").await;
     assert_eq!(

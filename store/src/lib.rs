@@ -39,8 +39,9 @@ impl StoreError {
 /// between tasks, hence `Send + Sync` and `Send` futures.
 pub trait Store: Send + Sync {
     /// Writes fragments. Callers pass deterministic batches (one envelope record's
-    /// fragments), which lets a store pack them without losing idempotency.
-    fn put(&self, fragments: &[Fragment]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// fragments), which lets a store pack them without losing idempotency. The batch is
+    /// given by value so that a store can encode it off the caller's thread.
+    fn put(&self, fragments: Vec<Fragment>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Every stored fragment of `series` whose day lies in `from..=to`, in no particular order.
     fn fragments(

@@ -187,12 +187,12 @@ fn packs(fragments: &[Fragment]) -> Result<Vec<Pack>, StoreError> {
 }
 
 impl Store for SqliteStore {
-    async fn put(&self, fragments: &[Fragment]) -> Result<(), StoreError> {
+    async fn put(&self, fragments: Vec<Fragment>) -> Result<(), StoreError> {
         if fragments.is_empty() {
             return Ok(());
         }
-        let packs = packs(fragments)?;
         self.blocking(move |conn| {
+            let packs = packs(&fragments)?;
             let tx = conn.transaction().map_err(permanent("starting a write"))?;
             {
                 let mut stmt = tx

@@ -23,7 +23,7 @@ async fn sqlite_file_conforms_and_persists() {
     let all = conformance::sample();
     SqliteStore::open(&p)
         .expect("open")
-        .put(&all)
+        .put(all.clone())
         .await
         .expect("put");
     let again = SqliteStore::open(&p).expect("reopen");

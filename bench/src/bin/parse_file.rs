@@ -8,7 +8,9 @@ use meterflow_bench::Counting;
 use meterflow_core::{Options, Parser};
 
 fn main() -> std::io::Result<()> {
-    let path = std::env::args().nth(1).ok_or_else(|| std::io::Error::other("usage: parse_file FILE"))?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or_else(|| std::io::Error::other("usage: parse_file FILE"))?;
     let mut file = std::fs::File::open(&path)?;
     let mut buf = vec![0u8; 256 * 1024];
     let started = Instant::now();
@@ -21,10 +23,17 @@ fn main() -> std::io::Result<()> {
             break;
         }
         bytes += n as u64;
-        parser.feed(&buf[..n], &mut sink).map_err(std::io::Error::other)?;
+        parser
+            .feed(&buf[..n], &mut sink)
+            .map_err(std::io::Error::other)?;
     }
     parser.finish(&mut sink).map_err(std::io::Error::other)?;
     let secs = started.elapsed().as_secs_f64();
-    println!("{bytes} {secs:.3} {:.0} {} {}", bytes as f64 / 1e6 / secs, sink.fragments, sink.rejects);
+    println!(
+        "{bytes} {secs:.3} {:.0} {} {}",
+        bytes as f64 / 1e6 / secs,
+        sink.fragments,
+        sink.rejects
+    );
     Ok(())
 }
