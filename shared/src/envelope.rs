@@ -209,6 +209,17 @@ pub struct EnvelopeBuilder {
     /// The candidate fragment's bytes, committed only when it fits.
     scratch: Vec<u8>,
     values: Vec<i64>,
+    /// The previous fragment's dictionary keys and indexes: fragments come in runs of one
+    /// series and source, so most pushes skip the hash lookups.
+    last: Option<LastKeys>,
+}
+
+#[derive(Debug)]
+struct LastKeys {
+    series: SeriesId,
+    unit: Unit,
+    source: Arc<str>,
+    indexes: (usize, usize, usize),
 }
 
 const UNITS: usize = 0;
@@ -242,6 +253,7 @@ impl EnvelopeBuilder {
             cursor: Cursor::default(),
             scratch: Vec::new(),
             values: Vec::new(),
+            last: None,
         }
     }
 
@@ -266,6 +278,17 @@ impl EnvelopeBuilder {
     /// Adds a fragment, or explains why not without changing the builder.
     pub fn try_push(&mut self, f: &Fragment) -> Result<(), PushError> {
         let code = validate(f)?;
+        let hit = self
+            .last
+            .as_ref()
+            .filter(|l| l.series == f.series && l.unit == f.unit && *l.source == *f.source);
+        if let Some(&LastKeys {
+            indexes: (_, series_idx, source_idx),
+            ..
+        }) = hit
+        {
+            return self.push_encoded(f, code, [None; 3], series_idx, source_idx, None);
+        }
         let unit_idx = self.units.get(&f.unit).copied();
         let series_idx = unit_idx.and_then(|u| {
             let units = self.series.get(&f.series)?;
@@ -290,7 +313,21 @@ impl EnvelopeBuilder {
             series_idx.unwrap_or_else(|new| new),
             source_idx.unwrap_or_else(|new| new),
         );
+        self.push_encoded(f, code, entries, series_idx, source_idx, Some(unit_idx))
+    }
 
+    /// Encodes `f` with the given dictionary indexes and commits it if it fits. `entries` are
+    /// the sizes of the dictionary entries it adds; `unit_idx` is known when any are added.
+    fn push_encoded(
+        &mut self,
+        f: &Fragment,
+        code: u8,
+        entries: [Option<usize>; 3],
+        series_idx: usize,
+        source_idx: usize,
+        unit_idx: Option<usize>,
+    ) -> Result<(), PushError> {
+        let unit_idx = unit_idx.unwrap_or_else(|| self.last.as_ref().map_or(0, |l| l.indexes.0));
         self.scratch.clear();
         let next = encode_fragment(
             &mut self.scratch,
@@ -357,6 +394,18 @@ impl EnvelopeBuilder {
         self.body.extend_from_slice(&self.scratch);
         self.count += 1;
         self.cursor = next;
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.series == f.series && l.unit == f.unit && *l.source == *f.source);
+        if !same {
+            self.last = Some(LastKeys {
+                series: f.series.clone(),
+                unit: f.unit.clone(),
+                source: f.source.clone(),
+                indexes: (unit_idx, series_idx, source_idx),
+            });
+        }
         Ok(())
     }
 
@@ -396,6 +445,7 @@ impl EnvelopeBuilder {
         self.body.clear();
         self.count = 0;
         self.cursor = Cursor::default();
+        self.last = None;
     }
 
     fn write_to(&self, out: &mut Vec<u8>) {
@@ -479,7 +529,7 @@ fn encode_fragment(
     prev: Cursor,
 ) -> Cursor {
     values.clear();
-    values.extend(f.slots.iter().map(|(_, v)| v));
+    f.slots.present_values(values);
     let all_present = values.len() == f.slots.len();
     let scale = common_scale(values);
     let mut flags = code | (scale << SCALE_SHIFT);
@@ -602,17 +652,17 @@ fn unscale(values: &mut [i64], scale: u8) {
 /// delta suits smooth load curves whose level drifts further than it jumps.
 fn encode_values(out: &mut Vec<u8>, values: &[i64]) {
     let n = values.len();
-    let mut min = i64::MAX;
-    let mut max = i64::MIN;
-    for &v in values {
-        min = min.min(v);
-        max = max.max(v);
+    let (mut min, mut max, mut delta_bits) = (values[0], values[0], 0u64);
+    let mut prev = values[0];
+    // One pass for both candidate encodings' widths.
+    for &v in &values[1..] {
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
+        delta_bits |= zigzag(v - prev);
+        prev = v;
     }
     // Scaled values lie within ±10^15, so these differences cannot overflow.
     let for_width = bit_width((max - min) as u64);
-    let delta_bits = values
-        .windows(2)
-        .fold(0u64, |acc, w| acc | zigzag(w[1] - w[0]));
     let delta_width = bit_width(delta_bits);
     let for_len = varint_len(zigzag(min)) + packed_len(n, for_width);
     let delta_len = varint_len(zigzag(values[0])) + packed_len(n - 1, delta_width);
@@ -643,9 +693,12 @@ fn packed_len(count: usize, width: u32) -> usize {
     (count * width as usize).div_ceil(8)
 }
 
+/// LSB-first bit packer. A `u64` accumulator flushed 32 bits at a time: cheaper than a `u128`
+/// shifted per value, and the same bytes.
 struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
-    acc: u128,
+    acc: u64,
+    /// Bits held in `acc`, always below 32 between calls.
     bits: u32,
 }
 
@@ -658,21 +711,35 @@ impl<'a> BitWriter<'a> {
         }
     }
 
+    #[inline(always)]
     fn put(&mut self, v: u64, width: u32) {
         debug_assert!(width == 64 || v >> width == 0);
-        self.acc |= u128::from(v) << self.bits;
+        if width > 32 {
+            return self.put_wide(v, width);
+        }
+        self.put_small(v, width);
+    }
+
+    #[cold]
+    fn put_wide(&mut self, v: u64, width: u32) {
+        self.put_small(v & 0xFFFF_FFFF, 32);
+        self.put_small(v >> 32, width - 32);
+    }
+
+    #[inline(always)]
+    fn put_small(&mut self, v: u64, width: u32) {
+        self.acc |= v << self.bits;
         self.bits += width;
-        while self.bits >= 8 {
-            self.out.push(self.acc as u8);
-            self.acc >>= 8;
-            self.bits -= 8;
+        if self.bits >= 32 {
+            self.out.extend_from_slice(&(self.acc as u32).to_le_bytes());
+            self.acc >>= 32;
+            self.bits -= 32;
         }
     }
 
     fn finish(self) {
-        if self.bits > 0 {
-            self.out.push(self.acc as u8);
-        }
+        let n = self.bits.div_ceil(8) as usize;
+        self.out.extend_from_slice(&self.acc.to_le_bytes()[..n]);
     }
 }
 
@@ -1106,23 +1173,43 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads fixed-width words from a slice whose length was checked to hold them all.
+/// Reads fixed-width words from a slice whose length was checked to hold them all; the
+/// mirror of [`BitWriter`], refilling 32 bits at a time.
 struct BitReader<'a> {
     buf: &'a [u8],
     pos: usize,
-    acc: u128,
+    acc: u64,
+    /// Bits held in `acc`, always below 32 between calls.
     bits: u32,
 }
 
 impl BitReader<'_> {
+    #[inline(always)]
     fn get(&mut self, width: u32) -> u64 {
-        while self.bits < width {
-            let b = self.buf.get(self.pos).copied().unwrap_or(0);
-            self.acc |= u128::from(b) << self.bits;
-            self.pos += 1;
-            self.bits += 8;
+        if width > 32 {
+            return self.get_wide(width);
         }
-        let v = (self.acc & ((1u128 << width) - 1)) as u64;
+        self.get_small(width)
+    }
+
+    #[cold]
+    fn get_wide(&mut self, width: u32) -> u64 {
+        let lo = self.get_small(32);
+        lo | (self.get_small(width - 32) << 32)
+    }
+
+    #[inline(always)]
+    fn get_small(&mut self, width: u32) -> u64 {
+        if self.bits < width {
+            let mut word = [0u8; 4];
+            let rest = self.buf.get(self.pos..).unwrap_or_default();
+            let n = rest.len().min(4);
+            word[..n].copy_from_slice(&rest[..n]);
+            self.acc |= u64::from(u32::from_le_bytes(word)) << self.bits;
+            self.pos += 4;
+            self.bits += 32;
+        }
+        let v = self.acc & ((1u64 << width) - 1);
         self.acc >>= width;
         self.bits -= width;
         v

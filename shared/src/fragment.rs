@@ -150,6 +150,15 @@ impl Slots {
             .map(|(i, &v)| (i, v))
     }
 
+    /// Appends the present values, in slot order (a straight copy for a complete day).
+    pub fn present_values(&self, out: &mut Vec<i64>) {
+        if !self.values.contains(&MISSING) {
+            out.extend_from_slice(&self.values);
+        } else {
+            out.extend(self.values.iter().copied().filter(|&v| v != MISSING));
+        }
+    }
+
     pub fn present(&self) -> usize {
         self.values.iter().map(|&v| usize::from(v != MISSING)).sum()
     }
