@@ -224,6 +224,42 @@ fn ingest_file(
     Ok((stats, inputs))
 }
 
+/// Records applied concurrently (each a decode plus one store write).
+const AGGREGATORS: usize = 2;
+
+/// What one aggregated record contributed to the summary.
+struct Tally {
+    quarantined: u64,
+    series: HashSet<SeriesId>,
+    days: HashSet<Day>,
+    error: Option<meterflow_store::StoreError>,
+}
+
+/// Applies one record, as the aggregator Lambda does for each record of a batch.
+async fn aggregate<S: Store + 'static>(store: Arc<S>, record: StreamRecord) -> Tally {
+    let mut series = HashSet::new();
+    let mut days = HashSet::new();
+    // Fragments come in runs of one series and consecutive days: only look up changes.
+    let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
+    let out = apply(store.as_ref(), &[&record.data], |f| {
+        if last_series.as_ref() != Some(&f.series) {
+            series.insert(f.series.clone());
+            last_series = Some(f.series.clone());
+        }
+        if last_day != Some(f.day) {
+            days.insert(f.day);
+            last_day = Some(f.day);
+        }
+    })
+    .await;
+    Tally {
+        quarantined: out.quarantined.len() as u64,
+        series,
+        days,
+        error: out.failed.map(|(_, e)| e),
+    }
+}
+
 /// Runs the pipeline over `files` into `store`.
 pub async fn run<S: Store + 'static>(
     store: Arc<S>,
@@ -293,7 +329,8 @@ pub async fn run<S: Store + 'static>(
         .progress
         .then(|| crate::progress::Progress::start(counter.clone()));
 
-    // The aggregator: the same library as the Lambda, one record at a time.
+    // The aggregator: the same library as the Lambda. A couple of records in flight let one
+    // decode while the store writes the previous one; order does not matter (merge rule).
     let mut summary = Summary {
         files: total_files,
         ..Summary::default()
@@ -301,28 +338,29 @@ pub async fn run<S: Store + 'static>(
     let mut series: HashSet<SeriesId> = HashSet::new();
     let mut days: HashSet<Day> = HashSet::new();
     let mut store_error = None;
-    while let Some(record) = rx.recv().await {
-        // Fragments come in runs of one series and consecutive days: only look up changes.
-        let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
-        let out = apply(store.as_ref(), &[&record.data], |f| {
-            if last_series.as_ref() != Some(&f.series) {
-                if !series.contains(&f.series) {
-                    series.insert(f.series.clone());
-                }
-                last_series = Some(f.series.clone());
-            }
-            if last_day != Some(f.day) {
-                days.insert(f.day);
-                last_day = Some(f.day);
-            }
-        })
-        .await;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut absorb = |done: Tally, summary: &mut Summary| {
         summary.records += 1;
-        summary.records_quarantined += out.quarantined.len() as u64;
-        if let Some((_, e)) = out.failed {
-            store_error = Some(e);
+        summary.records_quarantined += done.quarantined;
+        series.extend(done.series);
+        days.extend(done.days);
+        done.error
+    };
+    while let Some(record) = rx.recv().await {
+        while in_flight.len() >= AGGREGATORS {
+            if let Some(done) = in_flight.join_next().await {
+                let done = done.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
+                store_error = store_error.or(absorb(done, &mut summary));
+            }
+        }
+        if store_error.is_some() {
             break;
         }
+        in_flight.spawn(aggregate(store.clone(), record));
+    }
+    while let Some(done) = in_flight.join_next().await {
+        let done = done.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
+        store_error = store_error.or(absorb(done, &mut summary));
     }
     drop(rx);
     let mut stats = Stats::default();

@@ -19,14 +19,18 @@ pub struct PackSettings {
     pub buckets: u32,
     /// Cap on one record's bytes (Kinesis: 1 MiB including the partition key).
     pub max_record_bytes: usize,
+    /// Cap on the bytes of all partly filled records together: past it the largest is shipped
+    /// early. Keeps memory flat whatever the input (otherwise up to `buckets` MiB are held).
+    pub max_held_bytes: usize,
 }
 
 impl Default for PackSettings {
     fn default() -> Self {
-        // 1 MiB less room for the partition key Kinesis counts against the same limit.
         PackSettings {
             buckets: 64,
+            // 1 MiB less room for the partition key Kinesis counts against the same limit.
             max_record_bytes: MAX_RECORD_BYTES - 256,
+            max_held_bytes: 8 << 20,
         }
     }
 }
@@ -49,6 +53,9 @@ pub trait Output {
 pub struct Packer<'o, O: Output> {
     settings: PackSettings,
     builders: Vec<Option<EnvelopeBuilder>>,
+    /// Encoded size of each bucket's open record, and their sum.
+    sizes: Vec<usize>,
+    held: usize,
     out: &'o mut O,
     /// A fragment that can never fit a record is not silently dropped: it becomes a reject.
     oversize: Vec<Reject>,
@@ -60,16 +67,19 @@ impl<'o, O: Output> Packer<'o, O> {
         Packer {
             settings,
             builders: (0..n).map(|_| None).collect(),
+            sizes: vec![0; n],
+            held: 0,
             out,
             oversize: Vec::new(),
         }
     }
 
-    fn emit(&mut self, b: u32, builder: EnvelopeBuilder) {
+    fn emit(&mut self, b: usize, builder: EnvelopeBuilder) {
+        self.held -= std::mem::take(&mut self.sizes[b]);
         let fragments = builder.len() as u32;
         if fragments > 0 {
             self.out.record(StreamRecord {
-                bucket: b,
+                bucket: b as u32,
                 fragments,
                 data: builder.finish(),
             });
@@ -80,7 +90,7 @@ impl<'o, O: Output> Packer<'o, O> {
     pub fn flush(&mut self) {
         for b in 0..self.builders.len() {
             if let Some(builder) = self.builders[b].take() {
-                self.emit(b as u32, builder);
+                self.emit(b, builder);
             }
         }
     }
@@ -89,29 +99,51 @@ impl<'o, O: Output> Packer<'o, O> {
     pub fn take_oversize(&mut self) -> Vec<Reject> {
         std::mem::take(&mut self.oversize)
     }
+
+    /// Accounts bucket `b`'s new size after a push, and ships the largest open record when the
+    /// held bytes pass the budget. The choice depends only on the input, so packing stays a
+    /// pure function of it.
+    fn track(&mut self, b: usize) {
+        let now = self.builders[b]
+            .as_ref()
+            .map_or(0, EnvelopeBuilder::encoded_len);
+        self.held = self.held + now - self.sizes[b];
+        self.sizes[b] = now;
+        if self.held > self.settings.max_held_bytes {
+            let largest = (0..self.sizes.len())
+                .max_by_key(|&i| (self.sizes[i], std::cmp::Reverse(i)))
+                .unwrap_or(b);
+            if let Some(builder) = self.builders[largest].take() {
+                self.emit(largest, builder);
+            }
+        }
+    }
 }
 
 impl<O: Output> Sink for Packer<'_, O> {
     fn fragment(&mut self, f: &Fragment) {
-        let b = bucket(&f.series, self.settings.buckets);
+        let b = bucket(&f.series, self.settings.buckets) as usize;
         let cap = self.settings.max_record_bytes;
-        let slot = &mut self.builders[b as usize];
-        let builder = slot.get_or_insert_with(|| EnvelopeBuilder::new(cap));
+        let builder = self.builders[b].get_or_insert_with(|| EnvelopeBuilder::new(cap));
         if builder.try_push(f).is_ok() {
-            return;
+            return self.track(b);
         }
-        let full = std::mem::replace(builder, EnvelopeBuilder::new(cap));
-        self.emit(b, full);
-        let builder = self.builders[b as usize].get_or_insert_with(|| EnvelopeBuilder::new(cap));
-        if let Err(e) = builder.try_push(f) {
-            let reject = Reject {
-                source: f.source.clone(),
-                line: f.line,
-                column: None,
-                reason: format!("the row's fragment cannot fit one stream record: {e}"),
-            };
-            self.oversize.push(reject.clone());
-            self.out.reject(reject);
+        if let Some(full) = self.builders[b].take() {
+            self.emit(b, full);
+        }
+        let builder = self.builders[b].insert(EnvelopeBuilder::new(cap));
+        match builder.try_push(f) {
+            Ok(()) => self.track(b),
+            Err(e) => {
+                let reject = Reject {
+                    source: f.source.clone(),
+                    line: f.line,
+                    column: None,
+                    reason: format!("the row's fragment cannot fit one stream record: {e}"),
+                };
+                self.oversize.push(reject.clone());
+                self.out.reject(reject);
+            }
         }
     }
 
@@ -211,6 +243,7 @@ mod tests {
         let settings = PackSettings {
             buckets: 4,
             max_record_bytes: 4096,
+            max_held_bytes: 4 * 4096,
         };
         let mut out = Collected::default();
         let stats = split(
@@ -239,6 +272,24 @@ mod tests {
             daily_totals(direct.fragments.iter())
         );
         assert!(out.records.len() > 4, "small cap must split records");
+        // A small budget for partly filled records ships them early, losing nothing.
+        let mut tight = Collected::default();
+        let budget = PackSettings {
+            max_held_bytes: 2048,
+            ..settings
+        };
+        split(
+            input.as_bytes(),
+            Options::new("w.csv", 1),
+            budget,
+            &mut tight,
+        )
+        .unwrap();
+        assert!(
+            tight.records.len() > out.records.len(),
+            "a small budget ships records early"
+        );
+        assert_eq!(tight.records.iter().map(|r| r.fragments).sum::<u32>(), 1120);
         // Deterministic: the same input packs into the same records.
         let mut again = Collected::default();
         split(
@@ -257,6 +308,7 @@ mod tests {
         let settings = PackSettings {
             buckets: 1,
             max_record_bytes: 16,
+            ..PackSettings::default()
         };
         let mut out = Collected::default();
         let stats = split(
