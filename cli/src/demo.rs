@@ -83,7 +83,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
     };
     let summary = ingest::run(store.clone(), files, cfg).await?;
     summary.print_text(&mut std::io::stdout().lock(), None);
-    println!();
+    out!()?;
     for (meter, from, to) in SHOW {
         let report = daily_report(
             store.as_ref(),
@@ -93,7 +93,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         )
         .await?;
         for d in &report.days {
-            println!(
+            out!(
                 "{:<15} {}  {:>10} {:<5}  {:>3} intervals ({})  quality {}",
                 report.meter,
                 d.date,
@@ -102,15 +102,15 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
                 d.intervals,
                 if d.complete { "complete" } else { "partial" },
                 d.quality
-            );
+            )?;
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("\nstore: {}", store_path.display());
-    println!(
+    out!("\nstore: {}", store_path.display())?;
+    out!(
         "next:  meterflow --store {} query EE00027 --from 2019-01-01 --to 2019-01-07 --table",
         store_path.display()
-    );
-    println!("       meterflow --store {} serve   # then GET /meters/EE00027/daily?from=2019-01-01&to=2019-01-07", store_path.display());
+    )?;
+    out!("       meterflow --store {} serve   # then GET /meters/EE00027/daily?from=2019-01-01&to=2019-01-07", store_path.display())?;
     Ok(ExitCode::SUCCESS)
 }

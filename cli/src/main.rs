@@ -3,6 +3,19 @@
 //! Exit codes: 0 success (rejected rows are reported, not fatal); 1 an error, or a file that
 //! could not be read at all; 2 bad usage; 3 `--strict` and some rows were rejected.
 
+/// `println!` that returns the write's result instead of panicking when stdout is closed
+/// (`meterflow query ... | head`): a broken pipe then ends the program quietly.
+macro_rules! out {
+    () => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock())
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod demo;
 mod generate;
 mod ingest;
@@ -115,11 +128,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// The reader of our output went away (`| head`): not an error of ours.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 #[tokio::main]
@@ -165,7 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let summary = ingest::run(store, files, cfg).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                out!("{}", serde_json::to_string_pretty(&summary)?)?;
             }
             if !json || summary.files_failed > 0 {
                 summary.print_text(&mut std::io::stderr().lock(), rejects.as_deref());
@@ -196,25 +218,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = SqliteStore::open(&cli.store)?;
             let report = daily_report(&store, &series, from, to).await?;
             if table {
-                println!(
+                out!(
                     "{:<12} {:>16} {:>9} {:>8}  quality",
                     "date",
                     format!("total {}", report.unit),
                     "intervals",
                     "complete"
-                );
+                )?;
                 for d in &report.days {
-                    println!(
+                    out!(
                         "{:<12} {:>16} {:>9} {:>8}  {}",
                         d.date,
                         d.total.get(),
                         d.intervals,
                         d.complete,
                         d.quality
-                    );
+                    )?;
                 }
             } else {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -400,3 +400,30 @@ fn serve_answers_over_http() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let env = Env::new();
+    let mut child = bin()
+        .current_dir(env.dir.path())
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader goes away after one line, as `| head -1` does.
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
