@@ -54,14 +54,18 @@ pub struct Summary {
     pub mb_per_s: f64,
     /// `file: reason` for each file that could not be read at all.
     pub failures: Vec<String>,
+    /// Files found in directories but not read, for their extension (not a meter-data file
+    /// name: csv, txt, dat, gz, zip, nem12, mdff). Name such a file explicitly to read it.
+    pub skipped: Vec<String>,
     /// The first rejects, for the console when no `--rejects` report was asked for.
     #[serde(skip)]
     pub sample_rejects: Vec<Reject>,
 }
 
-/// Files to read: named files as given, directories walked recursively in name order.
-pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Files to read (named files as given, directories walked recursively in name order) and
+/// the files a walk passed over for their extension, which the summary lists.
+pub fn expand(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot list directory {}", dir.display()))?
             .collect::<io::Result<_>>()
@@ -70,7 +74,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         for e in entries {
             let p = e.path();
             if p.is_dir() {
-                walk(&p, out)?;
+                walk(&p, out, skipped)?;
             } else {
                 let ext = p
                     .extension()
@@ -79,21 +83,23 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     .to_ascii_lowercase();
                 if DATA_EXTENSIONS.contains(&ext.as_str()) {
                     out.push(p);
+                } else {
+                    skipped.push(p);
                 }
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for p in paths {
         let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
         if meta.is_dir() {
-            walk(p, &mut out)?;
+            walk(p, &mut out, &mut skipped)?;
         } else {
             out.push(p.clone());
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Writes the rejects report as CSV: `file,line,column,reason`.
@@ -438,6 +444,14 @@ impl Summary {
                 err,
                 "{} stream records could not be decoded and were quarantined",
                 self.records_quarantined
+            );
+        }
+        if !self.skipped.is_empty() {
+            let _ = writeln!(
+                err,
+                "{} files in the directories were not read for their extension (name them to read them), e.g. {}",
+                self.skipped.len(),
+                self.skipped[0]
             );
         }
         for f in &self.failures {

@@ -160,7 +160,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_zip_entries,
         } => {
             let store = Arc::new(SqliteStore::open(&cli.store)?);
-            let files = ingest::expand(&paths)?;
+            let (files, skipped) = ingest::expand(&paths)?;
             if files.is_empty() {
                 anyhow::bail!(
                     "no data files found in the given paths (looked for {})",
@@ -185,7 +185,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 progress: !json && std::io::stderr().is_terminal(),
             };
-            let summary = ingest::run(store, files, cfg).await?;
+            let mut summary = ingest::run(store, files, cfg).await?;
+            summary.skipped = skipped.iter().map(|p| p.display().to_string()).collect();
             if json {
                 out!("{}", serde_json::to_string_pretty(&summary)?)?;
             }

@@ -132,8 +132,20 @@ fn ingest_then_query_exact_totals_and_idempotent() {
     assert_eq!(env.totals("EE00027", "2019-01-01", "2019-01-31"), want);
     // Again, and again through a different spelling of the path: nothing changes.
     env.ingest_json(&[f.to_str().unwrap()]);
-    env.ingest_json(&[env.dir.path().to_str().unwrap()]);
+    let s = env.ingest_json(&[env.dir.path().to_str().unwrap()]);
     assert_eq!(env.totals("EE00027", "2019-01-01", "2019-01-31"), want);
+    // The walk read day.csv and said which files it passed over (the store itself).
+    assert_eq!(s["files"].as_u64(), Some(1));
+    let skipped: Vec<&str> = s["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        skipped.iter().any(|p| p.ends_with("store.db")),
+        "{skipped:?}"
+    );
     // The table form says the same.
     let out = env.run(&[
         "query",
