@@ -7,6 +7,8 @@
 //! Lambda checkpoints at the lowest failed sequence number). Writes are idempotent, so records
 //! applied before a failure may safely be applied again.
 
+pub mod lambda;
+
 use meterflow_core::envelope::{decode, DecodeError};
 use meterflow_core::Fragment;
 use meterflow_store::{Store, StoreError};
