@@ -1,0 +1,51 @@
+//! The router answering real Function URL events, as the API Lambda does.
+
+use std::sync::Arc;
+
+use meterflow_api::{router, ApiConfig};
+use meterflow_store::{conformance::fragment, SqliteStore, Store};
+use tower::ServiceExt;
+
+async fn answer(fixture: &str) -> (u16, serde_json::Value) {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store
+        .put(vec![fragment(
+            "VABD000163-E1",
+            "2004-02-01",
+            1,
+            "nem.csv",
+            3,
+            &[Some(1_111_000); 48],
+        )])
+        .await
+        .unwrap();
+    let request = lambda_http::request::from_str(fixture).expect("a Function URL event");
+    let response = router(Arc::new(store), ApiConfig::default())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn daily_totals_through_a_function_url_event() {
+    let (status, json) = answer(include_str!("fixtures/function-url-daily.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["meter"], "VABD000163-E1");
+    assert_eq!(json["days"][0]["total"].to_string(), "53.328");
+    assert_eq!(json["days"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn client_mistakes_are_400_json_through_lambda_too() {
+    let (status, json) = answer(include_str!("fixtures/function-url-legacy-bad-date.json")).await;
+    assert_eq!(status, 400);
+    assert!(
+        json["error"].as_str().unwrap().contains("no such day"),
+        "{json}"
+    );
+}
