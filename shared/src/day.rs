@@ -114,6 +114,27 @@ impl Day {
         }
     }
 
+    /// The day's `YYYY-MM-DD` text as bytes, without allocating: the wide parser compares a
+    /// row's date cell with the expected next day's text instead of parsing every date.
+    /// [`Day::parse`] reads it back as the same day (years are four digits in range).
+    pub fn iso_bytes(self) -> [u8; 10] {
+        let (y, m, d) = self.ymd();
+        let (y, m, d) = (y.unsigned_abs(), m, d);
+        let digit = |v: u32| b'0' + (v % 10) as u8;
+        [
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(m / 10),
+            digit(m),
+            b'-',
+            digit(d / 10),
+            digit(d),
+        ]
+    }
+
     /// Parses `YYYY-MM-DD` only: the form of API parameters, where ambiguity is unwelcome.
     pub fn parse_iso(text: &str) -> Result<Day, DayError> {
         let b = text.as_bytes();
@@ -202,6 +223,18 @@ impl fmt::Display for Day {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn iso_bytes_read_back(days in -25_567i32..376_000) {
+            if let Some(day) = Day::from_days(days) {
+                let text = day.iso_bytes();
+                let shown = day.to_string();
+                prop_assert_eq!(&text[..], shown.as_bytes());
+                prop_assert_eq!(Day::parse(&text), Ok(day));
+            }
+        }
+    }
 
     #[test]
     fn parses_every_layout() {

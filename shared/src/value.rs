@@ -108,12 +108,26 @@ pub fn parse_decimal(field: &[u8], places: u32) -> Result<Option<i64>, ValueErro
 /// [`parse_decimal`]'s semantics is checked by a property test.
 #[inline(always)]
 pub fn scan_plain_kwh(line: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
+    scan_kwh(line, pos, |b| b == b',')
+}
+
+/// [`scan_plain_kwh`] for a cell read straight from a buffer of whole lines: the cell may also
+/// end at `\n` or `\r` (the end of its line), and `end` is the index of that byte. `csv-core`
+/// ends a field at all three, so the cell's text is the same either way; the caller checks
+/// that the terminator is the one its position in the row calls for.
+#[inline(always)]
+pub fn scan_kwh_cell(buf: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
+    scan_kwh(buf, pos, |b| matches!(b, b',' | b'\n' | b'\r'))
+}
+
+#[inline(always)]
+fn scan_kwh(line: &[u8], pos: usize, is_end: impl Fn(u8) -> bool) -> Option<(Option<i64>, usize)> {
     let n = line.len();
     // The shapes of nearly every interval value, checked without a loop: `d.ddd` and
     // `dd.ddd` (kWh to the Wh), and small integers.
     if let Some(c) = line.get(pos..pos + 5) {
         let d = |b: u8| u64::from(b.wrapping_sub(b'0'));
-        let ends_at = |end: usize| end == n || line[end] == b',';
+        let ends_at = |end: usize| end == n || is_end(line[end]);
         if c[1] == b'.' {
             let (a, b, x, y) = (d(c[0]), d(c[2]), d(c[3]), d(c[4]));
             if (a < 10) & (b < 10) & (x < 10) & (y < 10) && ends_at(pos + 5) {
@@ -128,7 +142,7 @@ pub fn scan_plain_kwh(line: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
                 let v = (a * 10 + a2) * 1_000_000 + b * 100_000 + x * 10_000 + y * 1000;
                 return Some((Some(v as i64), pos + 6));
             }
-        } else if c[1] == b',' {
+        } else if is_end(c[1]) {
             let a = d(c[0]);
             if a < 10 {
                 return Some((Some(a as i64 * ONE), pos + 1));
@@ -149,7 +163,7 @@ pub fn scan_plain_kwh(line: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
     if int_digits > 9 {
         return None;
     }
-    if i == n || line[i] == b',' {
+    if i == n || is_end(line[i]) {
         if int_digits == 0 {
             return Some((None, i));
         }
@@ -173,7 +187,7 @@ pub fn scan_plain_kwh(line: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
     if places > SCALE as usize || (int_digits == 0 && places == 0) {
         return None;
     }
-    if i != n && line[i] != b',' {
+    if i != n && !is_end(line[i]) {
         return None;
     }
     const POW: [u64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
@@ -185,12 +199,19 @@ pub fn scan_plain_kwh(line: &[u8], pos: usize) -> Option<(Option<i64>, usize)> {
 /// anything else (which then takes [`scan_plain_kwh`]).
 #[inline(always)]
 pub fn swar_d_ddd_comma(x: u64) -> Option<i64> {
+    swar_d_ddd_then(x, b',')
+}
+
+/// [`swar_d_ddd_comma`] with any terminator byte at byte 5: the last cell of a row read
+/// straight from a buffer ends at `\n` (or `\r`).
+#[inline(always)]
+pub fn swar_d_ddd_then(x: u64, end: u8) -> Option<i64> {
     const SEP_MASK: u64 = 0x0000_FF00_0000_FF00;
-    const SEPS: u64 = 0x0000_2C00_0000_2E00; // ',' at byte 5, '.' at byte 1
+    let seps: u64 = 0x0000_0000_0000_2E00 | (u64::from(end) << 40); // '.' at byte 1, `end` at byte 5
     const DIGITS: u64 = 0x0000_00FF_FFFF_00FF; // bytes 0, 2, 3, 4
     const ZEROS: u64 = 0x0000_0030_3030_0030;
     const HIGH: u64 = 0x0000_0080_8080_0080;
-    if x & SEP_MASK != SEPS {
+    if x & SEP_MASK != seps {
         return None;
     }
     let t = x & DIGITS;
@@ -333,6 +354,31 @@ mod tests {
                 prop_assert_eq!(parse_decimal(&bytes[..5], 6), Ok(Some(v)));
             } else {
                 let shaped = bytes[1] == b'.' && bytes[5] == b',' && [0, 2, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit());
+                prop_assert!(!shaped, "declined a d.ddd cell: {:?}", bytes);
+            }
+        }
+
+        #[test]
+        fn cell_scan_agrees_with_general_parser(cell in "[0-9]{0,11}(\\.[0-9]{0,8})?|[-+ a-z.\r]{0,3}", end in prop_oneof![Just(","), Just("\n"), Just("\r\n"), Just("")]) {
+            let buf = format!("{cell}{end}");
+            if let Some((v, stop)) = scan_kwh_cell(buf.as_bytes(), 0) {
+                prop_assert!(stop == buf.len() || matches!(buf.as_bytes()[stop], b',' | b'\n' | b'\r'));
+                prop_assert_eq!(Ok(v), parse_decimal(&buf.as_bytes()[..stop], 6));
+                if !cell.contains('\r') {
+                    prop_assert_eq!(stop, cell.len());
+                }
+            }
+        }
+
+        #[test]
+        fn swar_with_any_terminator_agrees(bytes in proptest::array::uniform8(prop_oneof![
+            4 => b'0'..=b'9', 1 => Just(b'.'), 1 => Just(b'\n'), 1 => any::<u8>()
+        ])) {
+            if let Some(v) = swar_d_ddd_then(u64::from_le_bytes(bytes), b'\n') {
+                prop_assert_eq!(bytes[5], b'\n');
+                prop_assert_eq!(parse_decimal(&bytes[..5], 6), Ok(Some(v)));
+            } else {
+                let shaped = bytes[1] == b'.' && bytes[5] == b'\n' && [0, 2, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit());
                 prop_assert!(!shaped, "declined a d.ddd cell: {:?}", bytes);
             }
         }
