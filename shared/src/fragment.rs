@@ -95,15 +95,45 @@ impl Quality {
 const MISSING: i64 = i64::MIN;
 
 /// A day's interval values, some possibly missing (a partial day).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// The sum and the count of present values are cached: sinks ask for the total of every
+/// fragment, and the parsers already have both in hand as they fill the slots, so a second
+/// pass over the values per fragment is wasted work. The cache is maintained by `set`, `clear`
+/// and `reset`; [`Slots::raw_mut`] marks it stale (recomputed on demand) until a parser
+/// commits the figures it computed with [`Slots::commit_raw`]. Equality and hashing look at
+/// the values only.
+#[derive(Debug, Clone)]
 pub struct Slots {
     values: Vec<i64>,
+    /// Wrapping sum of the present values: equal to the plain sum whenever that fits in `i64`,
+    /// which bounded parsed values guarantee.
+    sum: i64,
+    present: usize,
+    /// `sum` and `present` describe `values`.
+    fresh: bool,
+}
+
+impl PartialEq for Slots {
+    fn eq(&self, other: &Slots) -> bool {
+        self.values == other.values
+    }
+}
+
+impl Eq for Slots {}
+
+impl std::hash::Hash for Slots {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.values.hash(state);
+    }
 }
 
 impl Slots {
     pub fn new(len: usize) -> Slots {
         Slots {
             values: vec![MISSING; len],
+            sum: 0,
+            present: 0,
+            fresh: true,
         }
     }
 
@@ -111,6 +141,7 @@ impl Slots {
     pub fn reset(&mut self, len: usize) {
         self.values.clear();
         self.values.resize(len, MISSING);
+        (self.sum, self.present, self.fresh) = (0, 0, true);
     }
 
     pub fn len(&self) -> usize {
@@ -128,17 +159,49 @@ impl Slots {
     /// Sets a slot. `value` must come from the value parser (bounded), never `i64::MIN`.
     pub fn set(&mut self, slot: usize, value: i64) {
         debug_assert_ne!(value, MISSING);
-        self.values[slot] = value;
+        let old = std::mem::replace(&mut self.values[slot], value);
+        if old == MISSING {
+            self.present += 1;
+            self.sum = self.sum.wrapping_add(value);
+        } else {
+            self.sum = self.sum.wrapping_add(value.wrapping_sub(old));
+        }
     }
 
-    /// The raw cells, missing ones holding the sentinel: for parsers' hot loops only, which
-    /// write parsed (bounded) values into a freshly reset buffer.
-    pub(crate) fn raw_mut(&mut self) -> &mut [i64] {
+    /// The raw cells, missing ones holding the sentinel, at length `len` (existing cells keep
+    /// their values, new ones are missing): for parsers' hot loops only, which write every
+    /// cell with a parsed (bounded) value or the sentinel ([`Slots::missing`]), then call
+    /// [`Slots::commit_raw`]. Until then the cached total is stale and recomputed on demand,
+    /// so a parser that gives up half way leaves nothing inconsistent behind.
+    pub(crate) fn raw_mut(&mut self, len: usize) -> &mut [i64] {
+        self.fresh = false;
+        if self.values.len() != len {
+            self.values.resize(len, MISSING);
+        }
         &mut self.values
     }
 
+    /// The value [`Slots::raw_mut`] cells hold for a missing slot.
+    pub(crate) const fn missing() -> i64 {
+        MISSING
+    }
+
+    /// Records the sum and count of present values of cells just written through
+    /// [`Slots::raw_mut`]. Checked against a recount in debug builds.
+    pub(crate) fn commit_raw(&mut self, sum: i64, present: usize) {
+        (self.sum, self.present, self.fresh) = (sum, present, true);
+        debug_assert_eq!(
+            (sum, present),
+            (self.recount_total(), self.recount_present())
+        );
+    }
+
     pub fn clear(&mut self, slot: usize) {
-        self.values[slot] = MISSING;
+        let old = std::mem::replace(&mut self.values[slot], MISSING);
+        if old != MISSING {
+            self.present -= 1;
+            self.sum = self.sum.wrapping_sub(old);
+        }
     }
 
     /// `(slot, value)` for every present slot, in slot order.
@@ -152,7 +215,7 @@ impl Slots {
 
     /// Appends the present values, in slot order (a straight copy for a complete day).
     pub fn present_values(&self, out: &mut Vec<i64>) {
-        if !self.values.contains(&MISSING) {
+        if self.present() == self.values.len() {
             out.extend_from_slice(&self.values);
         } else {
             out.extend(self.values.iter().copied().filter(|&v| v != MISSING));
@@ -160,15 +223,32 @@ impl Slots {
     }
 
     pub fn present(&self) -> usize {
+        if self.fresh {
+            self.present
+        } else {
+            self.recount_present()
+        }
+    }
+
+    /// The exact sum of the present values; cached, see the type's documentation.
+    pub fn total(&self) -> i64 {
+        if self.fresh {
+            self.sum
+        } else {
+            self.recount_total()
+        }
+    }
+
+    fn recount_present(&self) -> usize {
         self.values.iter().map(|&v| usize::from(v != MISSING)).sum()
     }
 
-    /// Branch-free so that it vectorises: sinks call it once per fragment.
-    pub fn total(&self) -> i64 {
+    /// Branch-free so that it vectorises; wrapping like the cache.
+    fn recount_total(&self) -> i64 {
         self.values
             .iter()
             .map(|&v| if v == MISSING { 0 } else { v })
-            .sum()
+            .fold(0i64, |a, v| a.wrapping_add(v))
     }
 }
 
@@ -239,6 +319,30 @@ mod tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![(3, 0), (47, 1_500_000)]);
         s.reset(24);
         assert_eq!((s.len(), s.present()), (24, 0));
+    }
+
+    #[test]
+    fn cached_total_follows_every_change() {
+        let mut s = Slots::new(4);
+        s.set(0, 5);
+        s.set(0, 7);
+        s.set(2, -3);
+        assert_eq!((s.total(), s.present()), (4, 2));
+        s.clear(0);
+        s.clear(1);
+        assert_eq!((s.total(), s.present()), (-3, 1));
+        let raw = s.raw_mut(3);
+        raw.copy_from_slice(&[1, Slots::missing(), 2]);
+        // Stale until committed: recomputed on demand.
+        assert_eq!((s.total(), s.present()), (3, 2));
+        s.commit_raw(3, 2);
+        assert_eq!((s.total(), s.present()), (3, 2));
+        let mut t = Slots::new(3);
+        t.set(0, 1);
+        t.set(2, 2);
+        assert_eq!(s, t);
+        s.reset(3);
+        assert_eq!((s.total(), s.present()), (0, 0));
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Record assembly: byte chunks in, complete CSV records out, whatever the chunk boundaries.
 //!
 //! `csv-core` is the authority on CSV syntax (quotes, escaped quotes, CR/LF/CRLF, newlines
-//! inside quoted fields). Most meter files are plain unquoted lines, though, so a complete line
-//! that lies wholly inside the current chunk is first offered to the format's fast path, which
-//! may take it or decline (no side effects) so that `csv-core` parses it instead. Both paths
-//! must give the same results; the format modules test that with chunk boundaries everywhere.
+//! inside quoted fields). Most meter files are plain unquoted lines, though, so complete lines
+//! are first offered to the format's fast path: a run of whole lines straight from the chunk
+//! ([`Handler::lines`], no separate newline search), then one line at a time
+//! ([`Handler::line`]). The handler may take them or decline (no side effects) so that
+//! `csv-core` parses them instead. A line cut by the end of a chunk is held back (up to
+//! [`MAX_HELD_BYTES`]) and joined with its end from the next chunk, so it is offered to the
+//! fast path too. Both paths must give the same results; the format modules test that with
+//! chunk boundaries everywhere, and against `csv-core` alone.
 
 use csv_core::{ReadRecordResult, Reader};
 use memchr::memchr;
@@ -14,6 +18,11 @@ use crate::reject::{FileError, Sink};
 /// Longest record accepted. A real 288-slot row is a few kB; an unterminated quote would
 /// otherwise make the whole file one "record" held in memory.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Longest unterminated tail of a chunk held back to be joined with the next chunk. Well above
+/// a 288-slot row; longer tails (a file without `\n`, a huge quoted field) go to `csv-core`
+/// at once, so memory stays bounded and nothing is copied twice for long.
+pub const MAX_HELD_BYTES: usize = 16 << 10;
 
 /// One CSV record, fields unquoted.
 pub struct Record<'a> {
@@ -48,6 +57,15 @@ impl<'a> Record<'a> {
 
 /// What a format does with records.
 pub trait Handler {
+    /// Offers `input`, which starts at the beginning of line `lineno`: the handler takes as
+    /// many whole lines from its start as it fully understands and returns `(bytes, lines)`
+    /// taken. Every line taken must end with its `\n` inside `input` and hold no other `\n`;
+    /// taking a line has the same effect as [`Handler::line`] on it (trailing CRs stripped).
+    /// The first line it does not understand (or an incomplete one) it leaves untouched.
+    fn lines(&mut self, _input: &[u8], _lineno: u64, _sink: &mut dyn Sink) -> (usize, u64) {
+        (0, 0)
+    }
+
     /// Offers a complete line without its terminator (trailing CRs stripped) that is not empty.
     /// It may still hold quotes or a bare `\r` (an old Mac line end): a handler that meets
     /// anything it does not fully understand returns
@@ -77,6 +95,9 @@ pub struct Records {
     record_line: u64,
     /// `csv-core` holds part of a record.
     in_record: bool,
+    /// The unterminated start of a line that ended a chunk, outside any record, waiting for
+    /// its end (no `\n` in it). At most [`MAX_HELD_BYTES`].
+    held: Vec<u8>,
     source: std::sync::Arc<str>,
 }
 
@@ -93,6 +114,7 @@ impl Records {
             newlines: first_line.saturating_sub(1),
             record_line: 0,
             in_record: false,
+            held: Vec::new(),
             source,
         }
     }
@@ -104,7 +126,7 @@ impl Records {
 
     /// True between records: a resumable boundary (nothing is buffered).
     pub fn at_boundary(&self) -> bool {
-        !self.in_record
+        !self.in_record && self.held.is_empty()
     }
 
     pub fn feed<H: Handler>(
@@ -113,9 +135,53 @@ impl Records {
         h: &mut H,
         sink: &mut dyn Sink,
     ) -> Result<(), FileError> {
+        if !self.held.is_empty() {
+            let mut held = std::mem::take(&mut self.held);
+            let r = match memchr(b'\n', input) {
+                Some(nl) => {
+                    held.extend_from_slice(&input[..=nl]);
+                    input = &input[nl + 1..];
+                    self.run(&held, h, sink, false)
+                }
+                None if held.len() + input.len() <= MAX_HELD_BYTES => {
+                    held.extend_from_slice(input);
+                    self.held = held;
+                    return Ok(());
+                }
+                None => self.run(&held, h, sink, false),
+            };
+            held.clear();
+            // `run` without holding leaves `self.held` empty: give the allocation back.
+            self.held = held;
+            r?;
+        }
+        self.run(input, h, sink, true)
+    }
+
+    /// Parses `input` wholly; with `hold`, an unterminated last line outside any record is kept
+    /// in `self.held` instead of being started in `csv-core`.
+    fn run<H: Handler>(
+        &mut self,
+        mut input: &[u8],
+        h: &mut H,
+        sink: &mut dyn Sink,
+        hold: bool,
+    ) -> Result<(), FileError> {
         loop {
             if !self.in_record {
-                while let Some(nl) = memchr(b'\n', input) {
+                let mut complete = true;
+                loop {
+                    let (used, lines) = h.lines(input, self.newlines + 1, sink);
+                    debug_assert_eq!(
+                        memchr::memchr_iter(b'\n', &input[..used]).count() as u64,
+                        lines
+                    );
+                    self.newlines += lines;
+                    input = &input[used..];
+                    let Some(nl) = memchr(b'\n', input) else {
+                        complete = false;
+                        break;
+                    };
                     let mut line = &input[..nl];
                     while let [rest @ .., b'\r'] = line {
                         line = rest;
@@ -135,6 +201,10 @@ impl Records {
                 self.newlines += input[..skip].iter().filter(|&&b| b == b'\n').count() as u64;
                 input = &input[skip..];
                 if input.is_empty() {
+                    return Ok(());
+                }
+                if hold && !complete && input.len() <= MAX_HELD_BYTES {
+                    self.held.extend_from_slice(input);
                     return Ok(());
                 }
                 self.in_record = true;
@@ -158,6 +228,10 @@ impl Records {
 
     /// Signals the end of input: delivers a final record that lacked a line terminator.
     pub fn finish<H: Handler>(&mut self, h: &mut H, sink: &mut dyn Sink) -> Result<(), FileError> {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            self.run(&held, h, sink, false)?;
+        }
         while self.in_record {
             let (res, _, nout, nend) = self.csv.read_record(
                 &[],
@@ -229,6 +303,23 @@ mod tests {
     }
 
     impl Handler for Log {
+        /// Takes lines up to the first empty or declined one, the way a fused fast path does.
+        fn lines(&mut self, input: &[u8], lineno: u64, sink: &mut dyn Sink) -> (usize, u64) {
+            let (mut used, mut n) = (0, 0);
+            while let Some(nl) = memchr(b'\n', &input[used..]) {
+                let mut line = &input[used..used + nl];
+                while let [rest @ .., b'\r'] = line {
+                    line = rest;
+                }
+                if line.is_empty() || !self.line(line, lineno + n, sink) {
+                    break;
+                }
+                used += nl + 1;
+                n += 1;
+            }
+            (used, n)
+        }
+
         fn line(&mut self, line: &[u8], lineno: u64, _: &mut dyn Sink) -> bool {
             if !self.fast
                 || line.contains(&b'"')

@@ -13,8 +13,8 @@ use super::{FormatHandler, Options, Tally};
 use crate::day::Day;
 use crate::fragment::{interval_for_slots, Fragment, Quality, Slots};
 use crate::reject::{FileError, Sink};
-use crate::series::{SeriesId, Unit};
-use crate::value::{format_amount, parse_decimal, scan_plain_kwh, swar_d_ddd_comma};
+use crate::series::{SeriesId, Unit, MAX_SERIES_LEN};
+use crate::value::{format_amount, parse_decimal, scan_kwh_cell, swar_d_ddd_then};
 
 const METER_NAMES: &[&str] = &[
     "meter",
@@ -172,6 +172,105 @@ pub struct Wide {
     /// Last meter id's bytes, to reuse its `SeriesId` on the next row without validating again.
     last_meter: Vec<u8>,
     last_date: Vec<u8>,
+    /// The previous row's meter and date, and the day after it, as masked 16-byte words with
+    /// their trailing comma, so that the fast path recognises a repeated meter, a repeated date
+    /// or the next day with one load and compare each instead of a `memchr`, a `memcmp` and a
+    /// date parse per row. A key that cannot be built (long meter, odd date text) never
+    /// matches, and the row takes the general comparisons.
+    meter_key: Key,
+    date_key: Key,
+    next_date_key: Key,
+}
+
+/// Bytes `text,` at the start of a little-endian 16-byte word, and the mask of those bytes.
+#[derive(Clone, Copy)]
+struct Key {
+    word: u128,
+    mask: u128,
+    /// Bytes before the comma.
+    len: usize,
+}
+
+impl Key {
+    /// Matches nothing: a masked word of zero length can never equal a word with bit 0 set.
+    const NONE: Key = Key {
+        word: 1,
+        mask: 0,
+        len: 0,
+    };
+
+    /// `text` followed by a comma, if that fits in 16 bytes.
+    fn new(text: &[u8]) -> Key {
+        if text.is_empty() || text.len() > 15 {
+            return Key::NONE;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..text.len()].copy_from_slice(text);
+        bytes[text.len()] = b',';
+        let mask = (1u128 << (8 * (text.len() + 1))) - 1;
+        Key {
+            word: u128::from_le_bytes(bytes),
+            mask,
+            len: text.len(),
+        }
+    }
+
+    #[inline(always)]
+    fn matches(&self, word: u128) -> bool {
+        word & self.mask == self.word
+    }
+}
+
+/// The 16 bytes at `at`, little-endian, if the buffer has them.
+#[inline(always)]
+fn word16(buf: &[u8], at: usize) -> Option<u128> {
+    buf.get(at..at + 16)
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(u128::from_le_bytes)
+}
+
+/// Date text that may be compared byte for byte with a raw row: a date cell that matches it
+/// is then the same field to `csv-core` (no quote, comma or line end inside).
+fn plain_date_text(text: &[u8]) -> bool {
+    text.iter()
+        .all(|&b| b.is_ascii_digit() || matches!(b, b'-' | b'/' | b' '))
+}
+
+/// One interval cell followed by a comma: `(value or the missing sentinel, index after the
+/// comma)`. The SWAR shape `d.ddd,` first, then the general plain-decimal scan.
+#[inline(always)]
+fn cell_then_comma(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
+    if let Some(w) = buf
+        .get(pos..pos + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+    {
+        if let Some(v) = swar_d_ddd_then(u64::from_le_bytes(w), b',') {
+            return Some((v, pos + 6));
+        }
+    }
+    let (v, end) = scan_kwh_cell(buf, pos)?;
+    (buf.get(end) == Some(&b',')).then_some((v.unwrap_or(Slots::missing()), end + 1))
+}
+
+/// The last cell of a line: as [`cell_then_comma`], but ended by `\n` or `\r\n`; the index
+/// returned is just after the `\n`.
+#[inline(always)]
+fn cell_then_eol(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
+    if let Some(w) = buf
+        .get(pos..pos + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+    {
+        if let Some(v) = swar_d_ddd_then(u64::from_le_bytes(w), b'\n') {
+            return Some((v, pos + 6));
+        }
+    }
+    let (v, end) = scan_kwh_cell(buf, pos)?;
+    let next = match buf.get(end..)? {
+        [b'\n', ..] => end + 1,
+        [b'\r', b'\n', ..] => end + 2,
+        _ => return None,
+    };
+    Some((v.unwrap_or(Slots::missing()), next))
 }
 
 impl Wide {
@@ -192,119 +291,156 @@ impl Wide {
             },
             last_meter: Vec::new(),
             last_date: Vec::new(),
+            meter_key: Key::NONE,
+            date_key: Key::NONE,
+            next_date_key: Key::NONE,
         }
+    }
+
+    /// Makes `raw` (trimmed, already validated) the current meter.
+    fn remember_meter(&mut self, raw: &[u8], series: SeriesId) {
+        self.frag.series = series;
+        self.last_meter.clear();
+        self.last_meter.extend_from_slice(raw);
+        self.meter_key = Key::new(raw);
+    }
+
+    /// Makes `raw`, which parses as `day`, the current date.
+    fn remember_date(&mut self, raw: &[u8], day: Day) {
+        self.frag.day = day;
+        self.last_date.clear();
+        self.last_date.extend_from_slice(raw);
+        self.date_key = if plain_date_text(raw) {
+            Key::new(raw)
+        } else {
+            Key::NONE
+        };
+        // `Day::parse` reads the ISO text back as exactly the next day; a day past the last
+        // accepted year has no key.
+        self.next_date_key = match Day::from_days(day.days() + 1) {
+            Some(next) => Key::new(&next.iso_bytes()),
+            None => Key::NONE,
+        };
     }
 
     fn set_meter(&mut self, raw: &[u8]) -> Result<(), String> {
         let raw = raw.trim_ascii();
         if raw != self.last_meter.as_slice() {
-            self.frag.series = SeriesId::parse(raw).map_err(|e| e.to_string())?;
-            self.last_meter.clear();
-            self.last_meter.extend_from_slice(raw);
+            let series = SeriesId::parse(raw).map_err(|e| e.to_string())?;
+            self.remember_meter(raw, series);
         }
         Ok(())
     }
 
     fn set_day(&mut self, raw: &[u8]) -> Result<(), String> {
         if raw != self.last_date.as_slice() {
-            self.frag.day = Day::parse(raw).map_err(|e| e.to_string())?;
-            self.last_date.clear();
-            self.last_date.extend_from_slice(raw);
+            let day = Day::parse(raw).map_err(|e| e.to_string())?;
+            self.remember_date(raw, day);
         }
         Ok(())
     }
 
-    /// The fused fast path for canonical rows of plain decimals; declines anything else.
-    fn fast_row(&mut self, line: &[u8], lineno: u64) -> bool {
-        let Some(layout) = &self.layout else {
-            return false;
-        };
-        if !layout.canonical {
-            return false;
-        }
-        let (slots, has_total) = (layout.slots, layout.total.is_some());
-        let Some(c1) = memchr::memchr(b',', line) else {
-            return false;
-        };
-        let Some(c2) = memchr::memchr(b',', &line[c1 + 1..]).map(|p| p + c1 + 1) else {
-            return false;
-        };
-        let (meter, date) = (&line[..c1], &line[c1 + 1..c2]);
-        if (meter != self.last_meter.as_slice() && SeriesId::check(meter).is_err())
-            || meter.first().is_some_and(u8::is_ascii_whitespace)
-            || meter.last().is_some_and(u8::is_ascii_whitespace)
-        {
-            return false;
-        }
-        let day = if date == self.last_date.as_slice() {
-            self.frag.day
-        } else {
-            match Day::parse(date) {
-                Ok(d) => d,
-                Err(_) => return false,
-            }
-        };
-        // Parse into the reusable buffer; on decline nothing else has changed, and the slow
-        // path resets the buffer before use.
-        self.frag.slots.reset(slots);
-        let n = line.len();
-        let mut pos = c2 + 1;
-        let mut sum = 0i64;
-        let mut present = 0usize;
-        for cell in self.frag.slots.raw_mut() {
-            if pos > n {
-                return false; // too few fields
-            }
-            let word = line
-                .get(pos..pos + 8)
-                .and_then(|c| <[u8; 8]>::try_from(c).ok());
-            if let Some(v) = word.and_then(|w| swar_d_ddd_comma(u64::from_le_bytes(w))) {
-                *cell = v;
-                sum += v;
-                present += 1;
-                pos += 6;
-                continue;
-            }
-            let Some((v, end)) = scan_plain_kwh(line, pos) else {
-                return false;
-            };
-            if let Some(v) = v {
-                *cell = v;
-                sum += v;
-                present += 1;
-            }
-            pos = end + 1;
-        }
-        // `pos - 1` is where the last interval value ended: the line's end, or the comma
-        // before the total.
-        if has_total {
-            if pos > n {
-                return false;
-            }
-            match scan_plain_kwh(line, pos) {
-                Some((total, end)) if end == n => {
-                    if total.is_some_and(|t| t != sum) {
-                        return false;
-                    }
+    /// The fused fast path: parses the canonical row of plain decimals that starts at
+    /// `buf[start]` and ends with a `\n` inside `buf`, straight from the buffer, and returns
+    /// the index after that `\n`. Declines (`None`) anything else, with nothing observable
+    /// changed: the slots buffer may hold partial values, but its cached total is then stale
+    /// and the slow path resets it before use.
+    #[inline(always)]
+    fn fast_row_at(
+        &mut self,
+        buf: &[u8],
+        start: usize,
+        lineno: u64,
+        slots: usize,
+        has_total: bool,
+    ) -> Option<usize> {
+        // Meter: the previous row's (one compare), or a new one validated as a series id,
+        // whose characters exclude quotes, blanks and line ends.
+        let head = word16(buf, start);
+        let (c1, new_meter) = match head {
+            Some(w) if self.meter_key.matches(w) => (start + self.meter_key.len, false),
+            _ => {
+                let c1 = start
+                    + buf
+                        .get(start..)?
+                        .iter()
+                        .take(MAX_SERIES_LEN + 1)
+                        .position(|&b| b == b',')?;
+                let meter = &buf[start..c1];
+                if meter != self.last_meter.as_slice() {
+                    SeriesId::check(meter).ok()?;
                 }
-                _ => return false,
+                (c1, meter != self.last_meter.as_slice())
             }
-        } else if pos != n + 1 {
-            return false;
+        };
+        // Date: the previous row's, the day after it, or a field parsed in full.
+        let d0 = c1 + 1;
+        let (c2, new_day) = match word16(buf, d0) {
+            Some(w) if self.date_key.matches(w) => (d0 + self.date_key.len, None),
+            Some(w) if self.next_date_key.matches(w) => {
+                (d0 + self.next_date_key.len, Some(self.frag.day.succ()))
+            }
+            _ => {
+                let c2 = d0
+                    + buf
+                        .get(d0..)?
+                        .iter()
+                        .take(40)
+                        .position(|&b| matches!(b, b',' | b'\n' | b'\r' | b'"'))?;
+                if buf[c2] != b',' {
+                    return None;
+                }
+                let date = &buf[d0..c2];
+                if date == self.last_date.as_slice() {
+                    (c2, None)
+                } else {
+                    (c2, Some(Day::parse(date).ok()?))
+                }
+            }
+        };
+        let raw = self.frag.slots.raw_mut(slots);
+        let (last, body) = raw.split_last_mut()?;
+        let mut pos = c2 + 1;
+        let (mut sum, mut present) = (0i64, 0usize);
+        for cell in body {
+            let (v, next) = cell_then_comma(buf, pos)?;
+            *cell = v;
+            let here = v != Slots::missing();
+            sum += if here { v } else { 0 };
+            present += usize::from(here);
+            pos = next;
+        }
+        let (v, next) = if has_total {
+            cell_then_comma(buf, pos)?
+        } else {
+            cell_then_eol(buf, pos)?
+        };
+        *last = v;
+        let here = v != Slots::missing();
+        sum += if here { v } else { 0 };
+        present += usize::from(here);
+        pos = next;
+        if has_total {
+            let (total, next) = cell_then_eol(buf, pos)?;
+            if total != Slots::missing() && total != sum {
+                return None;
+            }
+            pos = next;
         }
         if present == 0 {
-            return false;
+            return None;
         }
-        if self.set_meter(meter).is_err() {
-            return false;
+        if new_meter {
+            let meter = &buf[start..c1];
+            let series = SeriesId::parse(meter).ok()?;
+            self.remember_meter(meter, series);
         }
-        self.frag.day = day;
-        if date != self.last_date.as_slice() {
-            self.last_date.clear();
-            self.last_date.extend_from_slice(date);
+        if let Some(day) = new_day {
+            self.remember_date(&buf[d0..c2], day);
         }
+        self.frag.slots.commit_raw(sum, present);
         self.frag.line = lineno;
-        true
+        Some(pos)
     }
 
     fn slow_row(&mut self, rec: &Record<'_>, lineno: u64) -> Result<(), (Option<u32>, String)> {
@@ -375,13 +511,19 @@ impl Wide {
 }
 
 impl Handler for Wide {
-    fn line(&mut self, line: &[u8], lineno: u64, sink: &mut dyn Sink) -> bool {
-        if !self.fast_row(line, lineno) {
-            return false;
+    fn lines(&mut self, input: &[u8], lineno: u64, sink: &mut dyn Sink) -> (usize, u64) {
+        let Some(layout) = self.layout.as_ref().filter(|l| l.canonical) else {
+            return (0, 0);
+        };
+        let (slots, has_total) = (layout.slots, layout.total.is_some());
+        let (mut pos, mut n) = (0, 0);
+        while let Some(end) = self.fast_row_at(input, pos, lineno + n, slots, has_total) {
+            self.tally.accept_rows(1);
+            self.tally.emit(sink, &self.frag);
+            pos = end;
+            n += 1;
         }
-        self.tally.accept_rows(1);
-        self.tally.emit(sink, &self.frag);
-        true
+        (pos, n)
     }
 
     fn record(
@@ -439,7 +581,8 @@ pub(crate) fn test_opts() -> Options {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{parse_all, Parser};
+    use crate::format::record::Records;
+    use crate::format::{parse_all, FormatHandler, Parser};
     use crate::reject::Collect;
     use crate::value::ONE;
     use proptest::prelude::*;
@@ -737,10 +880,82 @@ mod tests {
         ]
     }
 
+    /// `csv-core` and the general row logic only: the authority the fast path must agree with.
+    struct SlowOnly(Wide);
+
+    impl Handler for SlowOnly {
+        fn record(
+            &mut self,
+            rec: &Record<'_>,
+            lineno: u64,
+            sink: &mut dyn Sink,
+        ) -> Result<(), FileError> {
+            self.0.record(rec, lineno, sink)
+        }
+    }
+
+    fn parse_slow(input: &str) -> (Collect, (u64, u64, u64)) {
+        let opts = test_opts();
+        let mut records = Records::new(opts.source.clone(), 1);
+        let mut h = SlowOnly(Wide::new(&opts));
+        let mut sink = Collect::default();
+        records.feed(input.as_bytes(), &mut h, &mut sink).unwrap();
+        records.finish(&mut h, &mut sink).unwrap();
+        let st = h.0.tally().stats;
+        (sink, (st.rows_read, st.rows_accepted, st.rows_rejected))
+    }
+
+    /// A row's cells: mostly plain (so that the fast path takes the row), sometimes with one
+    /// cell of any kind at any place.
+    fn arb_cells(n: usize) -> impl Strategy<Value = Vec<String>> {
+        let plain = prop_oneof![
+            8 => (0u32..3000).prop_map(|v| format!("{}.{:03}", v / 1000, v % 1000)),
+            2 => (0u32..99_999).prop_map(|v| format!("{}.{:03}", v / 1000, v % 1000)),
+            2 => (0u32..20).prop_map(|v| v.to_string()),
+            1 => (0u32..1_000_000).prop_map(|v| format!("0.{v:06}")),
+            1 => Just(String::new()),
+        ];
+        (
+            proptest::collection::vec(plain, n),
+            proptest::option::weighted(0.3, (0..n, arb_cell())),
+        )
+            .prop_map(|(mut cells, odd)| {
+                if let Some((i, c)) = odd {
+                    cells[i] = c;
+                }
+                cells
+            })
+    }
+
+    fn arb_meter() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (0u8..3).prop_map(|m| format!("EE{m}")),
+            1 => Just("NMI_LONGER_THAN_SIXTEEN".to_string()),
+            1 => Just("EE 1".to_string()),
+            1 => Just(" EE1".to_string()),
+            1 => Just("\"EE1\"".to_string()),
+        ]
+    }
+
+    fn arb_date() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (1u32..29).prop_map(|d| format!("2019-02-{d:02}")),
+            1 => (1u32..29).prop_map(|d| format!("{d}/02/2019")),
+            1 => (1u32..29).prop_map(|d| format!("201902{d:02}")),
+            1 => Just("2019-02-30".to_string()),
+            1 => Just("2999-12-31".to_string()),
+            1 => Just(" 2019-02-03".to_string()),
+        ]
+    }
+
+    fn arb_eol() -> impl Strategy<Value = &'static str> {
+        prop_oneof![6 => Just("\n"), 2 => Just("\r\n"), 1 => Just("\r\r\n"), 1 => Just("\n\n"), 1 => Just("\r")]
+    }
+
     proptest! {
         #[test]
         fn chunk_boundaries_never_change_the_output(
-            rows in proptest::collection::vec((0u8..3, 1u32..28, proptest::collection::vec(arb_cell(), 48), any::<bool>()), 1..8),
+            rows in proptest::collection::vec((0u8..3, 1u32..28, arb_cells(48), any::<bool>()), 1..8),
             cuts in proptest::collection::vec(0usize..20_000, 0..8),
             crlf in any::<bool>(),
         ) {
@@ -769,6 +984,54 @@ mod tests {
             prop_assert_eq!(&sink.rejects, &whole.0.rejects);
             prop_assert_eq!(stats.rows_read, rows.len() as u64);
             prop_assert_eq!(stats.rows_read, stats.rows_accepted + stats.rows_rejected);
+            let slow = parse_slow(&input);
+            prop_assert_eq!(&sink.fragments, &slow.0.fragments);
+            prop_assert_eq!(&sink.rejects, &slow.0.rejects);
+        }
+
+        /// Meters, dates (repeated, consecutive, other layouts, invalid), line ends and cells
+        /// of every kind, cut anywhere: the fast path and `csv-core` alone agree on everything.
+        #[test]
+        fn fast_path_agrees_with_csv_core(
+            rows in proptest::collection::vec((arb_meter(), arb_date(), arb_cells(24), arb_eol()), 1..10),
+            cuts in proptest::collection::vec(0usize..5_000, 0..8),
+            with_total in any::<bool>(),
+            last_eol in any::<bool>(),
+        ) {
+            let mut input = header(24, false, ",");
+            if with_total {
+                input += ",Total";
+            }
+            input += "\n";
+            for (i, (m, d, cells, eol)) in rows.iter().enumerate() {
+                let total = if with_total {
+                    let sum: i64 = cells.iter().filter_map(|c| parse_decimal(c.trim_matches('"').as_bytes(), 6).ok().flatten()).sum();
+                    format!(",{}", if i % 3 == 2 { "1".to_string() } else { format_amount(sum) })
+                } else { String::new() };
+                input += &format!("{m},{d},{}{total}", cells.join(","));
+                if i + 1 < rows.len() || last_eol {
+                    input += eol;
+                }
+            }
+            let slow = parse_slow(&input);
+            let mut p = Parser::new(test_opts());
+            let mut sink = Collect::default();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut prev = 0;
+            for c in cuts {
+                p.feed(&input.as_bytes()[prev..c], &mut sink).unwrap();
+                prev = c;
+            }
+            p.feed(&input.as_bytes()[prev..], &mut sink).unwrap();
+            let stats = p.finish(&mut sink).unwrap();
+            prop_assert_eq!(&sink.fragments, &slow.0.fragments);
+            prop_assert_eq!(&sink.rejects, &slow.0.rejects);
+            prop_assert_eq!((stats.rows_read, stats.rows_accepted, stats.rows_rejected), slow.1);
+            for f in &sink.fragments {
+                let recount: i64 = f.slots.iter().map(|(_, v)| v).sum();
+                prop_assert_eq!((f.total(), f.slots.present()), (recount, f.slots.iter().count()));
+            }
         }
     }
 }
