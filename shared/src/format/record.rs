@@ -387,6 +387,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn long_unterminated_tails_go_to_csv_core_and_still_match() {
+        // A line longer than MAX_HELD_BYTES fed in small chunks overflows the held tail; so
+        // does a file of bare-CR line ends (no `\n` at all).
+        let long = "x".repeat(MAX_HELD_BYTES + 100);
+        let inputs = [format!("a,b\n{long},1\nc,d\n"), "a,b\rc,d\r".repeat(3000)];
+        for input in &inputs {
+            let cuts: Vec<usize> = (1..input.len() / 1000).map(|k| k * 1000).collect();
+            let whole = run(input.as_bytes(), &[], false);
+            assert_eq!(run(input.as_bytes(), &cuts, true), whole);
+            assert_eq!(run(input.as_bytes(), &cuts, false), whole);
+        }
+    }
+
     proptest! {
         #[test]
         fn chunking_and_fast_path_never_change_records(
