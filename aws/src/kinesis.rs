@@ -1,0 +1,759 @@
+//! Envelope records into a Kinesis stream with PutRecords.
+//!
+//! Shaped like Vector's `aws_kinesis` sink: building requests is pure ([`Entry::new`],
+//! [`Batcher`]) and tested against the service limits, named below; the I/O is one trait,
+//! [`RecordStream`], with an implementation on `aws-sdk-kinesis` ([`KinesisStream`]) and a
+//! fault-injecting wrapper ([`Faulty`]) for tests of what an emulator never does (moto's
+//! `FailedRecordCount` is always 0). [`put_batch`] retries only the entries a call reports
+//! failed, with backoff and jitter, and [`Shipper`] keeps a bounded number of calls in flight.
+//!
+//! Retries reorder records within a shard. That is harmless here: every record holds fragments
+//! under deterministic keys, and the merge rule does not depend on arrival order.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use meterflow_core::partition::{explicit_hash_key, partition_key};
+use meterflow_splitter::StreamRecord;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::retry::RetryPolicy;
+
+/// Most records one PutRecords call may carry.
+pub const MAX_RECORDS_PER_CALL: usize = 500;
+/// Most bytes one PutRecords call may carry, counting each record's data and partition key
+/// (the explicit hash key does not count).
+pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// Most bytes one record may have, data and partition key together.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// One PutRecords entry: an envelope record addressed to its bucket's point of the hash space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub data: Vec<u8>,
+    pub partition_key: String,
+    /// Decimal, as the API wants it: the middle of the bucket's slice of `0..2^128`, so every
+    /// series of a bucket lands on the one shard that owns that point.
+    pub explicit_hash_key: String,
+    /// Fragments inside, for accounting.
+    pub fragments: u32,
+}
+
+impl Entry {
+    /// The entry for a splitter record; refused when it cannot fit one Kinesis record (the
+    /// splitter's default `max_record_bytes` leaves room for the key, so this means the
+    /// settings are wrong, not the data).
+    pub fn new(record: StreamRecord, buckets: u32) -> Result<Entry, PutError> {
+        if record.bucket >= buckets {
+            return Err(PutError::Bucket {
+                bucket: record.bucket,
+                buckets,
+            });
+        }
+        let partition_key = partition_key(record.bucket);
+        let size = record.data.len() + partition_key.len();
+        if size > MAX_RECORD_BYTES {
+            return Err(PutError::Oversize { size });
+        }
+        Ok(Entry {
+            explicit_hash_key: explicit_hash_key(record.bucket, buckets).to_string(),
+            partition_key,
+            fragments: record.fragments,
+            data: record.data,
+        })
+    }
+
+    /// Bytes this entry counts against the per-call and per-record limits.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// Groups entries into PutRecords calls within [`MAX_RECORDS_PER_CALL`] and
+/// [`MAX_BYTES_PER_CALL`], in arrival order.
+#[derive(Debug, Default)]
+pub struct Batcher {
+    entries: Vec<Entry>,
+    bytes: usize,
+}
+
+impl Batcher {
+    pub fn new() -> Batcher {
+        Batcher::default()
+    }
+
+    /// Adds an entry; returns the previous batch when this entry does not fit it. An entry
+    /// made by [`Entry::new`] always fits an empty batch.
+    pub fn push(&mut self, entry: Entry) -> Option<Vec<Entry>> {
+        let full = !self.entries.is_empty()
+            && (self.entries.len() >= MAX_RECORDS_PER_CALL
+                || self.bytes + entry.size() > MAX_BYTES_PER_CALL);
+        let out = if full { self.take() } else { None };
+        self.bytes += entry.size();
+        self.entries.push(entry);
+        out
+    }
+
+    /// The batch being filled, if any.
+    pub fn take(&mut self) -> Option<Vec<Entry>> {
+        self.bytes = 0;
+        let batch = std::mem::take(&mut self.entries);
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// All entries as PutRecords calls (pure; the streaming form is [`Batcher`]).
+pub fn batches(entries: impl IntoIterator<Item = Entry>) -> Vec<Vec<Entry>> {
+    let mut b = Batcher::new();
+    let mut out: Vec<Vec<Entry>> = entries.into_iter().filter_map(|e| b.push(e)).collect();
+    out.extend(b.take());
+    out
+}
+
+/// What the service did with one entry of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryOutcome {
+    Put {
+        shard_id: String,
+        /// Opaque: moto's repeat across shards, real ones have 56 digits.
+        sequence_number: String,
+    },
+    /// `ProvisionedThroughputExceededException` or `InternalFailure`: both transient.
+    Failed { code: String, message: String },
+}
+
+/// A whole call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PutRecords failed ({code}): {message}")]
+pub struct CallError {
+    /// Throttling, a 5xx, a timeout or a broken connection: the same call may succeed later.
+    pub retryable: bool,
+    pub code: String,
+    pub message: String,
+}
+
+/// One external system, one trait: a Kinesis stream that takes PutRecords calls.
+pub trait RecordStream: Send + Sync + 'static {
+    /// Puts `entries` (within the call limits) and returns one outcome per entry, in order.
+    fn put_records(
+        &self,
+        entries: &[Entry],
+    ) -> impl Future<Output = Result<Vec<EntryOutcome>, CallError>> + Send;
+}
+
+/// Why records could not be put.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("{failed} of {total} records still failing after {attempts} attempts; last: {last}")]
+    Exhausted {
+        failed: usize,
+        total: usize,
+        attempts: u32,
+        last: String,
+    },
+    #[error(transparent)]
+    Call(CallError),
+    #[error("a record of {size} bytes (data and partition key) exceeds Kinesis' {MAX_RECORD_BYTES}-byte limit: lower the splitter's max_record_bytes")]
+    Oversize { size: usize },
+    #[error("record of bucket {bucket} but only {buckets} buckets: the shipper and the splitter must use the same bucket count")]
+    Bucket { bucket: u32, buckets: u32 },
+    #[error("the record channel closed before the records were put")]
+    Aborted,
+}
+
+impl PutError {
+    /// Whether running the same work again may succeed (the Lambda should fail the invocation
+    /// so it is retried) rather than fail the same way.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PutError::Exhausted { .. } | PutError::Aborted => true,
+            PutError::Call(e) => e.retryable,
+            PutError::Oversize { .. } | PutError::Bucket { .. } => false,
+        }
+    }
+}
+
+/// What a put achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutReport {
+    pub records: u64,
+    pub fragments: u64,
+    pub bytes: u64,
+    pub calls: u64,
+    /// Entries sent again after an entry or call failure.
+    pub retried_entries: u64,
+}
+
+impl PutReport {
+    fn add(&mut self, o: PutReport) {
+        self.records += o.records;
+        self.fragments += o.fragments;
+        self.bytes += o.bytes;
+        self.calls += o.calls;
+        self.retried_entries += o.retried_entries;
+    }
+}
+
+/// Puts one batch, retrying only the entries that failed (and whole calls that failed
+/// retryably), with backoff and jitter, at most `policy.max_attempts` calls.
+pub async fn put_batch<S: RecordStream + ?Sized>(
+    stream: &S,
+    batch: Vec<Entry>,
+    policy: &RetryPolicy,
+) -> Result<PutReport, PutError> {
+    let total = batch.len();
+    let mut pending = batch;
+    let mut report = PutReport::default();
+    let mut last = String::new();
+    let attempts = policy.max_attempts.max(1);
+    for attempt in 1..=attempts {
+        report.calls += 1;
+        match stream.put_records(&pending).await {
+            Ok(outcomes) if outcomes.len() == pending.len() => {
+                let mut failed = Vec::new();
+                for (entry, outcome) in pending.into_iter().zip(outcomes) {
+                    match outcome {
+                        EntryOutcome::Put { .. } => {
+                            report.records += 1;
+                            report.fragments += u64::from(entry.fragments);
+                            report.bytes += entry.data.len() as u64;
+                        }
+                        EntryOutcome::Failed { code, message } => {
+                            last = format!("{code}: {message}");
+                            failed.push(entry);
+                        }
+                    }
+                }
+                if failed.is_empty() {
+                    return Ok(report);
+                }
+                pending = failed;
+            }
+            Ok(outcomes) => {
+                last = format!(
+                    "the service answered {} outcomes for {} records",
+                    outcomes.len(),
+                    pending.len()
+                );
+            }
+            Err(e) if !e.retryable => return Err(PutError::Call(e)),
+            Err(e) => last = e.to_string(),
+        }
+        if attempt < attempts {
+            report.retried_entries += pending.len() as u64;
+            tokio::time::sleep(policy.delay(attempt)).await;
+        }
+    }
+    Err(PutError::Exhausted {
+        failed: pending.len(),
+        total,
+        attempts,
+        last,
+    })
+}
+
+/// Ships records from a channel to a stream: batches them and keeps at most `max_in_flight`
+/// calls (each with its own retries) running at once.
+#[derive(Debug, Clone)]
+pub struct Shipper<S> {
+    pub stream: Arc<S>,
+    pub buckets: u32,
+    pub policy: RetryPolicy,
+    /// Calls in flight: the bound on memory (each holds up to 5 MiB) and on load.
+    pub max_in_flight: usize,
+}
+
+impl<S: RecordStream> Shipper<S> {
+    pub fn new(stream: Arc<S>, buckets: u32) -> Shipper<S> {
+        Shipper {
+            stream,
+            buckets,
+            policy: RetryPolicy::default(),
+            max_in_flight: 4,
+        }
+    }
+
+    /// Puts every record received until the channel closes. On the first error the calls in
+    /// flight are cancelled and the channel is dropped, so the producer sees it closed.
+    pub async fn ship(&self, mut rx: mpsc::Receiver<StreamRecord>) -> Result<PutReport, PutError> {
+        let mut batcher = Batcher::new();
+        let mut calls: JoinSet<Result<PutReport, PutError>> = JoinSet::new();
+        let mut report = PutReport::default();
+        while let Some(record) = rx.recv().await {
+            if let Some(batch) = batcher.push(Entry::new(record, self.buckets)?) {
+                self.start(&mut calls, &mut report, batch).await?;
+            }
+        }
+        if let Some(batch) = batcher.take() {
+            self.start(&mut calls, &mut report, batch).await?;
+        }
+        while let Some(done) = calls.join_next().await {
+            report.add(joined(done)?);
+        }
+        Ok(report)
+    }
+
+    async fn start(
+        &self,
+        calls: &mut JoinSet<Result<PutReport, PutError>>,
+        report: &mut PutReport,
+        batch: Vec<Entry>,
+    ) -> Result<(), PutError> {
+        while calls.len() >= self.max_in_flight.max(1) {
+            match calls.join_next().await {
+                Some(done) => report.add(joined(done)?),
+                None => break,
+            }
+        }
+        let stream = Arc::clone(&self.stream);
+        let policy = self.policy;
+        calls.spawn(async move { put_batch(&*stream, batch, &policy).await });
+        Ok(())
+    }
+}
+
+fn joined(
+    done: Result<Result<PutReport, PutError>, tokio::task::JoinError>,
+) -> Result<PutReport, PutError> {
+    match done {
+        Ok(r) => r,
+        // A panicking put is a bug, but the records it held are not known to be put.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(PutError::Aborted),
+    }
+}
+
+/// [`RecordStream`] on a real (or emulated) Kinesis stream.
+#[derive(Debug, Clone)]
+pub struct KinesisStream {
+    pub client: aws_sdk_kinesis::Client,
+    pub stream_name: String,
+}
+
+/// Service error codes worth retrying.
+const RETRYABLE_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "KMSThrottlingException",
+    "LimitExceededException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ThrottlingException",
+];
+
+/// Sorts an SDK error into retryable or not (the SDK's own retries have already run).
+pub(crate) fn classify<E, R>(e: SdkError<E, R>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let message = DisplayErrorContext(&e).to_string();
+    match &e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown").to_owned();
+            let retryable = RETRYABLE_CODES.contains(&code.as_str());
+            CallError {
+                retryable,
+                code,
+                message,
+            }
+        }
+        SdkError::ConstructionFailure(_) => CallError {
+            retryable: false,
+            code: "ConstructionFailure".to_owned(),
+            message,
+        },
+        SdkError::DispatchFailure(d) => CallError {
+            retryable: !d.is_user(),
+            code: "DispatchFailure".to_owned(),
+            message,
+        },
+        SdkError::TimeoutError(_) => CallError {
+            retryable: true,
+            code: "Timeout".to_owned(),
+            message,
+        },
+        // A response that could not be read or parsed: the connection may have broken.
+        _ => CallError {
+            retryable: true,
+            code: "ResponseError".to_owned(),
+            message,
+        },
+    }
+}
+
+impl RecordStream for KinesisStream {
+    async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
+        let mut records = Vec::with_capacity(entries.len());
+        for e in entries {
+            let entry = PutRecordsRequestEntry::builder()
+                .data(Blob::new(e.data.clone()))
+                .partition_key(&e.partition_key)
+                .explicit_hash_key(&e.explicit_hash_key)
+                .build()
+                .map_err(|b| CallError {
+                    retryable: false,
+                    code: "BuildError".to_owned(),
+                    message: b.to_string(),
+                })?;
+            records.push(entry);
+        }
+        let out = self
+            .client
+            .put_records()
+            .stream_name(&self.stream_name)
+            .set_records(Some(records))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .records()
+            .iter()
+            .map(|r| match r.error_code() {
+                Some(code) => EntryOutcome::Failed {
+                    code: code.to_owned(),
+                    message: r.error_message().unwrap_or_default().to_owned(),
+                },
+                None => EntryOutcome::Put {
+                    shard_id: r.shard_id().unwrap_or_default().to_owned(),
+                    sequence_number: r.sequence_number().unwrap_or_default().to_owned(),
+                },
+            })
+            .collect())
+    }
+}
+
+/// What [`Faulty`] does to one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The whole call fails with this error; nothing reaches the inner stream.
+    Call(CallError),
+    /// These entry positions are reported failed with
+    /// `ProvisionedThroughputExceededException` and not passed on; the rest are put.
+    Entries(Vec<usize>),
+}
+
+/// A fault-injecting [`RecordStream`] for tests: the `n`-th call gets the `n`-th planned
+/// fault (calls past the plan pass through), and every call's size is recorded.
+#[derive(Debug)]
+pub struct Faulty<S> {
+    pub inner: S,
+    plan: Mutex<std::collections::VecDeque<Option<Fault>>>,
+    calls: AtomicU64,
+    /// Entries per call, in call order.
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl<S> Faulty<S> {
+    /// `plan[i]` is the fault of call `i` (`None`: pass through).
+    pub fn new(inner: S, plan: Vec<Option<Fault>>) -> Faulty<S> {
+        Faulty {
+            inner,
+            plan: Mutex::new(plan.into()),
+            calls: AtomicU64::new(0),
+            sizes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Entries per call so far.
+    pub fn call_sizes(&self) -> Vec<usize> {
+        self.sizes.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A throttled call, as Kinesis reports it.
+pub fn throttled() -> CallError {
+    CallError {
+        retryable: true,
+        code: "ProvisionedThroughputExceededException".to_owned(),
+        message: "Rate exceeded for shard (injected)".to_owned(),
+    }
+}
+
+impl<S: RecordStream> RecordStream for Faulty<S> {
+    async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut s) = self.sizes.lock() {
+            s.push(entries.len());
+        }
+        let fault = self
+            .plan
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop_front())
+            .flatten();
+        let failing = match fault {
+            None => return self.inner.put_records(entries).await,
+            Some(Fault::Call(e)) => return Err(e),
+            Some(Fault::Entries(positions)) => positions,
+        };
+        let passed: Vec<Entry> = entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !failing.contains(i))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let mut inner = if passed.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.put_records(&passed).await?
+        }
+        .into_iter();
+        Ok((0..entries.len())
+            .map(|i| {
+                if failing.contains(&i) {
+                    EntryOutcome::Failed {
+                        code: "ProvisionedThroughputExceededException".to_owned(),
+                        message: "Rate exceeded for shard (injected)".to_owned(),
+                    }
+                } else {
+                    inner.next().unwrap_or(EntryOutcome::Failed {
+                        code: "InternalFailure".to_owned(),
+                        message: "inner stream returned too few outcomes".to_owned(),
+                    })
+                }
+            })
+            .collect())
+    }
+}
+
+/// A [`RecordStream`] that keeps what it is given, in memory (tests, local dry runs).
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub entries: Mutex<Vec<Entry>>,
+}
+
+impl RecordStream for Recording {
+    async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
+        let mut all = self.entries.lock().map_err(|_| CallError {
+            retryable: false,
+            code: "Poisoned".to_owned(),
+            message: "a test thread panicked".to_owned(),
+        })?;
+        let first = all.len();
+        all.extend_from_slice(entries);
+        Ok((first..all.len())
+            .map(|n| EntryOutcome::Put {
+                shard_id: "shardId-000000000000".to_owned(),
+                sequence_number: n.to_string(),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rec(bucket: u32, len: usize) -> StreamRecord {
+        StreamRecord {
+            bucket,
+            fragments: 1,
+            data: vec![7; len],
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            base: Duration::from_micros(10),
+            cap: Duration::from_micros(100),
+        }
+    }
+
+    #[test]
+    fn entries_carry_the_bucket_keys() {
+        let e = Entry::new(rec(3, 10), 4).unwrap();
+        assert_eq!(e.partition_key, "bucket-3");
+        assert_eq!(e.explicit_hash_key, explicit_hash_key(3, 4).to_string());
+        assert!(e.explicit_hash_key.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(e.size(), 10 + "bucket-3".len());
+    }
+
+    #[test]
+    fn the_record_limit_counts_the_partition_key() {
+        let key = partition_key(1).len();
+        assert!(Entry::new(rec(1, MAX_RECORD_BYTES - key), 4).is_ok());
+        let e = Entry::new(rec(1, MAX_RECORD_BYTES - key + 1), 4).unwrap_err();
+        assert!(matches!(e, PutError::Oversize { size } if size == MAX_RECORD_BYTES + 1));
+        assert!(!e.is_retryable());
+        // The splitter's default record cap leaves room for any bucket's key.
+        let cap = meterflow_splitter::PackSettings::default().max_record_bytes;
+        assert!(Entry::new(rec(u32::MAX - 1, cap), u32::MAX).is_ok());
+        let e = Entry::new(rec(4, 1), 4).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PutError::Bucket {
+                    bucket: 4,
+                    buckets: 4
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn batches_stop_at_500_records() {
+        let entries = (0..1201).map(|i| Entry::new(rec(i % 4, 10), 4).unwrap());
+        let sizes: Vec<usize> = batches(entries).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [500, 500, 201]);
+    }
+
+    #[test]
+    fn batches_stop_at_5_mib_counting_keys() {
+        // Five records of exactly 1 MiB (data + key) fill a call to the byte.
+        let key = partition_key(0).len();
+        let full = || Entry::new(rec(0, MAX_RECORD_BYTES - key), 1).unwrap();
+        let bs = batches((0..11).map(|_| full()));
+        let sizes: Vec<usize> = bs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [5, 5, 1]);
+        for b in &bs {
+            assert!(b.iter().map(Entry::size).sum::<usize>() <= MAX_BYTES_PER_CALL);
+        }
+        // One byte more and only four fit.
+        let over = Entry::new(rec(0, MAX_RECORD_BYTES - key - 200_000), 1).unwrap();
+        let mut b = Batcher::new();
+        for _ in 0..5 {
+            assert!(b.push(full()).is_none() || b.len() == 1);
+        }
+        assert_eq!(b.len(), 5);
+        assert_eq!(b.push(over).map(|v| v.len()), Some(5));
+        assert_eq!(b.len(), 1);
+        // Order is kept and nothing is lost.
+        let entries: Vec<Entry> = (0..1300)
+            .map(|i| Entry::new(rec(i % 7, (i as usize * 4099) % 20_000), 7).unwrap())
+            .collect();
+        let flat: Vec<Entry> = batches(entries.clone()).into_iter().flatten().collect();
+        assert_eq!(flat, entries);
+        assert!(batches(Vec::new()).is_empty());
+    }
+
+    fn entries(n: u32) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry::new(rec(i % 4, 5), 4).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_failed_entries_are_retried() {
+        let s = Faulty::new(
+            Recording::default(),
+            vec![
+                Some(Fault::Entries(vec![1, 3])),
+                Some(Fault::Entries(vec![0])),
+            ],
+        );
+        let batch = entries(5);
+        let report = put_batch(&s, batch.clone(), &fast()).await.unwrap();
+        assert_eq!(s.call_sizes(), [5, 2, 1]);
+        assert_eq!(
+            (report.records, report.calls, report.retried_entries),
+            (5, 3, 3)
+        );
+        let mut got = s.inner.entries.lock().unwrap().clone();
+        got.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
+        let mut want = batch;
+        want.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
+        assert_eq!(got, want, "each entry put exactly once");
+    }
+
+    #[tokio::test]
+    async fn throttled_calls_are_retried_and_attempts_are_bounded() {
+        let s = Faulty::new(
+            Recording::default(),
+            vec![Some(Fault::Call(throttled())), None],
+        );
+        let r = put_batch(&s, entries(3), &fast()).await.unwrap();
+        assert_eq!((r.records, r.calls), (3, 2));
+
+        let always: Vec<_> = (0..10).map(|_| Some(Fault::Entries(vec![0]))).collect();
+        let s = Faulty::new(Recording::default(), always);
+        let e = put_batch(&s, entries(3), &fast()).await.unwrap_err();
+        assert!(e.is_retryable());
+        assert!(
+            matches!(&e, PutError::Exhausted { failed: 1, total: 3, attempts: 4, last } if last.starts_with("ProvisionedThroughputExceeded")),
+            "{e}"
+        );
+        assert_eq!(s.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn permanent_call_errors_stop_at_once() {
+        let denied = CallError {
+            retryable: false,
+            code: "ResourceNotFoundException".to_owned(),
+            message: "no such stream".to_owned(),
+        };
+        let s = Faulty::new(Recording::default(), vec![Some(Fault::Call(denied))]);
+        let e = put_batch(&s, entries(3), &fast()).await.unwrap_err();
+        assert!(!e.is_retryable());
+        assert_eq!(s.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_shipper_puts_everything_with_bounded_calls() {
+        let s = Arc::new(Faulty::new(
+            Recording::default(),
+            vec![
+                None,
+                Some(Fault::Entries(vec![0, 499])),
+                Some(Fault::Call(throttled())),
+            ],
+        ));
+        let mut shipper = Shipper::new(Arc::clone(&s), 4);
+        shipper.policy = fast();
+        shipper.max_in_flight = 2;
+        let (tx, rx) = mpsc::channel(8);
+        let producer = tokio::spawn(async move {
+            for i in 0..1700u32 {
+                tx.send(rec(i % 4, 100)).await.unwrap();
+            }
+        });
+        let report = shipper.ship(rx).await.unwrap();
+        producer.await.unwrap();
+        assert_eq!(report.records, 1700);
+        assert_eq!(s.inner.entries.lock().unwrap().len(), 1700);
+        assert!(s.call_sizes().iter().all(|&n| n <= MAX_RECORDS_PER_CALL));
+    }
+
+    #[tokio::test]
+    async fn a_failing_shipper_closes_its_channel() {
+        let always: Vec<_> = (0..100).map(|_| Some(Fault::Call(throttled()))).collect();
+        let s = Arc::new(Faulty::new(Recording::default(), always));
+        let mut shipper = Shipper::new(s, 4);
+        shipper.policy = fast();
+        let (tx, rx) = mpsc::channel(1);
+        let producer = tokio::spawn(async move {
+            for i in 0..100_000u32 {
+                if tx.send(rec(i % 4, 1000)).await.is_err() {
+                    return i;
+                }
+            }
+            u32::MAX
+        });
+        let e = shipper.ship(rx).await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(
+            producer.await.unwrap() < 100_000,
+            "the producer saw the channel close"
+        );
+    }
+}

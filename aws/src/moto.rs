@@ -1,0 +1,176 @@
+//! A `moto_server` (PyPI `moto[server]` 5.x) on a free loopback port, for tests.
+//!
+//! Found through `MOTO_SERVER` (a path), else `moto_server` on `PATH`, else the workspace's
+//! `.venv-moto` that `scripts/moto-venv` creates. Readiness is polled (a `POST
+//! /moto-api/reset` that answers 200), never assumed after a fixed sleep. The server runs in
+//! its own process group, killed with it on drop, so no Python process outlives a test. Its
+//! log (it prints every request) goes to a file in the temp directory, quoted in errors.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::ClientSettings;
+
+/// How long a server may take to answer its first request (Python imports are slow on a busy
+/// 2-core machine).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a server could not be started or reset.
+#[derive(Debug, thiserror::Error)]
+pub enum MotoError {
+    #[error("moto_server not found: set MOTO_SERVER, put it on PATH, or run scripts/moto-venv")]
+    NotFound,
+    #[error("starting {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "moto_server did not become ready within {STARTUP_TIMEOUT:?}; its log ({log}):\n{tail}"
+    )]
+    NotReady { log: String, tail: String },
+    #[error("moto reset: {0}")]
+    Reset(String),
+}
+
+/// A running moto server; killed on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+/// The `moto_server` executable to run.
+pub fn find_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-moto/bin/moto_server");
+        venv.is_file().then_some(venv)
+    })
+}
+
+impl Moto {
+    /// Starts a server on a free port and waits until it answers.
+    pub fn start() -> Result<Moto, MotoError> {
+        let path = find_server().ok_or(MotoError::NotFound)?;
+        // The port is free when chosen; another process may take it before moto binds it,
+        // so a server that exits at once is started again on another port.
+        let mut last = None;
+        for _ in 0..3 {
+            match Moto::try_start(&path) {
+                Ok(m) => return Ok(m),
+                Err(e @ MotoError::NotReady { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(MotoError::NotFound))
+    }
+
+    fn try_start(path: &Path) -> Result<Moto, MotoError> {
+        let port = free_port().map_err(|source| MotoError::Spawn {
+            path: path.to_owned(),
+            source,
+        })?;
+        let log = std::env::temp_dir().join(format!("moto-{port}-{}.log", std::process::id()));
+        let spawn_err = |source| MotoError::Spawn {
+            path: path.to_owned(),
+            source,
+        };
+        let out = std::fs::File::create(&log).map_err(spawn_err)?;
+        let err = out.try_clone().map_err(spawn_err)?;
+        let child = Command::new(path)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut moto = Moto { child, port, log };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if moto.reset().is_ok() {
+                return Ok(moto);
+            }
+            let exited = matches!(moto.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let tail = std::fs::read_to_string(&moto.log).unwrap_or_default();
+                let tail = tail.lines().rev().take(20).collect::<Vec<_>>();
+                let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                return Err(MotoError::NotReady {
+                    log: moto.log.display().to_string(),
+                    tail,
+                });
+            }
+            // Poll interval, not a guess at readiness.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Client settings for this server: dummy credentials, `us-east-1`.
+    pub fn client_settings(&self) -> ClientSettings {
+        ClientSettings::emulator(self.endpoint())
+    }
+
+    /// Wipes every resource (`POST /moto-api/reset`).
+    pub fn reset(&self) -> Result<(), MotoError> {
+        let fail = |e: std::io::Error| MotoError::Reset(e.to_string());
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(fail)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(fail)?;
+        write!(
+            s,
+            "POST /moto-api/reset HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .map_err(fail)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).map_err(fail)?;
+        let status = answer.lines().next().unwrap_or_default();
+        if status.split(' ').nth(1) == Some("200") {
+            Ok(())
+        } else {
+            Err(MotoError::Reset(format!("answered {status:?}")))
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // The whole group: a wrapper script (a pyenv shim, a venv launcher) may have children.
+        let pgid = self.child.id();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}

@@ -1,0 +1,716 @@
+//! S3 objects as blocking readers, streamed with ranged GETs that resume after a broken
+//! connection.
+//!
+//! The splitter is synchronous (a `Read` in, records out) and runs on a blocking thread; the
+//! SDK is async. [`open`] starts a task that fetches the object range by range and pushes each
+//! body chunk into a bounded channel; [`ObjectReader`] is the blocking end of that channel. So
+//! memory is bounded by the channel (a few body chunks), never by the object's size, and the
+//! parser never waits for a whole range.
+//!
+//! A broken connection is resumed with a new range starting at the first byte not yet received, a bounded
+//! number of times in a row without progress. Every GET after the HEAD pins the version read
+//! first (`versionId`, or `If-Match` on the ETag of an unversioned bucket): an object replaced
+//! mid-read fails with [`SourceError::Changed`] instead of splicing two versions together. The
+//! replacement has its own event and is split on its own.
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::retry::RetryPolicy;
+
+/// An object's identity as read: what fragments record as their source and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    /// Epoch milliseconds: the fragment version of data that carries none of its own.
+    pub last_modified_ms: i64,
+}
+
+impl ObjectInfo {
+    /// `s3://bucket/key#versionId`, else `s3://bucket/key#etag`: names this exact content, so
+    /// re-splitting it rewrites the same keys and a new upload gets new ones.
+    pub fn source_id(&self) -> String {
+        let base = format!("s3://{}/{}", self.bucket, self.key);
+        match (&self.version_id, &self.etag) {
+            (Some(v), _) if v != "null" => format!("{base}#{v}"),
+            (_, Some(e)) => format!("{base}#{e}"),
+            _ => base,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Why an object could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    #[error("{object}: no such object (or no permission to read it)")]
+    NotFound { object: String },
+    #[error(
+        "{object}: the object changed while being read; its new version is split by its own event"
+    )]
+    Changed { object: String },
+    #[error("{object}: {message}")]
+    Transient { object: String, message: String },
+    #[error("{object}: {message}")]
+    Permanent { object: String, message: String },
+}
+
+impl SourceError {
+    /// Whether reading again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SourceError::Transient { .. })
+    }
+
+    /// The source error inside an I/O error returned by [`ObjectReader`] (through any
+    /// decompressor or parser that passes I/O errors on unchanged).
+    pub fn of(e: &io::Error) -> Option<&SourceError> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+
+    fn into_io(self) -> io::Error {
+        let kind = match &self {
+            SourceError::NotFound { .. } => io::ErrorKind::NotFound,
+            SourceError::Transient { .. } => io::ErrorKind::ConnectionReset,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+}
+
+/// The chunks of one GET's body.
+pub trait ObjectBody: Send + 'static {
+    /// The next chunk; `None` at the end of the body.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Result<Bytes, SourceError>>> + Send;
+}
+
+/// One external system, one trait: an object store that answers HEAD and ranged GET.
+pub trait ObjectSource: Send + Sync + 'static {
+    type Body: ObjectBody;
+
+    /// The object's size and version (`version_id` pins one version of a versioned bucket).
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<ObjectInfo, SourceError>> + Send;
+
+    /// Bytes `range` of exactly the version `object` describes.
+    fn get_range(
+        &self,
+        object: &ObjectInfo,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<Self::Body, SourceError>> + Send;
+}
+
+/// [`ObjectSource`] on `aws-sdk-s3`.
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    pub client: aws_sdk_s3::Client,
+}
+
+/// S3 error codes worth retrying (besides any 5xx).
+const RETRYABLE_CODES: &[&str] = &[
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "ThrottlingException",
+];
+
+fn classify<E>(object: String, e: SdkError<E, HttpResponse>) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = DisplayErrorContext(&e).to_string();
+    match &e {
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = s.err().code().unwrap_or_default();
+            match (status, code) {
+                (404, _) | (_, "NoSuchKey" | "NoSuchBucket" | "NoSuchVersion" | "NotFound") => {
+                    SourceError::NotFound { object }
+                }
+                (412, _) | (_, "PreconditionFailed") => SourceError::Changed { object },
+                (500.., _) | (429, _) => SourceError::Transient { object, message },
+                (_, c) if RETRYABLE_CODES.contains(&c) => {
+                    SourceError::Transient { object, message }
+                }
+                _ => SourceError::Permanent { object, message },
+            }
+        }
+        SdkError::ConstructionFailure(_) => SourceError::Permanent { object, message },
+        SdkError::DispatchFailure(d) if d.is_user() => SourceError::Permanent { object, message },
+        _ => SourceError::Transient { object, message },
+    }
+}
+
+/// The body of an S3 GET.
+pub struct S3Body {
+    body: aws_sdk_s3::primitives::ByteStream,
+    object: String,
+}
+
+impl ObjectBody for S3Body {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, SourceError>> {
+        let object = &self.object;
+        self.body.next().await.map(|r| {
+            r.map_err(|e| SourceError::Transient {
+                object: object.clone(),
+                message: format!("body broke: {}", DisplayErrorContext(&e)),
+            })
+        })
+    }
+}
+
+impl ObjectSource for S3Source {
+    type Body = S3Body;
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo, SourceError> {
+        let name = || format!("s3://{bucket}/{key}");
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify(name(), e))?;
+        let permanent = |message: &str| SourceError::Permanent {
+            object: name(),
+            message: message.to_owned(),
+        };
+        let size = out
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| permanent("HEAD gave no Content-Length"))?;
+        let last_modified_ms = out
+            .last_modified()
+            .and_then(|t| t.to_millis().ok())
+            .ok_or_else(|| permanent("HEAD gave no Last-Modified"))?;
+        Ok(ObjectInfo {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size,
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+            last_modified_ms,
+        })
+    }
+
+    async fn get_range(
+        &self,
+        object: &ObjectInfo,
+        range: Range<u64>,
+    ) -> Result<S3Body, SourceError> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .range(format!(
+                "bytes={}-{}",
+                range.start,
+                range.end.saturating_sub(1)
+            ));
+        match (&object.version_id, &object.etag) {
+            (Some(v), _) if v != "null" => req = req.version_id(v),
+            (_, Some(e)) => req = req.if_match(format!("\"{e}\"")),
+            _ => {}
+        }
+        let out = req.send().await.map_err(|e| classify(object.name(), e))?;
+        Ok(S3Body {
+            body: out.body,
+            object: object.name(),
+        })
+    }
+}
+
+/// How to read an object.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    /// Bytes per GET: a broken connection costs at most a re-request of the rest of one range.
+    pub range_bytes: u64,
+    /// Body chunks buffered between the fetching task and the reader: the memory bound (a
+    /// chunk is one HTTP body frame, at most a few hundred KiB).
+    pub buffered_chunks: usize,
+    /// Retries of a failed GET or broken body in a row without receiving a byte; backoff and
+    /// jitter between them. Progress resets the count.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        ReadSettings {
+            range_bytes: 8 << 20,
+            buffered_chunks: 16,
+            retry: RetryPolicy {
+                max_attempts: 5,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// An object's bytes as a blocking [`io::Read`], from a task that fetches them (see the
+/// module docs). Use it on a blocking thread (`spawn_blocking`), never on the async runtime.
+/// Dropping it stops the task.
+pub struct ObjectReader {
+    rx: mpsc::Receiver<Result<Bytes, SourceError>>,
+    chunk: Bytes,
+    /// Bytes still to come; an early end of the channel is an error, never a short object.
+    remaining: u64,
+    failed: Option<SourceError>,
+    object: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ObjectReader {
+    /// Bytes not yet delivered by `read`.
+    pub fn remaining(&self) -> u64 {
+        self.remaining + self.chunk.len() as u64
+    }
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk.is_empty() {
+            if let Some(e) = &self.failed {
+                return Err(e.clone().into_io());
+            }
+            if self.remaining == 0 {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => {
+                    let n = chunk.len() as u64;
+                    if n > self.remaining {
+                        let e = SourceError::Permanent {
+                            object: self.object.clone(),
+                            message: "more bytes than the object's size".to_owned(),
+                        };
+                        self.failed = Some(e);
+                        continue;
+                    }
+                    self.remaining -= n;
+                    self.chunk = chunk;
+                }
+                Some(Err(e)) => self.failed = Some(e),
+                None => {
+                    self.failed = Some(SourceError::Transient {
+                        object: self.object.clone(),
+                        message: format!("the fetch stopped {} bytes early", self.remaining),
+                    })
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Starts reading `object` from byte `start` on the current tokio runtime (`handle`), and
+/// returns the blocking reader of its bytes.
+pub fn open<S: ObjectSource>(
+    handle: &tokio::runtime::Handle,
+    source: Arc<S>,
+    object: ObjectInfo,
+    start: u64,
+    settings: ReadSettings,
+) -> ObjectReader {
+    let start = start.min(object.size);
+    let (tx, rx) = mpsc::channel(settings.buffered_chunks.max(1));
+    let name = object.name();
+    let remaining = object.size - start;
+    let task = handle.spawn(pump(source, object, start, settings, tx));
+    ObjectReader {
+        rx,
+        chunk: Bytes::new(),
+        remaining,
+        failed: None,
+        object: name,
+        task,
+    }
+}
+
+/// How a range ended early.
+enum Stop {
+    /// The reader is gone: nothing more to do.
+    Closed,
+    Failed(SourceError),
+}
+
+/// Fetches `[start, size)` range by range into `tx`, resuming after failures.
+async fn pump<S: ObjectSource>(
+    source: Arc<S>,
+    object: ObjectInfo,
+    start: u64,
+    settings: ReadSettings,
+    tx: mpsc::Sender<Result<Bytes, SourceError>>,
+) {
+    let mut offset = start;
+    let mut failures = 0u32;
+    let range_bytes = settings.range_bytes.max(1);
+    while offset < object.size {
+        let end = object.size.min(offset.saturating_add(range_bytes));
+        let before = offset;
+        let stop = match fetch(&*source, &object, offset..end, &tx, &mut offset).await {
+            Ok(()) => continue,
+            Err(stop) => stop,
+        };
+        let e = match stop {
+            Stop::Closed => return,
+            Stop::Failed(e) => e,
+        };
+        if offset > before {
+            failures = 0;
+        }
+        failures += 1;
+        if !e.is_retryable() || failures >= settings.retry.max_attempts.max(1) {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        tokio::time::sleep(settings.retry.delay(failures)).await;
+    }
+}
+
+/// One GET of `range`, its chunks sent on as they arrive; `offset` follows the bytes sent.
+async fn fetch<S: ObjectSource>(
+    source: &S,
+    object: &ObjectInfo,
+    range: Range<u64>,
+    tx: &mpsc::Sender<Result<Bytes, SourceError>>,
+    offset: &mut u64,
+) -> Result<(), Stop> {
+    let mut body = source
+        .get_range(object, range.clone())
+        .await
+        .map_err(Stop::Failed)?;
+    while let Some(chunk) = body.next_chunk().await {
+        let chunk = chunk.map_err(Stop::Failed)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        let n = chunk.len() as u64;
+        if *offset + n > range.end {
+            return Err(Stop::Failed(SourceError::Permanent {
+                object: object.name(),
+                message: format!("GET of bytes {range:?} returned more"),
+            }));
+        }
+        tx.send(Ok(chunk)).await.map_err(|_| Stop::Closed)?;
+        *offset += n;
+    }
+    if *offset < range.end {
+        // A body that ends cleanly but short: a proxy or the server cut it. Resume.
+        return Err(Stop::Failed(SourceError::Transient {
+            object: object.name(),
+            message: format!("body ended at byte {} of range {range:?}", *offset),
+        }));
+    }
+    Ok(())
+}
+
+/// A fault-injecting [`ObjectSource`] for tests: the bodies of the first `breaks` GETs fail
+/// with a reset connection after `after` bytes, and every GET's range is recorded.
+#[derive(Debug)]
+pub struct Breaking<S> {
+    pub inner: S,
+    after: u64,
+    breaks: AtomicU64,
+    ranges: Mutex<Vec<Range<u64>>>,
+}
+
+impl<S> Breaking<S> {
+    pub fn new(inner: S, after: u64, breaks: u64) -> Breaking<S> {
+        Breaking {
+            inner,
+            after,
+            breaks: AtomicU64::new(breaks),
+            ranges: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The ranges requested, in order.
+    pub fn ranges(&self) -> Vec<Range<u64>> {
+        self.ranges.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// A body that breaks after a number of bytes (or never).
+pub struct BreakingBody<B> {
+    inner: B,
+    left: Option<u64>,
+}
+
+impl<B: ObjectBody> ObjectBody for BreakingBody<B> {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, SourceError>> {
+        let Some(left) = self.left else {
+            return self.inner.next_chunk().await;
+        };
+        if left == 0 {
+            self.left = None;
+            // Never ends again after this: the next call would continue the inner body, but
+            // the reader stops at the first error.
+            return Some(Err(SourceError::Transient {
+                object: "injected".to_owned(),
+                message: "connection reset by peer (injected)".to_owned(),
+            }));
+        }
+        match self.inner.next_chunk().await? {
+            Ok(mut chunk) => {
+                let n = (chunk.len() as u64).min(left);
+                chunk.truncate(n as usize);
+                self.left = Some(left - n);
+                Some(Ok(chunk))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl<S: ObjectSource> ObjectSource for Breaking<S> {
+    type Body = BreakingBody<S::Body>;
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo, SourceError> {
+        self.inner.head(bucket, key, version_id).await
+    }
+
+    async fn get_range(
+        &self,
+        object: &ObjectInfo,
+        range: Range<u64>,
+    ) -> Result<Self::Body, SourceError> {
+        if let Ok(mut r) = self.ranges.lock() {
+            r.push(range.clone());
+        }
+        let inner = self.inner.get_range(object, range).await?;
+        let breaks = self
+            .breaks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_ok();
+        Ok(BreakingBody {
+            inner,
+            left: breaks.then_some(self.after),
+        })
+    }
+}
+
+/// An in-memory [`ObjectSource`] (tests of the reader without a server).
+#[derive(Debug, Clone)]
+pub struct InMemory {
+    pub info: ObjectInfo,
+    pub data: Bytes,
+    /// Body chunk size.
+    pub chunk: usize,
+}
+
+/// Chunks of an in-memory object.
+pub struct InMemoryBody {
+    data: Bytes,
+    chunk: usize,
+}
+
+impl ObjectBody for InMemoryBody {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, SourceError>> {
+        if self.data.is_empty() {
+            return None;
+        }
+        let n = self.chunk.max(1).min(self.data.len());
+        Some(Ok(self.data.split_to(n)))
+    }
+}
+
+impl ObjectSource for InMemory {
+    type Body = InMemoryBody;
+
+    async fn head(&self, _: &str, _: &str, _: Option<&str>) -> Result<ObjectInfo, SourceError> {
+        Ok(self.info.clone())
+    }
+
+    async fn get_range(
+        &self,
+        _: &ObjectInfo,
+        range: Range<u64>,
+    ) -> Result<InMemoryBody, SourceError> {
+        let len = self.data.len() as u64;
+        let (start, end) = (range.start.min(len), range.end.min(len));
+        Ok(InMemoryBody {
+            data: self.data.slice(start as usize..end as usize),
+            chunk: self.chunk,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::Duration;
+
+    fn object(data: &[u8]) -> InMemory {
+        InMemory {
+            info: ObjectInfo {
+                bucket: "b".into(),
+                key: "k".into(),
+                size: data.len() as u64,
+                etag: Some("e".into()),
+                version_id: None,
+                last_modified_ms: 1,
+            },
+            data: Bytes::copy_from_slice(data),
+            chunk: 1000,
+        }
+    }
+
+    fn settings(range: u64) -> ReadSettings {
+        ReadSettings {
+            range_bytes: range,
+            buffered_chunks: 2,
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_micros(10),
+                cap: Duration::from_micros(50),
+            },
+        }
+    }
+
+    fn read_all<S: ObjectSource>(
+        src: Arc<S>,
+        info: ObjectInfo,
+        start: u64,
+        s: ReadSettings,
+    ) -> io::Result<Vec<u8>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()?;
+        let mut r = open(rt.handle(), src, info, start, s);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn source_ids_prefer_the_version_id() {
+        let mut i = object(b"").info;
+        assert_eq!(i.source_id(), "s3://b/k#e");
+        i.version_id = Some("null".into());
+        assert_eq!(i.source_id(), "s3://b/k#e", "unversioned buckets say null");
+        i.version_id = Some("3HL4kqtJ".into());
+        assert_eq!(i.source_id(), "s3://b/k#3HL4kqtJ");
+    }
+
+    #[test]
+    fn reads_every_byte_across_ranges_and_from_an_offset() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let src = Arc::new(object(&data));
+        for range in [1, 999, 4096, 100_000] {
+            let got = read_all(Arc::clone(&src), src.info.clone(), 0, settings(range)).unwrap();
+            assert_eq!(got, data, "range {range}");
+        }
+        let got = read_all(Arc::clone(&src), src.info.clone(), 12_345, settings(4096)).unwrap();
+        assert_eq!(got, &data[12_345..]);
+        let empty = Arc::new(object(b""));
+        assert!(
+            read_all(Arc::clone(&empty), empty.info.clone(), 0, settings(10))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn broken_bodies_resume_from_the_last_byte() {
+        let data: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+        let src = Arc::new(Breaking::new(object(&data), 2500, 2));
+        let got = read_all(
+            Arc::clone(&src),
+            src.inner.info.clone(),
+            0,
+            settings(10_000),
+        )
+        .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(
+            src.ranges(),
+            [
+                0..10_000,
+                2500..12_500,
+                5000..15_000,
+                15_000..25_000,
+                25_000..30_000
+            ]
+        );
+    }
+
+    #[test]
+    fn retries_without_progress_are_bounded() {
+        let data = vec![1u8; 10_000];
+        // Breaks at byte 0 every time: no progress, so it gives up after 3 attempts.
+        let src = Arc::new(Breaking::new(object(&data), 0, 100));
+        let e = read_all(Arc::clone(&src), src.inner.info.clone(), 0, settings(4096)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert!(
+            SourceError::of(&e).is_some_and(SourceError::is_retryable),
+            "{e}"
+        );
+        assert_eq!(src.ranges().len(), 3);
+        // Progress resets the count: a break every 1000 bytes still reads everything.
+        let src = Arc::new(Breaking::new(object(&data), 1000, 9));
+        assert_eq!(
+            read_all(
+                Arc::clone(&src),
+                src.inner.info.clone(),
+                0,
+                settings(100_000)
+            )
+            .unwrap(),
+            data
+        );
+    }
+
+    #[test]
+    fn a_short_object_is_an_error_not_a_silent_end() {
+        let mut src = object(&[5u8; 1000]);
+        src.info.size = 2000; // HEAD said more than the GETs give
+        let e = read_all(Arc::new(src.clone()), src.info.clone(), 0, settings(4096)).unwrap_err();
+        assert!(e.to_string().contains("body ended at byte 1000"), "{e}");
+    }
+}
