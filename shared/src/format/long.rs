@@ -525,17 +525,7 @@ mod tests {
                 }
             }
             let whole = parse(&input, TimestampLabel::Auto);
-            let mut p = Parser::new(opts(TimestampLabel::Auto));
-            let mut sink = Collect::default();
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut prev = 0;
-            for c in cuts {
-                p.feed(&input.as_bytes()[prev..c], &mut sink).unwrap();
-                prev = c;
-            }
-            p.feed(&input.as_bytes()[prev..], &mut sink).unwrap();
-            let stats = p.finish(&mut sink).unwrap();
+            let (sink, stats) = crate::format::parse_in_chunks(input.as_bytes(), &cuts, opts(TimestampLabel::Auto));
             prop_assert_eq!(&sink.fragments, &whole.0.fragments);
             prop_assert_eq!(&sink.rejects, &whole.0.rejects);
             prop_assert_eq!(stats.rows_read, rows.len() as u64);

@@ -342,6 +342,28 @@ pub fn parse_all(bytes: &[u8], opts: Options, sink: &mut dyn Sink) -> Result<Sta
     p.finish(sink)
 }
 
+/// Parses `input` fed in pieces cut at `cuts` (taken modulo the length, in order): the
+/// chunk-boundary property tests of every format compare this with a one-shot parse.
+#[cfg(test)]
+pub(crate) fn parse_in_chunks(
+    input: &[u8],
+    cuts: &[usize],
+    opts: Options,
+) -> (crate::reject::Collect, Stats) {
+    let mut p = Parser::new(opts);
+    let mut sink = crate::reject::Collect::default();
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut prev = 0;
+    for c in cuts {
+        p.feed(&input[prev..c], &mut sink).expect("feed");
+        prev = c;
+    }
+    p.feed(&input[prev..], &mut sink).expect("feed");
+    let stats = p.finish(&mut sink).expect("finish");
+    (sink, stats)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -985,17 +985,7 @@ mod tests {
                 input += &format!("EE{m},2019-01-{d:02},{},{total}{eol}", cells.join(","));
             }
             let whole = parse(&input);
-            let mut p = Parser::new(test_opts());
-            let mut sink = Collect::default();
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut prev = 0;
-            for c in cuts {
-                p.feed(&input.as_bytes()[prev..c], &mut sink).unwrap();
-                prev = c;
-            }
-            p.feed(&input.as_bytes()[prev..], &mut sink).unwrap();
-            let stats = p.finish(&mut sink).unwrap();
+            let (sink, stats) = crate::format::parse_in_chunks(input.as_bytes(), &cuts, test_opts());
             prop_assert_eq!(&sink.fragments, &whole.0.fragments);
             prop_assert_eq!(&sink.rejects, &whole.0.rejects);
             prop_assert_eq!(stats.rows_read, rows.len() as u64);
@@ -1030,17 +1020,7 @@ mod tests {
                 }
             }
             let slow = parse_slow(&input);
-            let mut p = Parser::new(test_opts());
-            let mut sink = Collect::default();
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut prev = 0;
-            for c in cuts {
-                p.feed(&input.as_bytes()[prev..c], &mut sink).unwrap();
-                prev = c;
-            }
-            p.feed(&input.as_bytes()[prev..], &mut sink).unwrap();
-            let stats = p.finish(&mut sink).unwrap();
+            let (sink, stats) = crate::format::parse_in_chunks(input.as_bytes(), &cuts, test_opts());
             prop_assert_eq!(&sink.fragments, &slow.0.fragments);
             prop_assert_eq!(&sink.rejects, &slow.0.rejects);
             prop_assert_eq!((stats.rows_read, stats.rows_accepted, stats.rows_rejected), slow.1);
