@@ -208,16 +208,7 @@ impl Long {
     ) -> Result<(), (Option<u32>, String)> {
         let layout = self.layout.as_ref().expect("header parsed before rows");
         let col = |i: usize| Some(i as u32 + 1);
-        if rec.len() < layout.fields {
-            return Err((
-                None,
-                format!(
-                    "the row has {} fields but the header has {}",
-                    rec.len(),
-                    layout.fields
-                ),
-            ));
-        }
+        rec.has_fields(layout.fields)?;
         let (mc, tc, vc, end) = (layout.meter, layout.time, layout.value, layout.end_labelled);
         let meter = rec.get(mc).unwrap_or_default().trim_ascii();
         let series = if self.open && meter == self.frag.series.as_str().as_bytes() {
@@ -316,12 +307,7 @@ impl Handler for Long {
             });
             return Ok(());
         };
-        if rec.len() == layout.header.len()
-            && rec
-                .iter()
-                .zip(&layout.header)
-                .all(|(f, h)| f.trim_ascii().eq_ignore_ascii_case(h))
-        {
+        if rec.repeats(&layout.header) {
             return Ok(());
         }
         match self.row(rec, lineno, sink) {

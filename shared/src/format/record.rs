@@ -49,6 +49,30 @@ impl<'a> Record<'a> {
         (0..self.len()).filter_map(|i| self.get(i))
     }
 
+    /// True when the record repeats the (lower-cased, trimmed) header: files concatenated with
+    /// `cat` carry their header again, and it is not a row.
+    pub fn repeats(&self, header: &[Vec<u8>]) -> bool {
+        self.len() == header.len()
+            && self
+                .iter()
+                .zip(header)
+                .all(|(f, h)| f.trim_ascii().eq_ignore_ascii_case(h))
+    }
+
+    /// The reject for a row shorter than its header, if it is.
+    pub fn has_fields(&self, fields: usize) -> Result<(), (Option<u32>, String)> {
+        if self.len() < fields {
+            return Err((
+                None,
+                format!(
+                    "the row has {} fields but the header has {fields}",
+                    self.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// True when every field is blank (`,,,` lines exported by spreadsheets).
     pub fn is_blank(&self) -> bool {
         self.iter().all(|f| f.trim_ascii().is_empty())

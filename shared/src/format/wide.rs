@@ -462,16 +462,7 @@ impl Wide {
     fn slow_row(&mut self, rec: &Record<'_>, lineno: u64) -> Result<(), (Option<u32>, String)> {
         let layout = self.layout.as_ref().expect("header parsed before rows");
         let col = |i: usize| Some(i as u32 + 1);
-        if rec.len() < layout.fields {
-            return Err((
-                None,
-                format!(
-                    "the row has {} fields but the header has {}",
-                    rec.len(),
-                    layout.fields
-                ),
-            ));
-        }
+        rec.has_fields(layout.fields)?;
         if let Some(extra) = (layout.fields..rec.len())
             .find(|&i| !rec.get(i).unwrap_or_default().trim_ascii().is_empty())
         {
@@ -556,12 +547,7 @@ impl Handler for Wide {
             return Ok(());
         };
         // A repeated header (files concatenated with `cat`) is not a row.
-        if rec.len() == layout.header.len()
-            && rec
-                .iter()
-                .zip(&layout.header)
-                .all(|(f, h)| f.trim_ascii().eq_ignore_ascii_case(h))
-        {
+        if rec.repeats(&layout.header) {
             return Ok(());
         }
         match self.slow_row(rec, lineno) {
