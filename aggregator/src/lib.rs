@@ -9,8 +9,7 @@
 
 pub mod lambda;
 
-use meterflow_core::envelope::{decode, DecodeError};
-use meterflow_core::Fragment;
+use meterflow_core::envelope::{DecodeError, Envelope, RawFragment};
 use meterflow_store::{Store, StoreError};
 
 /// A record that was skipped because it cannot be decoded.
@@ -32,25 +31,33 @@ pub struct Outcome {
     pub failed: Option<(usize, StoreError)>,
 }
 
-/// Applies `records` in order. `observe` sees each decoded fragment just before its record is
-/// written (a failed write is reported in [`Outcome::failed`]).
-pub async fn apply<S, D>(store: &S, records: &[D], mut observe: impl FnMut(&Fragment)) -> Outcome
+/// Applies `records` in order. `observe` sees each fragment of a record (keys and fields,
+/// values still encoded) just before the record is written (a failed write is reported in
+/// [`Outcome::failed`]).
+///
+/// Each record is validated by one walk over its fragments without decoding values into
+/// memory, then handed whole to [`Store::put_record`], so a store that keeps encoded
+/// fragments never decodes them at all.
+pub async fn apply<S, D>(
+    store: &S,
+    records: &[D],
+    mut observe: impl FnMut(&RawFragment<'_>),
+) -> Outcome
 where
     S: Store,
     D: AsRef<[u8]>,
 {
     let mut out = Outcome::default();
     for (index, record) in records.iter().enumerate() {
-        let fragments = match decode(record.as_ref()) {
-            Ok(f) => f,
+        let record = record.as_ref();
+        let n = match walk(record, &mut observe) {
+            Ok(n) => n,
             Err(error) => {
                 out.quarantined.push(Quarantined { index, error });
                 continue;
             }
         };
-        let n = fragments.len();
-        fragments.iter().for_each(&mut observe);
-        if let Err(e) = store.put(fragments).await {
+        if let Err(e) = store.put_record(record.to_vec()).await {
             out.failed = Some((index, e));
             return out;
         }
@@ -58,6 +65,15 @@ where
         out.fragments += n;
     }
     out
+}
+
+/// Checks that every fragment of `record` decodes, showing each to `observe`; the count.
+/// Nothing is observed from a record that turns out to be corrupt.
+fn walk(record: &[u8], observe: &mut impl FnMut(&RawFragment<'_>)) -> Result<usize, DecodeError> {
+    let env = Envelope::parse(record)?;
+    let raw = env.raw_fragments().collect::<Result<Vec<_>, _>>()?;
+    raw.iter().for_each(observe);
+    Ok(raw.len())
 }
 
 /// The ids (Kinesis sequence numbers) to report as `batchItemFailures`: every record from the
@@ -73,6 +89,7 @@ pub fn batch_item_failures<'a>(ids: &[&'a str], outcome: &Outcome) -> Vec<&'a st
 mod tests {
     use super::*;
     use meterflow_core::envelope::EnvelopeBuilder;
+    use meterflow_core::Fragment;
     use meterflow_store::conformance::sample;
     use meterflow_store::SqliteStore;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -248,7 +248,7 @@ async fn aggregate<S: Store + 'static>(store: Arc<S>, record: StreamRecord) -> T
     // Fragments come in runs of one series and consecutive days: only look up changes.
     let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
     let out = apply(store.as_ref(), &[&record.data], |f| {
-        if last_series.as_ref() != Some(&f.series) {
+        if last_series.as_ref() != Some(f.series) {
             series.insert(f.series.clone());
             last_series = Some(f.series.clone());
         }

@@ -67,7 +67,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::day::Day;
-use crate::fragment::{slots_per_day, Fragment, Quality, Slots, INTERVAL_MINUTES};
+use crate::fragment::{slots_per_day, Fragment, Quality, Slots, Version, INTERVAL_MINUTES};
 use crate::series::{SeriesId, Unit};
 use crate::value::MAX_ABS_VALUE;
 
@@ -278,62 +278,73 @@ impl EnvelopeBuilder {
     /// Adds a fragment, or explains why not without changing the builder.
     pub fn try_push(&mut self, f: &Fragment) -> Result<(), PushError> {
         let code = validate(f)?;
+        self.push_entry(&Checked { f, code })
+    }
+
+    /// Adds a fragment read from another envelope, copying its encoded values as they are
+    /// instead of decoding and re-encoding them: regrouping a record's fragments (the SQLite
+    /// store packs them per series-month) costs a head and a copy per fragment. The result is
+    /// byte for byte what [`try_push`](Self::try_push) of the decoded fragment would give.
+    pub fn push_raw(&mut self, f: &RawFragment<'_>) -> Result<(), PushError> {
+        self.push_entry(f)
+    }
+
+    fn push_entry(&mut self, f: &impl Entry) -> Result<(), PushError> {
+        let (series, unit, source) = f.keys();
         let hit = self
             .last
             .as_ref()
-            .filter(|l| l.series == f.series && l.unit == f.unit && *l.source == *f.source);
+            .filter(|l| l.series == *series && l.unit == *unit && *l.source == **source);
         if let Some(&LastKeys {
             indexes: (_, series_idx, source_idx),
             ..
         }) = hit
         {
-            return self.push_encoded(f, code, [None; 3], series_idx, source_idx, None);
+            return self.push_encoded(f, [None; 3], series_idx, source_idx, None);
         }
-        let unit_idx = self.units.get(&f.unit).copied();
+        let unit_idx = self.units.get(unit).copied();
         let series_idx = unit_idx.and_then(|u| {
-            let units = self.series.get(&f.series)?;
+            let units = self.series.get(series)?;
             units.iter().find(|&&(unit, _)| unit == u).map(|&(_, i)| i)
         });
-        let source_idx = self.sources.get(&*f.source).copied();
+        let source_idx = self.sources.get(&**source).copied();
         let unit_idx = unit_idx.unwrap_or(self.tables[UNITS].count);
         let series_idx = series_idx.ok_or(self.tables[SERIES].count);
         let source_idx = source_idx.ok_or(self.tables[SOURCES].count);
         // Bytes of the dictionary entries this fragment would add, if any.
         let mut entries = [None; 3];
-        if !self.units.contains_key(&f.unit) {
-            entries[UNITS] = Some(str_len(f.unit.as_str()));
+        if !self.units.contains_key(unit) {
+            entries[UNITS] = Some(str_len(unit.as_str()));
         }
         if series_idx.is_err() {
-            entries[SERIES] = Some(series_entry_len(&f.series, unit_idx));
+            entries[SERIES] = Some(series_entry_len(series, unit_idx));
         }
         if source_idx.is_err() {
-            entries[SOURCES] = Some(str_len(&f.source));
+            entries[SOURCES] = Some(str_len(source));
         }
         let (series_idx, source_idx) = (
             series_idx.unwrap_or_else(|new| new),
             source_idx.unwrap_or_else(|new| new),
         );
-        self.push_encoded(f, code, entries, series_idx, source_idx, Some(unit_idx))
+        self.push_encoded(f, entries, series_idx, source_idx, Some(unit_idx))
     }
 
     /// Encodes `f` with the given dictionary indexes and commits it if it fits. `entries` are
     /// the sizes of the dictionary entries it adds; `unit_idx` is known when any are added.
     fn push_encoded(
         &mut self,
-        f: &Fragment,
-        code: u8,
+        f: &impl Entry,
         entries: [Option<usize>; 3],
         series_idx: usize,
         source_idx: usize,
         unit_idx: Option<usize>,
     ) -> Result<(), PushError> {
+        let (series, unit, source) = f.keys();
         let unit_idx = unit_idx.unwrap_or_else(|| self.last.as_ref().map_or(0, |l| l.indexes.0));
         self.scratch.clear();
-        let next = encode_fragment(
+        let next = f.encode(
             &mut self.scratch,
             &mut self.values,
-            f,
-            code,
             series_idx,
             source_idx,
             self.cursor,
@@ -344,19 +355,11 @@ impl EnvelopeBuilder {
                 total
             } else {
                 self.scratch.clear();
-                encode_fragment(
-                    &mut self.scratch,
-                    &mut self.values,
-                    f,
-                    code,
-                    0,
-                    0,
-                    Cursor::default(),
-                );
+                f.encode(&mut self.scratch, &mut self.values, 0, 0, Cursor::default());
                 let entries = [
-                    str_len(f.unit.as_str()),
-                    series_entry_len(&f.series, 0),
-                    str_len(&f.source),
+                    str_len(unit.as_str()),
+                    series_entry_len(series, 0),
+                    str_len(source),
                 ];
                 // Each dictionary and the fragment count hold one entry: one-byte counts.
                 HEADER_BYTES + entries.iter().map(|e| 1 + e).sum::<usize>() + 1 + self.scratch.len()
@@ -372,24 +375,24 @@ impl EnvelopeBuilder {
         }
 
         if entries[UNITS].is_some() {
-            put_str(&mut self.tables[UNITS].buf, f.unit.as_str());
+            put_str(&mut self.tables[UNITS].buf, unit.as_str());
             self.tables[UNITS].count += 1;
-            self.units.insert(f.unit.clone(), unit_idx);
+            self.units.insert(unit.clone(), unit_idx);
         }
         if entries[SERIES].is_some() {
             let t = &mut self.tables[SERIES];
-            put_str(&mut t.buf, f.series.as_str());
+            put_str(&mut t.buf, series.as_str());
             put_varint(&mut t.buf, unit_idx as u64);
             t.count += 1;
             self.series
-                .entry(f.series.clone())
+                .entry(series.clone())
                 .or_default()
                 .push((unit_idx, series_idx));
         }
         if entries[SOURCES].is_some() {
-            put_str(&mut self.tables[SOURCES].buf, &f.source);
+            put_str(&mut self.tables[SOURCES].buf, source);
             self.tables[SOURCES].count += 1;
-            self.sources.insert(f.source.clone(), source_idx);
+            self.sources.insert(source.clone(), source_idx);
         }
         self.body.extend_from_slice(&self.scratch);
         self.count += 1;
@@ -397,12 +400,12 @@ impl EnvelopeBuilder {
         let same = self
             .last
             .as_ref()
-            .is_some_and(|l| l.series == f.series && l.unit == f.unit && *l.source == *f.source);
+            .is_some_and(|l| l.series == *series && l.unit == *unit && *l.source == **source);
         if !same {
             self.last = Some(LastKeys {
-                series: f.series.clone(),
-                unit: f.unit.clone(),
-                source: f.source.clone(),
+                series: series.clone(),
+                unit: unit.clone(),
+                source: source.clone(),
                 indexes: (unit_idx, series_idx, source_idx),
             });
         }
@@ -517,35 +520,101 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Appends one fragment's bytes and returns the cursor the next fragment refers to; `values`
-/// is scratch space.
-fn encode_fragment(
-    out: &mut Vec<u8>,
-    values: &mut Vec<i64>,
-    f: &Fragment,
-    code: u8,
-    series_idx: usize,
-    source_idx: usize,
-    prev: Cursor,
-) -> Cursor {
-    values.clear();
-    f.slots.present_values(values);
-    let all_present = values.len() == f.slots.len();
-    let scale = common_scale(values);
-    let mut flags = code | (scale << SCALE_SHIFT);
-    if all_present {
-        flags |= ALL_PRESENT;
-    }
-    let next = Cursor {
-        series: series_idx as u64,
-        day: i64::from(f.day.days()),
-        version: f.version,
-        source: source_idx as u64,
-        line: f.line,
-        flags,
-        quality: f.quality.0,
-    };
+/// What a builder can take: a fragment's dictionary keys, fields and value bytes.
+trait Entry {
+    fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>);
+    /// Day, version, line, quality and flags byte; `values` is scratch space shared with
+    /// [`payload`](Entry::payload).
+    fn fields(&self, values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8);
+    /// Appends the presence bitmap and packed values.
+    fn payload(&self, out: &mut Vec<u8>, values: &mut Vec<i64>, flags: u8);
 
+    /// Appends the fragment's bytes relative to `prev` with the given dictionary indexes and
+    /// returns the cursor the next fragment refers to.
+    fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        values: &mut Vec<i64>,
+        series_idx: usize,
+        source_idx: usize,
+        prev: Cursor,
+    ) -> Cursor {
+        let (day, version, line, quality, flags) = self.fields(values);
+        let next = Cursor {
+            series: series_idx as u64,
+            day: i64::from(day.days()),
+            version,
+            source: source_idx as u64,
+            line,
+            flags,
+            quality: quality.0,
+        };
+        encode_head(out, next, prev);
+        self.payload(out, values, flags);
+        next
+    }
+}
+
+/// A fragment that passed [`validate`], with its interval code.
+struct Checked<'f> {
+    f: &'f Fragment,
+    code: u8,
+}
+
+impl Entry for Checked<'_> {
+    fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>) {
+        (&self.f.series, &self.f.unit, &self.f.source)
+    }
+
+    fn fields(&self, values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8) {
+        let f = self.f;
+        values.clear();
+        f.slots.present_values(values);
+        let scale = common_scale(values);
+        let mut flags = self.code | (scale << SCALE_SHIFT);
+        if values.len() == f.slots.len() {
+            flags |= ALL_PRESENT;
+        }
+        (f.day, f.version, f.line, f.quality, flags)
+    }
+
+    fn payload(&self, out: &mut Vec<u8>, values: &mut Vec<i64>, flags: u8) {
+        let slots = &self.f.slots;
+        if flags & ALL_PRESENT == 0 {
+            // Every interval length gives a multiple of 8 slots, so the bitmap has no padding.
+            for base in (0..slots.len()).step_by(8) {
+                let mut byte = 0u8;
+                for bit in 0..8 {
+                    if slots.get(base + bit).is_some() {
+                        byte |= 1 << bit;
+                    }
+                }
+                out.push(byte);
+            }
+        }
+        if !values.is_empty() {
+            unscale(values, flags >> SCALE_SHIFT);
+            encode_values(out, values);
+        }
+    }
+}
+
+impl Entry for RawFragment<'_> {
+    fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>) {
+        (self.series, self.unit, self.source)
+    }
+
+    fn fields(&self, _values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8) {
+        (self.day, self.version, self.line, self.quality, self.flags)
+    }
+
+    fn payload(&self, out: &mut Vec<u8>, _values: &mut Vec<i64>, _flags: u8) {
+        out.extend_from_slice(self.payload);
+    }
+}
+
+/// Appends a fragment's head byte and the fields that differ from `prev`.
+fn encode_head(out: &mut Vec<u8>, next: Cursor, prev: Cursor) {
     let head_at = out.len();
     out.push(0);
     let mut head = 0;
@@ -584,24 +653,6 @@ fn encode_fragment(
         out.push(next.flags);
     }
     out[head_at] = head;
-
-    if !all_present {
-        // Every interval length gives a multiple of 8 slots, so the bitmap has no padding.
-        for base in (0..f.slots.len()).step_by(8) {
-            let mut byte = 0u8;
-            for bit in 0..8 {
-                if f.slots.get(base + bit).is_some() {
-                    byte |= 1 << bit;
-                }
-            }
-            out.push(byte);
-        }
-    }
-    if !values.is_empty() {
-        unscale(values, scale);
-        encode_values(out, values);
-    }
-    next
 }
 
 /// The largest `e` such that 10^e divides every value (0 when all are zero): meter data is
@@ -814,85 +865,303 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Fragment>, DecodeError> {
 /// announced fragments are reported as an error too, so a caller that consumes the iterator
 /// fully has validated the whole record.
 pub fn fragments(bytes: &[u8]) -> Result<Fragments<'_>, DecodeError> {
-    let mut r = Reader { buf: bytes, pos: 0 };
-    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
-        return Err(DecodeError::BadMagic);
-    }
-    r.pos = MAGIC.len();
-    let version = r.byte("the format version")?;
-    if version > FORMAT_VERSION {
-        return Err(DecodeError::NewerVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if version == 0 {
-        return Err(r.corrupt(r.pos - 1, "format version 0 was never written".into()));
-    }
-
-    let n_units = r.count("the unit dictionary", 1)?;
-    let mut units = Vec::with_capacity(n_units);
-    for _ in 0..n_units {
-        units.push(Unit::from_stored(r.str_with_len("a unit")?));
-    }
-    let n_series = r.count("the series dictionary", MIN_SERIES_ENTRY_BYTES)?;
-    let mut series = Vec::with_capacity(n_series);
-    for i in 0..n_series {
-        let at = r.pos;
-        let id = r.bytes_with_len("a series id")?;
-        // `check` first: `parse` would trim blanks, and a stored id must be exact.
-        let id = SeriesId::check(id)
-            .and_then(|()| SeriesId::parse(id))
-            .map_err(|e| r.corrupt(at, format!("series #{i} in the dictionary: {e}")))?;
-        let at = r.pos;
-        let u = r.varint("a unit index")?;
-        let unit = usize::try_from(u)
-            .ok()
-            .and_then(|u| units.get(u))
-            .ok_or_else(|| {
-                r.corrupt(
-                    at,
-                    format!("series #{i} names unit {u} of a {n_units}-entry dictionary"),
-                )
-            })?;
-        series.push((id, unit.clone()));
-    }
-    let n_sources = r.count("the source dictionary", 1)?;
-    let mut sources = Vec::with_capacity(n_sources);
-    for _ in 0..n_sources {
-        sources.push(Arc::<str>::from(r.str_with_len("a source")?));
-    }
-    let remaining = r.count("the fragment count", MIN_FRAGMENT_BYTES)?;
+    let env = Envelope::parse(bytes)?;
     Ok(Fragments {
-        r,
-        series,
-        sources,
-        remaining,
-        index: 0,
-        cursor: Cursor::default(),
-        done: false,
+        walk: Walk::new(&env),
+        env,
+        slots: Slots::new(0),
     })
 }
+
+/// An envelope's header and dictionaries, read once; its fragments are read lazily, decoded
+/// ([`fragments`]) or as they sit in the record ([`Envelope::raw_fragments`]).
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// Positioned at the first fragment.
+    body: Reader<'a>,
+    series: Vec<(SeriesId, Unit)>,
+    sources: Vec<Arc<str>>,
+    count: usize,
+}
+
+impl<'a> Envelope<'a> {
+    /// Reads the header and dictionaries; fragments are checked as they are read.
+    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, DecodeError> {
+        let mut r = Reader { buf: bytes, pos: 0 };
+        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        r.pos = MAGIC.len();
+        let version = r.byte("the format version")?;
+        if version > FORMAT_VERSION {
+            return Err(DecodeError::NewerVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(r.corrupt(r.pos - 1, "format version 0 was never written".into()));
+        }
+
+        let n_units = r.count("the unit dictionary", 1)?;
+        let mut units = Vec::with_capacity(n_units);
+        for _ in 0..n_units {
+            units.push(Unit::from_stored(r.str_with_len("a unit")?));
+        }
+        let n_series = r.count("the series dictionary", MIN_SERIES_ENTRY_BYTES)?;
+        let mut series = Vec::with_capacity(n_series);
+        for i in 0..n_series {
+            let at = r.pos;
+            let id = r.bytes_with_len("a series id")?;
+            // `check` first: `parse` would trim blanks, and a stored id must be exact.
+            let id = SeriesId::check(id)
+                .and_then(|()| SeriesId::parse(id))
+                .map_err(|e| r.corrupt(at, format!("series #{i} in the dictionary: {e}")))?;
+            let at = r.pos;
+            let u = r.varint("a unit index")?;
+            let unit = usize::try_from(u)
+                .ok()
+                .and_then(|u| units.get(u))
+                .ok_or_else(|| {
+                    r.corrupt(
+                        at,
+                        format!("series #{i} names unit {u} of a {n_units}-entry dictionary"),
+                    )
+                })?;
+            series.push((id, unit.clone()));
+        }
+        let n_sources = r.count("the source dictionary", 1)?;
+        let mut sources = Vec::with_capacity(n_sources);
+        for _ in 0..n_sources {
+            sources.push(Arc::<str>::from(r.str_with_len("a source")?));
+        }
+        let remaining = r.count("the fragment count", MIN_FRAGMENT_BYTES)?;
+        Ok(Envelope {
+            body: r,
+            series,
+            sources,
+            count: remaining,
+        })
+    }
+
+    /// Fragments the envelope announces.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The fragments without decoding their values into slots (each value is still checked,
+    /// so consuming the iterator fully validates the record exactly as [`fragments`] does).
+    pub fn raw_fragments(&self) -> RawFragments<'_> {
+        RawFragments {
+            walk: Walk::new(self),
+            env: self,
+        }
+    }
+}
+
+/// A fragment as it sits in an envelope: decoded keys and fields, values still encoded.
+/// Re-encode it with [`EnvelopeBuilder::push_raw`] or decode it by decoding its envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFragment<'e> {
+    pub series: &'e SeriesId,
+    pub unit: &'e Unit,
+    pub source: &'e Arc<str>,
+    pub day: Day,
+    pub version: Version,
+    pub line: u64,
+    pub quality: Quality,
+    pub interval_minutes: u16,
+    /// Interval code, presence and scale, as encoded.
+    flags: u8,
+    /// The presence bitmap and packed values, exactly as encoded.
+    payload: &'e [u8],
+}
+
+/// The fragments of one envelope with their values left encoded. See [`Envelope::raw_fragments`].
+#[derive(Debug)]
+pub struct RawFragments<'e> {
+    env: &'e Envelope<'e>,
+    walk: Walk<'e>,
+}
+
+impl<'e> Iterator for RawFragments<'e> {
+    type Item = Result<RawFragment<'e>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let env = self.env;
+        let head = self.walk.next_head(env, &mut ())?;
+        Some(head.map(|h| {
+            let (series, unit) = &env.series[h.series];
+            RawFragment {
+                series,
+                unit,
+                source: &env.sources[h.source],
+                day: h.day,
+                version: h.next.version,
+                line: h.next.line,
+                quality: h.quality,
+                interval_minutes: h.interval_minutes,
+                flags: h.next.flags,
+                payload: h.payload,
+            }
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.walk.size_hint()
+    }
+}
+
+impl std::iter::FusedIterator for RawFragments<'_> {}
 
 /// The fragments of one envelope, decoded lazily. See [`fragments`].
 #[derive(Debug)]
 pub struct Fragments<'a> {
+    env: Envelope<'a>,
+    walk: Walk<'a>,
+    /// Reused while reading; each fragment gets a copy of exactly its length.
+    slots: Slots,
+}
+
+impl Fragments<'_> {
+    /// Fragments the envelope announces that have not been yielded yet.
+    pub fn remaining(&self) -> usize {
+        self.walk.remaining
+    }
+}
+
+impl Iterator for Fragments<'_> {
+    type Item = Result<Fragment, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let head = self.walk.next_head(&self.env, &mut self.slots)?;
+        Some(head.map(|h| {
+            let (series, unit) = &self.env.series[h.series];
+            Fragment {
+                series: series.clone(),
+                day: h.day,
+                version: h.next.version,
+                source: self.env.sources[h.source].clone(),
+                line: h.next.line,
+                interval_minutes: h.interval_minutes,
+                unit: unit.clone(),
+                quality: h.quality,
+                slots: self.slots.clone(),
+            }
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.walk.size_hint()
+    }
+}
+
+impl std::iter::FusedIterator for Fragments<'_> {}
+
+/// Where decoded values go: the slots of a fragment, or nowhere (checked and dropped).
+trait Values {
+    /// False for a sink that drops values: the reader may then skip unpacking them when it
+    /// can prove them valid without.
+    const DECODES: bool;
+    fn start(&mut self, len: usize);
+    fn set(&mut self, slot: usize, value: i64);
+}
+
+impl Values for Slots {
+    const DECODES: bool = true;
+    fn start(&mut self, len: usize) {
+        self.reset(len);
+    }
+
+    fn set(&mut self, slot: usize, value: i64) {
+        Slots::set(self, slot, value);
+    }
+}
+
+impl Values for () {
+    const DECODES: bool = false;
+    fn start(&mut self, _len: usize) {}
+    fn set(&mut self, _slot: usize, _value: i64) {}
+}
+
+/// A fragment's fields as read, with dictionary indexes (checked against the dictionaries).
+struct Head<'a> {
+    series: usize,
+    source: usize,
+    day: Day,
+    quality: Quality,
+    interval_minutes: u16,
+    next: Cursor,
+    payload: &'a [u8],
+}
+
+/// The reading position in an envelope's fragments and the previous fragment's fields.
+#[derive(Debug)]
+struct Walk<'a> {
     r: Reader<'a>,
-    series: Vec<(SeriesId, Unit)>,
-    sources: Vec<Arc<str>>,
     remaining: usize,
     index: usize,
     cursor: Cursor,
     done: bool,
 }
 
-impl Fragments<'_> {
-    /// Fragments the envelope announces that have not been yielded yet.
-    pub fn remaining(&self) -> usize {
-        self.remaining
+impl<'a> Walk<'a> {
+    fn new(env: &Envelope<'a>) -> Walk<'a> {
+        Walk {
+            r: env.body.clone(),
+            remaining: env.count,
+            index: 0,
+            cursor: Cursor::default(),
+            done: false,
+        }
     }
 
-    fn fragment(&mut self) -> Result<Fragment, DecodeError> {
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            // Plus one for a possible error after the last fragment.
+            (0, Some(self.remaining + 1))
+        }
+    }
+
+    /// The next fragment's head, its values sent to `values`; at most one error, then `None`.
+    fn next_head(
+        &mut self,
+        env: &Envelope<'_>,
+        values: &mut impl Values,
+    ) -> Option<Result<Head<'a>, DecodeError>> {
+        if self.done {
+            return None;
+        }
+        if self.remaining == 0 {
+            self.done = true;
+            let extra = self.r.buf.len() - self.r.pos;
+            return (extra > 0).then(|| {
+                Err(self.r.corrupt(
+                    self.r.pos,
+                    format!("{extra} bytes follow the last fragment"),
+                ))
+            });
+        }
+        self.remaining -= 1;
+        let h = self.head(env.series.len(), env.sources.len(), values);
+        if h.is_err() {
+            self.done = true;
+        }
+        Some(h)
+    }
+
+    fn head<V: Values>(
+        &mut self,
+        n_series: usize,
+        n_sources: usize,
+        values: &mut V,
+    ) -> Result<Head<'a>, DecodeError> {
         let r = &mut self.r;
         let start = r.pos;
         let what = |name: &str| format!("fragment #{}: {name}", self.index);
@@ -904,16 +1173,15 @@ impl Fragments<'_> {
             let delta = unzigzag(r.varint("a series index")?);
             next.series = prev.series.wrapping_add(delta as u64);
         }
-        let (series, unit) = usize::try_from(next.series)
+        let series = usize::try_from(next.series)
             .ok()
-            .and_then(|i| self.series.get(i))
+            .filter(|&i| i < n_series)
             .ok_or_else(|| {
                 r.corrupt(
                     start,
                     what(&format!(
                         "series index {} is outside the {}-entry dictionary",
-                        next.series,
-                        self.series.len()
+                        next.series, n_series
                     )),
                 )
             })?;
@@ -939,14 +1207,13 @@ impl Fragments<'_> {
         }
         let source = usize::try_from(next.source)
             .ok()
-            .and_then(|i| self.sources.get(i))
+            .filter(|&i| i < n_sources)
             .ok_or_else(|| {
                 r.corrupt(
                     start,
                     what(&format!(
                         "source index {} is outside the {}-entry dictionary",
-                        next.source,
-                        self.sources.len()
+                        next.source, n_sources
                     )),
                 )
             })?;
@@ -975,7 +1242,8 @@ impl Fragments<'_> {
         let scale = usize::from(next.flags >> SCALE_SHIFT);
         let flags = next.flags;
 
-        let mut slots = Slots::new(len);
+        values.start(len);
+        let payload_at = r.pos;
         let bitmap = if flags & ALL_PRESENT != 0 {
             None
         } else {
@@ -986,7 +1254,10 @@ impl Fragments<'_> {
             None => len,
             Some(b) => b.iter().map(|x| x.count_ones() as usize).sum(),
         };
-        if n > 0 {
+        'values: {
+            if n == 0 {
+                break 'values;
+            }
             let at = r.pos;
             let pack = r.byte("the value packing")?;
             let width = u32::from(pack & WIDTH_MASK);
@@ -997,8 +1268,22 @@ impl Fragments<'_> {
             let base = unzigzag(r.varint("the base value")?);
             let words = if delta { n - 1 } else { n };
             let at = r.pos;
+            let packed = r.bytes(packed_len(words, width), "packed values")?;
+            let padding_error = || DecodeError::Corrupt {
+                offset: at,
+                reason: what("padding bits after the packed values are not zero"),
+            };
+            if !V::DECODES && surely_in_range(base, width, words, delta, scale) {
+                // Checking only: the header proves every value in range, so what is left to
+                // check is that the bits after the last word are zero.
+                let used = words * width as usize % 8;
+                if used != 0 && packed.last().is_some_and(|b| b >> used != 0) {
+                    return Err(padding_error());
+                }
+                break 'values;
+            }
             let mut bits = BitReader {
-                buf: r.bytes(packed_len(words, width), "packed values")?,
+                buf: packed,
                 pos: 0,
                 acc: 0,
                 bits: 0,
@@ -1029,70 +1314,51 @@ impl Fragments<'_> {
                     .checked_mul(POW10[scale])
                     .filter(|&v| value_in_range(v))
                     .ok_or_else(out_of_range)?;
-                slots.set(slot, v);
+                values.set(slot, v);
             }
             if bits.acc != 0 {
-                return Err(DecodeError::Corrupt {
-                    offset: at,
-                    reason: what("padding bits after the packed values are not zero"),
-                });
+                return Err(padding_error());
             }
         }
-
         self.index += 1;
         self.cursor = next;
-        Ok(Fragment {
-            series: series.clone(),
+        Ok(Head {
+            series,
+            source,
             day,
-            version: next.version,
-            source: source.clone(),
-            line: next.line,
-            interval_minutes,
-            unit: unit.clone(),
             quality,
-            slots,
+            interval_minutes,
+            next,
+            payload: &r.buf[payload_at..r.pos],
         })
     }
 }
 
-impl Iterator for Fragments<'_> {
-    type Item = Result<Fragment, DecodeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        if self.remaining == 0 {
-            self.done = true;
-            let extra = self.r.buf.len() - self.r.pos;
-            return (extra > 0).then(|| {
-                Err(self.r.corrupt(
-                    self.r.pos,
-                    format!("{extra} bytes follow the last fragment"),
-                ))
-            });
-        }
-        self.remaining -= 1;
-        let f = self.fragment();
-        if f.is_err() {
-            self.done = true;
-        }
-        Some(f)
+/// True when the packing header alone proves every value lies within ±[`MAX_ABS_VALUE`]:
+/// frame-of-reference values lie in `base..base + 2^width`, delta-coded ones within
+/// `words × 2^(width-1)` of `base`. Meter data is far inside the bound, so a validating walk
+/// skips unpacking its values.
+fn surely_in_range(base: i64, width: u32, words: usize, delta: bool, scale: usize) -> bool {
+    if width > 62 {
+        return false;
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.done {
-            (0, Some(0))
+    // At most 2^63 + 288 × 2^61 times 10^15: far inside i128.
+    let (base, p) = (i128::from(base), i128::from(POW10[scale]));
+    let (lo, hi) = if delta {
+        let span = if width == 0 {
+            0
         } else {
-            // Plus one for a possible error after the last fragment.
-            (0, Some(self.remaining + 1))
-        }
-    }
+            words as i128 * (1i128 << (width - 1))
+        };
+        (base - span, base + span)
+    } else {
+        (base, base + (1i128 << width) - 1)
+    };
+    let max = i128::from(MAX_ABS_VALUE);
+    lo * p > -max && hi * p < max
 }
 
-impl std::iter::FusedIterator for Fragments<'_> {}
-
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -1830,6 +2096,32 @@ mod tests {
         }
 
         #[test]
+        fn raw_copies_encode_like_the_decoded_fragments(batch in arb_batch(12), cap in 64usize..2000) {
+            // Regrouping without decoding: the same bytes as encoding the fragments afresh,
+            // whatever envelope boundaries the cap puts between them.
+            let (records, _) = pack(&batch, cap);
+            for record in &records {
+                let env = Envelope::parse(record).unwrap();
+                let mut copy = EnvelopeBuilder::new(cap);
+                for raw in env.raw_fragments() {
+                    copy.push_raw(&raw.unwrap()).unwrap();
+                }
+                prop_assert_eq!(&copy.finish(), record);
+            }
+            // One fragment at a time into separate envelopes, in reverse order.
+            let bytes = encode(&batch);
+            let env = Envelope::parse(&bytes).unwrap();
+            let raws: Vec<_> = env.raw_fragments().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(raws.len(), batch.len());
+            for (raw, f) in raws.iter().rev().zip(batch.iter().rev()) {
+                prop_assert_eq!((raw.series, raw.day, raw.version, &**raw.source, raw.line), (&f.series, f.day, f.version, &*f.source, f.line));
+                let mut one = EnvelopeBuilder::default();
+                one.push_raw(raw).unwrap();
+                prop_assert_eq!(decode(&one.finish()).unwrap(), vec![f.clone()]);
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), headed in any::<bool>()) {
             let input = if headed { [&b"MFEN\x01"[..], &bytes].concat() } else { bytes };
             if let Ok(fs) = decode(&input) {
@@ -1853,6 +2145,10 @@ mod tests {
             if let Some(c) = cut {
                 bytes.truncate(c % whole);
             }
+            // The raw walk accepts exactly what the decoder accepts: it decides quarantine.
+            let raw_ok = Envelope::parse(&bytes)
+                .is_ok_and(|env| env.raw_fragments().all(|r| r.is_ok()));
+            prop_assert_eq!(raw_ok, decode(&bytes).is_ok());
             match decode(&bytes) {
                 Ok(fs) => {
                     prop_assert_eq!(bytes.len(), whole, "a truncated envelope decoded");

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use meterflow_core::envelope::EnvelopeBuilder;
 use meterflow_core::{Day, Fragment, Quality, SeriesId, Slots, Unit};
 
 use crate::{daily_totals, Store};
@@ -262,6 +263,63 @@ pub async fn concurrent_puts<S: Store>(store: &S) {
     );
 }
 
+/// A whole envelope record (as the aggregator hands it over) stores exactly its fragments,
+/// idempotently, and agrees with `put` of the same fragments in other batches.
+pub async fn records_and_fragments_agree<S: Store>(store: &S) {
+    let all = sample();
+    let record = |fs: &[Fragment]| {
+        let mut b = EnvelopeBuilder::default();
+        for f in fs {
+            b.try_push(f).expect("sample fragments encode");
+        }
+        b.finish()
+    };
+    store.put_record(record(&all)).await.expect("put_record");
+    let want = |s: &str| {
+        by_key(
+            all.iter()
+                .filter(|f| f.series.as_str() == s)
+                .cloned()
+                .collect(),
+        )
+    };
+    for s in ["EE1", "N1-E1", "N1-Q1", "EE10"] {
+        assert_eq!(
+            read(store, s, "2019-01-01", "2020-12-31").await,
+            want(s),
+            "{s}'s fragments from a record do not round-trip"
+        );
+    }
+    let totals = daily_totals(store, &series("EE1"), day("2019-01-01"), day("2020-12-31"))
+        .await
+        .expect("totals");
+    store
+        .put_record(record(&all))
+        .await
+        .expect("put_record again");
+    store
+        .put_record(record(&all[2..]))
+        .await
+        .expect("put_record re-batched");
+    store
+        .put(all[..3].to_vec())
+        .await
+        .expect("put the same fragments");
+    assert_eq!(
+        read(store, "EE1", "2019-01-01", "2020-12-31").await,
+        want("EE1"),
+        "re-putting a record changed the fragments"
+    );
+    let again = daily_totals(store, &series("EE1"), day("2019-01-01"), day("2020-12-31"))
+        .await
+        .expect("totals");
+    assert_eq!(again, totals, "re-putting a record changed the totals");
+    assert!(
+        store.put_record(b"not an envelope".to_vec()).await.is_err(),
+        "a record that does not decode was accepted"
+    );
+}
+
 /// Runs every check, each on a fresh store from `fresh`.
 pub async fn run_all<S: Store, F, Fut>(fresh: F)
 where
@@ -273,4 +331,5 @@ where
     put_is_idempotent(&fresh().await).await;
     corrections_and_partial_days(&fresh().await).await;
     concurrent_puts(&fresh().await).await;
+    records_and_fragments_agree(&fresh().await).await;
 }

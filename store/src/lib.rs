@@ -43,6 +43,20 @@ pub trait Store: Send + Sync {
     /// given by value so that a store can encode it off the caller's thread.
     fn put(&self, fragments: Vec<Fragment>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Writes the fragments of one envelope record, which the caller has checked decodes
+    /// ([`meterflow_core::envelope::Envelope::raw_fragments`] consumed without error).
+    ///
+    /// The default decodes it and calls [`put`](Self::put); a store that keeps encoded
+    /// fragments overrides it to regroup the record's bytes without decoding the values.
+    fn put_record(&self, record: Vec<u8>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let fragments = meterflow_core::envelope::decode(&record).map_err(|e| {
+                StoreError::Permanent(format!("a record given to the store does not decode: {e}"))
+            })?;
+            self.put(fragments).await
+        }
+    }
+
     /// Every stored fragment of `series` whose day lies in `from..=to`, in no particular order.
     fn fragments(
         &self,
