@@ -206,7 +206,7 @@ pub struct EnvelopeBuilder {
     body: Vec<u8>,
     count: usize,
     cursor: Cursor,
-    /// The candidate fragment's bytes, committed only when it fits.
+    /// A fragment encoded alone, to tell a full envelope from a fragment too large for any.
     scratch: Vec<u8>,
     values: Vec<i64>,
     /// The previous fragment's dictionary keys and indexes: fragments come in runs of one
@@ -294,7 +294,7 @@ impl EnvelopeBuilder {
         let hit = self
             .last
             .as_ref()
-            .filter(|l| l.series == *series && l.unit == *unit && *l.source == **source);
+            .filter(|l| l.series == *series && l.unit == *unit && l.source == *source);
         if let Some(&LastKeys {
             indexes: (_, series_idx, source_idx),
             ..
@@ -341,16 +341,19 @@ impl EnvelopeBuilder {
     ) -> Result<(), PushError> {
         let (series, unit, source) = f.keys();
         let unit_idx = unit_idx.unwrap_or_else(|| self.last.as_ref().map_or(0, |l| l.indexes.0));
-        self.scratch.clear();
+        // Encoded in place at the end of the body, cut off again if it does not fit.
+        let mark = self.body.len();
         let next = f.encode(
-            &mut self.scratch,
+            &mut self.body,
             &mut self.values,
             series_idx,
             source_idx,
             self.cursor,
         );
-        let total = self.len_with(entries, Some(self.scratch.len()));
+        // The body already holds the fragment's bytes: count it as a fragment of length 0.
+        let total = self.len_with(entries, Some(0));
         if total > self.max_bytes {
+            self.body.truncate(mark);
             let alone = if self.is_empty() {
                 total
             } else {
@@ -394,13 +397,12 @@ impl EnvelopeBuilder {
             self.tables[SOURCES].count += 1;
             self.sources.insert(source.clone(), source_idx);
         }
-        self.body.extend_from_slice(&self.scratch);
         self.count += 1;
         self.cursor = next;
         let same = self
             .last
             .as_ref()
-            .is_some_and(|l| l.series == *series && l.unit == *unit && *l.source == **source);
+            .is_some_and(|l| l.series == *series && l.unit == *unit && l.source == *source);
         if !same {
             self.last = Some(LastKeys {
                 series: series.clone(),
