@@ -68,7 +68,7 @@ use std::sync::Arc;
 
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Slots, Version, INTERVAL_MINUTES};
-use crate::series::{SeriesId, Unit};
+use crate::series::{same_str, SeriesId, Unit};
 use crate::value::MAX_ABS_VALUE;
 
 /// First bytes of every envelope: tells a meterflow record from anything else on the stream.
@@ -294,7 +294,7 @@ impl EnvelopeBuilder {
         let hit = self
             .last
             .as_ref()
-            .filter(|l| l.series == *series && l.unit == *unit && l.source == *source);
+            .filter(|l| l.series == *series && l.unit == *unit && same_str(&l.source, source));
         if let Some(&LastKeys {
             indexes: (_, series_idx, source_idx),
             ..
@@ -340,6 +340,8 @@ impl EnvelopeBuilder {
         unit_idx: Option<usize>,
     ) -> Result<(), PushError> {
         let (series, unit, source) = f.keys();
+        // Only a fragment with the previous one's keys comes without a unit index.
+        let same_keys = unit_idx.is_none();
         let unit_idx = unit_idx.unwrap_or_else(|| self.last.as_ref().map_or(0, |l| l.indexes.0));
         // Encoded in place at the end of the body, cut off again if it does not fit.
         let mark = self.body.len();
@@ -399,11 +401,7 @@ impl EnvelopeBuilder {
         }
         self.count += 1;
         self.cursor = next;
-        let same = self
-            .last
-            .as_ref()
-            .is_some_and(|l| l.series == *series && l.unit == *unit && l.source == *source);
-        if !same {
+        if !same_keys {
             self.last = Some(LastKeys {
                 series: series.clone(),
                 unit: unit.clone(),

@@ -11,8 +11,21 @@ pub const MAX_SERIES_LEN: usize = 64;
 ///
 /// Ids travel in URLs, CQL keys and CSV reports, so only ASCII letters, digits and `-_.:` are
 /// accepted; anything else is refused with the offending character named.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesId(Arc<str>);
+
+/// Equal ids are usually the same allocation (a parser hands every day of a meter the same
+/// id): compare pointers before bytes. std's `Arc<str>` compares bytes only.
+impl PartialEq for SeriesId {
+    fn eq(&self, other: &SeriesId) -> bool {
+        same_str(&self.0, &other.0)
+    }
+}
+
+/// `a == b`, answered from the pointers when both name one allocation.
+pub fn same_str(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SeriesIdError {
@@ -81,8 +94,14 @@ impl std::str::FromStr for SeriesId {
 ///
 /// Energy in Wh, kWh or MWh (any case) is normalised to kWh at parse time; any other unit
 /// (kVArh, kVA, …) is kept as written so reactive channels are never mixed with energy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Eq, Hash)]
 pub struct Unit(Arc<str>);
+
+impl PartialEq for Unit {
+    fn eq(&self, other: &Unit) -> bool {
+        same_str(&self.0, &other.0)
+    }
+}
 
 impl Unit {
     pub fn kwh() -> Unit {

@@ -8,7 +8,7 @@
 //! differently batched writes of the same fragments land in other rows, and the merge (which
 //! treats equal keys as one) makes them harmless.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -185,10 +185,23 @@ impl Packable for RawFragment<'_> {
 
 /// Groups a batch into packs: per series, month and source, in input order.
 fn packs<T: Packable>(items: &[T]) -> Result<Vec<Pack>, StoreError> {
-    let mut groups: BTreeMap<(&str, i32, &str), Vec<&T>> = BTreeMap::new();
+    // Fragments come in runs of one group: look a group up only when the key changes.
+    let mut index: HashMap<(&str, i32, &str), usize> = HashMap::new();
+    let mut groups: Vec<((&str, i32, &str), Vec<&T>)> = Vec::new();
+    let mut last: Option<((&str, i32, &str), usize)> = None;
     for f in items {
-        groups.entry(f.key()).or_default().push(f);
+        let key = f.key();
+        let at = match last {
+            Some((k, at)) if same_key(k, key) => at,
+            _ => *index.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        groups[at].1.push(f);
+        last = Some((key, at));
     }
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
     let mut builder = EnvelopeBuilder::new(envelope::MAX_RECORD_BYTES);
     for ((series, month, source), group) in groups {
@@ -216,6 +229,13 @@ fn packs<T: Packable>(items: &[T]) -> Result<Vec<Pack>, StoreError> {
         out.push(ship(&mut builder, first_line, count));
     }
     Ok(out)
+}
+
+/// Key equality that tries pointers first: a record's fragments borrow their series and
+/// source from its dictionaries, so equal keys are usually the very same strings.
+fn same_key(a: (&str, i32, &str), b: (&str, i32, &str)) -> bool {
+    let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
+    a.1 == b.1 && same(a.0, b.0) && same(a.2, b.2)
 }
 
 /// A record's fragments regrouped into packs, values copied as encoded.
