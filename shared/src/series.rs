@@ -11,7 +11,7 @@ pub const MAX_SERIES_LEN: usize = 64;
 ///
 /// Ids travel in URLs, CQL keys and CSV reports, so only ASCII letters, digits and `-_.:` are
 /// accepted; anything else is refused with the offending character named.
-#[derive(Debug, Clone, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct SeriesId(Arc<str>);
 
 /// Equal ids are usually the same allocation (a parser hands every day of a meter the same
@@ -19,6 +19,13 @@ pub struct SeriesId(Arc<str>);
 impl PartialEq for SeriesId {
     fn eq(&self, other: &SeriesId) -> bool {
         same_str(&self.0, &other.0)
+    }
+}
+
+/// Hashes the text, as equality compares it.
+impl std::hash::Hash for SeriesId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 
@@ -94,12 +101,18 @@ impl std::str::FromStr for SeriesId {
 ///
 /// Energy in Wh, kWh or MWh (any case) is normalised to kWh at parse time; any other unit
 /// (kVArh, kVA, …) is kept as written so reactive channels are never mixed with energy.
-#[derive(Debug, Clone, Eq, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub struct Unit(Arc<str>);
 
 impl PartialEq for Unit {
     fn eq(&self, other: &Unit) -> bool {
         same_str(&self.0, &other.0)
+    }
+}
+
+impl std::hash::Hash for Unit {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 
