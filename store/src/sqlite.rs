@@ -150,17 +150,20 @@ struct Pack {
     body: Vec<u8>,
 }
 
+/// What a pack shares: series, month bucket and source.
+type GroupKey<'a> = (&'a str, i32, &'a str);
+
 /// What packs are made of: decoded fragments (from `put`) or a record's raw fragments (from
 /// `put_record`, copied without decoding their values). Both encode to the same bytes, so a
 /// batch gives the same packs whichever way it arrives.
 trait Packable {
-    fn key(&self) -> (&str, i32, &str);
+    fn key(&self) -> GroupKey<'_>;
     fn line(&self) -> u64;
     fn push_into(&self, builder: &mut EnvelopeBuilder) -> Result<(), PushError>;
 }
 
 impl Packable for Fragment {
-    fn key(&self) -> (&str, i32, &str) {
+    fn key(&self) -> GroupKey<'_> {
         (self.series.as_str(), self.day.month_bucket(), &self.source)
     }
     fn line(&self) -> u64 {
@@ -172,7 +175,7 @@ impl Packable for Fragment {
 }
 
 impl Packable for RawFragment<'_> {
-    fn key(&self) -> (&str, i32, &str) {
+    fn key(&self) -> GroupKey<'_> {
         (self.series.as_str(), self.day.month_bucket(), self.source)
     }
     fn line(&self) -> u64 {
@@ -186,9 +189,9 @@ impl Packable for RawFragment<'_> {
 /// Groups a batch into packs: per series, month and source, in input order.
 fn packs<T: Packable>(items: &[T]) -> Result<Vec<Pack>, StoreError> {
     // Fragments come in runs of one group: look a group up only when the key changes.
-    let mut index: HashMap<(&str, i32, &str), usize> = HashMap::new();
-    let mut groups: Vec<((&str, i32, &str), Vec<&T>)> = Vec::new();
-    let mut last: Option<((&str, i32, &str), usize)> = None;
+    let mut index: HashMap<GroupKey<'_>, usize> = HashMap::new();
+    let mut groups: Vec<(GroupKey<'_>, Vec<&T>)> = Vec::new();
+    let mut last: Option<(GroupKey<'_>, usize)> = None;
     for f in items {
         let key = f.key();
         let at = match last {
@@ -233,7 +236,7 @@ fn packs<T: Packable>(items: &[T]) -> Result<Vec<Pack>, StoreError> {
 
 /// Key equality that tries pointers first: a record's fragments borrow their series and
 /// source from its dictionaries, so equal keys are usually the very same strings.
-fn same_key(a: (&str, i32, &str), b: (&str, i32, &str)) -> bool {
+fn same_key(a: GroupKey<'_>, b: GroupKey<'_>) -> bool {
     let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
     a.1 == b.1 && same(a.0, b.0) && same(a.2, b.2)
 }
