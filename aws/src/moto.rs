@@ -1,7 +1,7 @@
 //! A `moto_server` (PyPI `moto[server]` 5.x) on a free loopback port, for tests.
 //!
-//! Found through `MOTO_SERVER` (a path), else `moto_server` on `PATH`, else the workspace's
-//! `.venv-moto` that `scripts/moto-venv` creates. Readiness is polled (a `POST
+//! Found through `MOTO_SERVER` (a path), else the workspace's `.venv-moto` that
+//! `scripts/moto-venv` creates (the one CI installs), else `moto_server` on `PATH`. Readiness is polled (a `POST
 //! /moto-api/reset` that answers 200), never assumed after a fixed sleep. The server runs in
 //! its own process group, killed with it on drop, so no Python process outlives a test. Its
 //! log (it prints every request) goes to a file in the temp directory, quoted in errors.
@@ -50,14 +50,15 @@ pub fn find_server() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MOTO_SERVER") {
         return Some(PathBuf::from(p));
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
+    // Beside this crate in the checkout being built, wherever that is.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-moto/bin/moto_server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("moto_server"))
             .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-moto/bin/moto_server");
-        venv.is_file().then_some(venv)
     })
 }
 
