@@ -34,6 +34,7 @@
 //! (required for Keyspaces writes, and read-your-writes with it), and are marked idempotent
 //! so the driver may retry them.
 
+mod any;
 pub mod config;
 mod error;
 #[cfg(feature = "keyspaces")]
@@ -53,6 +54,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::CqlDate;
 
+pub use any::AnyStore;
 pub use config::{ConfigError, CqlConfig, Credentials, TlsConfig};
 
 /// The table's name; the keyspace is configured.
