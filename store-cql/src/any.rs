@@ -15,7 +15,8 @@ use crate::{CqlConfig, CqlStore};
 #[derive(Clone)]
 pub enum AnyStore {
     Sqlite(SqliteStore),
-    Cql(CqlStore),
+    /// Boxed: the CQL store holds prepared statements, the SQLite one a pointer.
+    Cql(Box<CqlStore>),
 }
 
 impl AnyStore {
@@ -32,7 +33,7 @@ impl AnyStore {
             let config = CqlConfig::from_url(spec)
                 .and_then(CqlConfig::with_env_credentials)
                 .map_err(|e| StoreError::Permanent(e.to_string()))?;
-            return Ok(AnyStore::Cql(CqlStore::connect(&config).await?));
+            return Ok(AnyStore::Cql(Box::new(CqlStore::connect(&config).await?)));
         }
         Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(spec))?))
     }
@@ -49,7 +50,7 @@ impl AnyStore {
                         "no store configured: set METERFLOW_STORE to a SQLite path or a cql:// URL, or configure the CQL store ({e})"
                     ))
                 })?;
-                Ok(AnyStore::Cql(CqlStore::connect(&config).await?))
+                Ok(AnyStore::Cql(Box::new(CqlStore::connect(&config).await?)))
             }
         }
     }
