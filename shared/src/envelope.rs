@@ -497,7 +497,7 @@ fn validate(f: &Fragment) -> Result<u8, InvalidFragment> {
     if Day::from_days(f.day.days()).is_none() {
         return Err(InvalidFragment::Day(f.day));
     }
-    if let Some((slot, value)) = f.slots.iter().find(|&(_, v)| !value_in_range(v)) {
+    if let Some((slot, value)) = f.slots.first_unbounded() {
         return Err(InvalidFragment::Value { slot, value });
     }
     Ok(code as u8)
@@ -655,6 +655,31 @@ fn encode_head(out: &mut Vec<u8>, next: Cursor, prev: Cursor) {
     out[head_at] = head;
 }
 
+/// 10^e = 2^e × 5^e, and 5^e is odd, so it has an inverse modulo 2^64: dividing a known
+/// multiple of 10^e is a shift and a multiplication instead of a division per value.
+const INV_POW5: [u64; MAX_SCALE + 1] = {
+    let mut inv = [1u64; MAX_SCALE + 1];
+    let mut e = 1;
+    while e <= MAX_SCALE {
+        let a = 5u64.pow(e as u32);
+        // Newton's iteration doubles the correct low bits each step: 3 → 6 → … → 96 ≥ 64.
+        let mut x = a;
+        let mut i = 0;
+        while i < 5 {
+            x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+            i += 1;
+        }
+        inv[e] = x;
+        e += 1;
+    }
+    inv
+};
+/// `v / 10^e` for a multiple `v` of 10^`e`.
+#[inline(always)]
+fn exact_div(v: i64, e: usize) -> i64 {
+    ((v >> e) as u64).wrapping_mul(INV_POW5[e]) as i64
+}
+
 /// The largest `e` such that 10^e divides every value (0 when all are zero): meter data is
 /// mostly written with 3 decimal places or as whole kWh, so dividing out 10^3 or 10^6 saves
 /// 10 or 20 bits per value before any packing.
@@ -662,8 +687,8 @@ fn common_scale(values: &[i64]) -> u8 {
     if values.iter().all(|&v| v == 0) {
         return 0;
     }
-    // Division by a variable costs tens of cycles per value; a constant divisor per arm lets
-    // the compiler use multiplications. Zeros divide by anything, as the rule wants.
+    // Largest first: each candidate usually fails at the first value. A constant divisor per
+    // arm lets the compiler test divisibility with multiplications.
     fn all_divide<const P: i64>(values: &[i64]) -> bool {
         values.iter().all(|&v| v % P == 0)
     }
@@ -681,19 +706,11 @@ fn common_scale(values: &[i64]) -> u8 {
     0
 }
 
-/// Divides every value by 10^`scale` (which divides them all), with a constant divisor.
+/// Divides every value by 10^`scale` (which divides them all).
 fn unscale(values: &mut [i64], scale: u8) {
-    fn div_all<const P: i64>(values: &mut [i64]) {
-        values.iter_mut().for_each(|v| *v /= P);
-    }
-    match scale {
-        0 => {}
-        3 => div_all::<1_000>(values),
-        6 => div_all::<1_000_000>(values),
-        s => {
-            let p = POW10[usize::from(s)];
-            values.iter_mut().for_each(|v| *v /= p);
-        }
+    let e = usize::from(scale);
+    if e > 0 {
+        values.iter_mut().for_each(|v| *v = exact_div(*v, e));
     }
 }
 
@@ -2093,6 +2110,16 @@ mod tests {
             for &i in &too_large {
                 prop_assert!(encode(std::slice::from_ref(&batch[i])).len() > cap);
             }
+        }
+
+        #[test]
+        fn exact_division_agrees_with_the_operator(
+            q in prop_oneof![-MAX_ABS_VALUE..MAX_ABS_VALUE, Just(0i64), Just(-1i64), Just(1i64)],
+            e in 0usize..=MAX_SCALE,
+        ) {
+            // Every multiple of 10^e whose quotient a scaled value can have.
+            let v = q / POW10[e] * POW10[e];
+            prop_assert_eq!(exact_div(v, e), v / POW10[e]);
         }
 
         #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::day::Day;
 use crate::series::{SeriesId, Unit};
+use crate::value::MAX_ABS_VALUE;
 
 /// Orders corrections: Unix epoch milliseconds of the data's own update time (NEM12
 /// UpdateDateTime) or, failing that, of the input object's last modification.
@@ -111,6 +112,9 @@ pub struct Slots {
     present: usize,
     /// `sum` and `present` describe `values`.
     fresh: bool,
+    /// Every present value is known to lie within ±[`MAX_ABS_VALUE`] (parsed values always
+    /// do): lets the encoder skip its range check. False only means "not known".
+    bounded: bool,
 }
 
 impl PartialEq for Slots {
@@ -134,6 +138,7 @@ impl Slots {
             sum: 0,
             present: 0,
             fresh: true,
+            bounded: true,
         }
     }
 
@@ -141,7 +146,7 @@ impl Slots {
     pub fn reset(&mut self, len: usize) {
         self.values.clear();
         self.values.resize(len, MISSING);
-        (self.sum, self.present, self.fresh) = (0, 0, true);
+        (self.sum, self.present, self.fresh, self.bounded) = (0, 0, true, true);
     }
 
     pub fn len(&self) -> usize {
@@ -159,6 +164,7 @@ impl Slots {
     /// Sets a slot. `value` must come from the value parser (bounded), never `i64::MIN`.
     pub fn set(&mut self, slot: usize, value: i64) {
         debug_assert_ne!(value, MISSING);
+        self.bounded &= value > -MAX_ABS_VALUE && value < MAX_ABS_VALUE;
         let old = std::mem::replace(&mut self.values[slot], value);
         if old == MISSING {
             self.present += 1;
@@ -174,7 +180,7 @@ impl Slots {
     /// [`Slots::commit_raw`]. Until then the cached total is stale and recomputed on demand,
     /// so a parser that gives up half way leaves nothing inconsistent behind.
     pub(crate) fn raw_mut(&mut self, len: usize) -> &mut [i64] {
-        self.fresh = false;
+        (self.fresh, self.bounded) = (false, false);
         if self.values.len() != len {
             self.values.resize(len, MISSING);
         }
@@ -187,9 +193,10 @@ impl Slots {
     }
 
     /// Records the sum and count of present values of cells just written through
-    /// [`Slots::raw_mut`]. Checked against a recount in debug builds.
+    /// [`Slots::raw_mut`], whose values the parser bounded. Checked against a recount in debug
+    /// builds.
     pub(crate) fn commit_raw(&mut self, sum: i64, present: usize) {
-        (self.sum, self.present, self.fresh) = (sum, present, true);
+        (self.sum, self.present, self.fresh, self.bounded) = (sum, present, true, true);
         debug_assert_eq!(
             (sum, present),
             (self.recount_total(), self.recount_present())
@@ -211,6 +218,16 @@ impl Slots {
             .enumerate()
             .filter(|(_, &v)| v != MISSING)
             .map(|(i, &v)| (i, v))
+    }
+
+    /// The first present value beyond ±[`MAX_ABS_VALUE`], if any: answered without a pass
+    /// when every value is known to be bounded (always, for parsed values).
+    pub fn first_unbounded(&self) -> Option<(usize, i64)> {
+        if self.bounded {
+            return None;
+        }
+        self.iter()
+            .find(|&(_, v)| v <= -MAX_ABS_VALUE || v >= MAX_ABS_VALUE)
     }
 
     /// Appends the present values, in slot order (a straight copy for a complete day).
