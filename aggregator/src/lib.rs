@@ -32,12 +32,13 @@ pub struct Outcome {
 }
 
 /// Applies `records` in order. `observe` sees each fragment of a record (keys and fields,
-/// values still encoded) just before the record is written (a failed write is reported in
+/// values still encoded) before the records are written (a failed write is reported in
 /// [`Outcome::failed`]).
 ///
 /// Each record is validated by one walk over its fragments without decoding values into
-/// memory, then handed whole to [`Store::put_record`], so a store that keeps encoded
-/// fragments never decodes them at all.
+/// memory; the valid ones are handed whole to [`Store::put_records`], so a store that keeps
+/// encoded fragments never decodes them, and one that writes in transactions writes the batch
+/// in one.
 pub async fn apply<S, D>(
     store: &S,
     records: &[D],
@@ -48,22 +49,29 @@ where
     D: AsRef<[u8]>,
 {
     let mut out = Outcome::default();
+    // (index in `records`, fragments) of each record to write.
+    let mut valid = Vec::new();
     for (index, record) in records.iter().enumerate() {
-        let record = record.as_ref();
-        let n = match walk(record, &mut observe) {
-            Ok(n) => n,
-            Err(error) => {
-                out.quarantined.push(Quarantined { index, error });
-                continue;
-            }
-        };
-        if let Err(e) = store.put_record(record.to_vec()).await {
-            out.failed = Some((index, e));
-            return out;
+        match walk(record.as_ref(), &mut observe) {
+            Ok(n) => valid.push((index, n)),
+            Err(error) => out.quarantined.push(Quarantined { index, error }),
         }
-        out.applied += 1;
-        out.fragments += n;
     }
+    let bytes = valid
+        .iter()
+        .map(|&(i, _)| records[i].as_ref().to_vec())
+        .collect();
+    let written = match store.put_records(bytes).await {
+        Ok(()) => valid.len(),
+        Err((written, e)) => {
+            // Quarantined records before the failed one stay skipped; the caller retries
+            // from the failed record on.
+            out.failed = Some((valid[written.min(valid.len() - 1)].0, e));
+            written
+        }
+    };
+    out.applied = written;
+    out.fragments = valid[..written].iter().map(|&(_, n)| n).sum();
     out
 }
 
@@ -142,8 +150,9 @@ mod tests {
         };
         let mut seen = 0;
         let out = apply(&store, &records, |_| seen += 1).await;
-        // Observed: the first record's 2 fragments and the 2 of the record whose write failed.
-        assert_eq!((out.applied, out.fragments, seen), (1, 2, 4));
+        // Every valid record is observed (checked before the batch is written); only the
+        // first was written before the failure.
+        assert_eq!((out.applied, out.fragments, seen), (1, 2, all.len()));
         assert_eq!(out.quarantined.len(), 1);
         assert_eq!(out.quarantined[0].index, 1);
         let (first, err) = out.failed.as_ref().unwrap();

@@ -21,8 +21,18 @@ use meterflow_splitter::{split, Output, PackSettings, StreamRecord};
 use meterflow_store::Store;
 use serde::Serialize;
 
-/// Records in flight between parsers and the store (each at most 1 MiB).
+/// Records in flight between parsers and the store.
 const STREAM_CAPACITY: usize = 16;
+/// Packing for the in-process stream. Kinesis wants full records spread over many partition
+/// keys, which means holding up to `max_held_bytes` of partly filled records: the store sees
+/// nothing until that much is parsed, and gets the last of it only after parsing ends. Locally
+/// there are no shards to spread over, so few buckets and small records keep the parser and
+/// the store busy at the same time (the whole of a 1 GB file's ingest, not two thirds of it).
+const LOCAL_PACKING: PackSettings = PackSettings {
+    buckets: 4,
+    max_record_bytes: 256 * 1024,
+    max_held_bytes: 1024 * 1024,
+};
 /// Extensions picked up when walking a directory (files named on the command line are always read).
 const DATA_EXTENSIONS: &[&str] = &["csv", "txt", "dat", "gz", "zip", "nem12", "mdff"];
 
@@ -211,7 +221,7 @@ fn ingest_file(
         opts.timestamps = cfg.timestamps;
         opts.long_interval_minutes = cfg.long_interval_minutes;
         inputs += 1;
-        match split(r, opts, PackSettings::default(), out) {
+        match split(r, opts, LOCAL_PACKING, out) {
             Ok(s) => {
                 stats.add(&s);
                 Ok(())
@@ -230,24 +240,29 @@ fn ingest_file(
     Ok((stats, inputs))
 }
 
-/// Records applied concurrently (each a decode plus one store write).
+/// Groups of records applied concurrently (each a validating walk, regrouping into packs, and
+/// one store write).
 const AGGREGATORS: usize = 2;
+/// Most bytes of records gathered into one store write.
+const GROUP_BYTES: usize = 4 << 20;
 
 /// What one aggregated record contributed to the summary.
 struct Tally {
+    records: u64,
     quarantined: u64,
     series: HashSet<SeriesId>,
     days: HashSet<Day>,
     error: Option<meterflow_store::StoreError>,
 }
 
-/// Applies one record, as the aggregator Lambda does for each record of a batch.
-async fn aggregate<S: Store + 'static>(store: Arc<S>, record: StreamRecord) -> Tally {
+/// Applies a group of records, as the aggregator Lambda applies a batch.
+async fn aggregate<S: Store + 'static>(store: Arc<S>, records: Vec<StreamRecord>) -> Tally {
     let mut series = HashSet::new();
     let mut days = HashSet::new();
     // Fragments come in runs of one series and consecutive days: only look up changes.
     let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
-    let out = apply(store.as_ref(), &[&record.data], |f| {
+    let data: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
+    let out = apply(store.as_ref(), &data, |f| {
         if last_series.as_ref() != Some(f.series) {
             series.insert(f.series.clone());
             last_series = Some(f.series.clone());
@@ -259,6 +274,7 @@ async fn aggregate<S: Store + 'static>(store: Arc<S>, record: StreamRecord) -> T
     })
     .await;
     Tally {
+        records: records.len() as u64,
         quarantined: out.quarantined.len() as u64,
         series,
         days,
@@ -346,7 +362,7 @@ pub async fn run<S: Store + 'static>(
     let mut store_error = None;
     let mut in_flight = tokio::task::JoinSet::new();
     let mut absorb = |done: Tally, summary: &mut Summary| {
-        summary.records += 1;
+        summary.records += done.records;
         summary.records_quarantined += done.quarantined;
         series.extend(done.series);
         days.extend(done.days);
@@ -362,7 +378,16 @@ pub async fn run<S: Store + 'static>(
         if store_error.is_some() {
             break;
         }
-        in_flight.spawn(aggregate(store.clone(), record));
+        // Whatever else is already waiting joins this write (one transaction for SQLite):
+        // groups grow exactly when the store falls behind.
+        let mut group = vec![record];
+        let mut bytes = group[0].data.len();
+        while bytes < GROUP_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            bytes += next.data.len();
+            group.push(next);
+        }
+        in_flight.spawn(aggregate(store.clone(), group));
     }
     while let Some(done) = in_flight.join_next().await {
         let done = done.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;

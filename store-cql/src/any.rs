@@ -79,6 +79,13 @@ impl Store for AnyStore {
         }
     }
 
+    async fn put_records(&self, records: Vec<Vec<u8>>) -> Result<(), (usize, StoreError)> {
+        match self {
+            AnyStore::Sqlite(s) => s.put_records(records).await,
+            AnyStore::Cql(s) => s.put_records(records).await,
+        }
+    }
+
     async fn fragments(
         &self,
         series: &SeriesId,

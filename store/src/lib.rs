@@ -57,6 +57,23 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// Writes several checked records, in order. On failure, says how many leading records
+    /// were durably written (the caller retries from the next one; rewriting is harmless).
+    ///
+    /// The default writes them one by one; a store that can write them together (SQLite: one
+    /// transaction, so a page touched by several records is written once) overrides it.
+    fn put_records(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<(), (usize, StoreError)>> + Send {
+        async move {
+            for (written, record) in records.into_iter().enumerate() {
+                self.put_record(record).await.map_err(|e| (written, e))?;
+            }
+            Ok(())
+        }
+    }
+
     /// Every stored fragment of `series` whose day lies in `from..=to`, in no particular order.
     fn fragments(
         &self,

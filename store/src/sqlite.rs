@@ -83,6 +83,12 @@ impl SqliteStore {
             .map_err(permanent("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(permanent("setting synchronous"))?;
+        // Reads of B-tree pages through a memory map instead of read() copies, and a page
+        // cache large enough for an ingest's working set (the default 2 MB re-reads pages).
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(permanent("setting mmap_size"))?;
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(permanent("setting cache_size"))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(permanent("setting busy timeout"))?;
         Self::init(conn)
@@ -298,6 +304,19 @@ impl Store for SqliteStore {
 
     async fn put_record(&self, record: Vec<u8>) -> Result<(), StoreError> {
         self.write(move || record_packs(&record)).await
+    }
+
+    /// All records in one transaction: all written, or none.
+    async fn put_records(&self, records: Vec<Vec<u8>>) -> Result<(), (usize, StoreError)> {
+        self.write(move || {
+            let mut packs = Vec::new();
+            for r in &records {
+                packs.extend(record_packs(r)?);
+            }
+            Ok(packs)
+        })
+        .await
+        .map_err(|e| (0, e))
     }
 
     async fn fragments(
