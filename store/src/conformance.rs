@@ -263,8 +263,9 @@ pub async fn concurrent_puts<S: Store>(store: &S) {
     );
 }
 
-/// A whole envelope record (as the aggregator hands it over) stores exactly its fragments,
-/// idempotently, and agrees with `put` of the same fragments in other batches.
+/// A whole envelope record (as the aggregator hands it over, alone or several at once)
+/// stores exactly its fragments, idempotently, and agrees with `put` of the same fragments in
+/// other batches.
 pub async fn records_and_fragments_agree<S: Store>(store: &S) {
     let all = sample();
     let record = |fs: &[Fragment]| {
@@ -305,6 +306,11 @@ pub async fn records_and_fragments_agree<S: Store>(store: &S) {
         .put(all[..3].to_vec())
         .await
         .expect("put the same fragments");
+    store
+        .put_records(vec![record(&all[..2]), record(&all[2..])])
+        .await
+        .map_err(|(_, e)| e)
+        .expect("put_records");
     assert_eq!(
         read(store, "EE1", "2019-01-01", "2020-12-31").await,
         want("EE1"),
