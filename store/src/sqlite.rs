@@ -83,11 +83,9 @@ impl SqliteStore {
             .map_err(permanent("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(permanent("setting synchronous"))?;
-        // Reads of B-tree pages through a memory map instead of read() copies, and a page
-        // cache large enough for an ingest's working set (the default 2 MB re-reads pages).
-        conn.pragma_update(None, "mmap_size", 1i64 << 30)
-            .map_err(permanent("setting mmap_size"))?;
-        conn.pragma_update(None, "cache_size", -65536)
+        // A page cache that holds an ingest's working set of B-tree pages (the default 2 MB
+        // re-read them), bounded so memory stays flat however large the store grows.
+        conn.pragma_update(None, "cache_size", -16384)
             .map_err(permanent("setting cache_size"))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(permanent("setting busy timeout"))?;
