@@ -144,6 +144,15 @@ pub struct DayReport {
     pub intervals: usize,
     pub complete: bool,
     pub quality: &'static str,
+    /// Fragments left out of this day because they carry another interval length than the
+    /// day's newest data (a provider re-sent 5-minute data as half-hourly): shown, never
+    /// dropped silently. Omitted when zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub superseded: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Merged daily totals of `series` over `from..=to`; days without data are omitted.
@@ -166,6 +175,7 @@ pub async fn daily_report<S: Store>(
             intervals: t.intervals,
             complete: t.complete(),
             quality: t.quality.label(),
+            superseded: t.superseded,
         })
         .collect();
     Ok(DailyReport {

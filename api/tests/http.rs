@@ -27,6 +27,11 @@ async fn start() -> SocketAddr {
         &[Some(2_222_000); 48],
     );
     q1.unit = meterflow_core::Unit::normalise("kVArh").0;
+    // An older 5-minute delivery of a day later re-sent as half-hourly data: it cannot merge
+    // slot by slot, so the day is the newer resolution's and the old fragment is superseded.
+    let mut five = fragment("EE00027", "2019-01-05", 1, "old.csv", 2, &[]);
+    (five.interval_minutes, five.slots) = (5, meterflow_core::Slots::new(288));
+    five.slots.set(0, 7_000_000);
     store
         .put(vec![
             fragment(
@@ -95,6 +100,8 @@ async fn start() -> SocketAddr {
                 ],
             ),
             fragment("EE00027", "2019-01-03", 1, "a.csv", 4, &[Some(1)]),
+            fragment("EE00027", "2019-01-05", 2, "new.csv", 2, &[Some(2_000_000)]),
+            five,
             nem,
             q1,
         ])
@@ -140,7 +147,8 @@ async fn daily_totals_are_exact_and_merged() {
         json,
         serde_json::json!({"meter": "EE00027", "unit": "kWh", "days": [
             {"date": "2019-01-01", "total": 400, "intervals": 48, "complete": true, "quality": "unspecified"},
-            {"date": "2019-01-03", "total": 0.000001, "intervals": 1, "complete": false, "quality": "unspecified"}
+            {"date": "2019-01-03", "total": 0.000001, "intervals": 1, "complete": false, "quality": "unspecified"},
+            {"date": "2019-01-05", "total": 2, "intervals": 1, "complete": false, "quality": "unspecified", "superseded": 1}
         ]})
     );
     let (_, _, body) = get(
