@@ -4,7 +4,7 @@
 //! written to a temporary folder, ingested exactly as `meterflow ingest` would, and a few
 //! meters' daily totals are printed with the commands to explore further.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -50,9 +50,20 @@ const SHOW: &[(&str, &str, &str)] = &[
     ("CCCC123456-E1", "2004-04-17", "2004-04-17"),
 ];
 
+/// The demo's scratch folder, removed however the demo ends (an error half way included).
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub async fn run(store_path: &Path) -> Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("meterflow-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let scratch =
+        ScratchDir(std::env::temp_dir().join(format!("meterflow-demo-{}", std::process::id())));
+    let dir = &scratch.0;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();
     for (name, bytes) in EXAMPLES {
         let p = dir.join(name);
@@ -105,7 +116,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
             )?;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     out!("\nstore: {}", store_path.display())?;
     out!(
         "next:  meterflow --store {} query EE00027 --from 2019-01-01 --to 2019-01-07 --table",
