@@ -10,6 +10,7 @@
 //! | `METERFLOW_CQL_TLS` | `false` | `true` for TLS (rustls); required by Amazon Keyspaces |
 //! | `METERFLOW_CQL_CA_FILE` | built-in Mozilla roots | PEM file of trusted roots, for clusters with a private CA |
 //! | `METERFLOW_CQL_TLS_SERVER_NAME` | host of the first node | the name the server certificate must carry |
+//! | `METERFLOW_CQL_AUTH` | `password` | `sigv4`: sign in to Amazon Keyspaces with the IAM role's credentials (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, which Lambda sets); `password`: the two variables below, if set |
 //! | `METERFLOW_CQL_USERNAME`, `METERFLOW_CQL_PASSWORD` | none | plain-text authentication: Keyspaces service-specific credentials, or a Cassandra role |
 //! | `METERFLOW_CQL_DATACENTER` | none | local datacenter for LOCAL_QUORUM routing (the AWS region on Keyspaces) |
 //! | `METERFLOW_CQL_CONCURRENCY` | `32` | writes in flight per `put` |
@@ -17,8 +18,9 @@
 //! | `METERFLOW_CQL_CREATE_SCHEMA` | `false` | create the keyspace (SimpleStrategy, RF 1) and table if missing: dev clusters only |
 //!
 //! Why credentials never come from the URL: a `--store` argument ends up in shell history and
-//! process listings. SigV4 authentication for Keyspaces is not implemented yet; service-specific
-//! credentials (kept in SSM or Secrets Manager and exported into the two variables) work today.
+//! process listings. On Lambda, prefer `METERFLOW_CQL_AUTH=sigv4` (no secret to keep at all);
+//! service-specific credentials (kept in SSM or Secrets Manager and exported into the two
+//! variables) are the fallback.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +97,8 @@ pub struct CqlConfig {
     pub keyspace: String,
     pub tls: Option<TlsConfig>,
     pub credentials: Option<Credentials>,
+    /// Sign in with AWS SigV4 (Amazon Keyspaces with an IAM role) instead of a password.
+    pub sigv4: Option<crate::sigv4::SigV4>,
     /// Local datacenter: LOCAL_QUORUM is counted there and requests prefer its nodes.
     pub datacenter: Option<String>,
     /// Writes in flight per `put` (at least 1).
@@ -119,6 +123,7 @@ impl CqlConfig {
             keyspace: keyspace.into(),
             tls: None,
             credentials: None,
+            sigv4: None,
             datacenter: None,
             concurrency: DEFAULT_CONCURRENCY,
             page_size: 5000,
@@ -152,6 +157,32 @@ impl CqlConfig {
             });
         }
         config.credentials = credentials_from(&get)?;
+        match get("METERFLOW_CQL_AUTH").as_deref().map(str::trim) {
+            None | Some("password") => {}
+            Some("sigv4") => {
+                if config.credentials.is_some() {
+                    return Err(ConfigError::BadValue {
+                        name: "METERFLOW_CQL_AUTH".into(),
+                        value: "sigv4".into(),
+                        expected: "sigv4 without METERFLOW_CQL_USERNAME/PASSWORD (unset them), or password",
+                    });
+                }
+                config.sigv4 = Some(crate::sigv4::SigV4::from_lookup(&get).map_err(|missing| {
+                    ConfigError::BadValue {
+                        name: "METERFLOW_CQL_AUTH".into(),
+                        value: format!("sigv4 (but {missing} is not set)"),
+                        expected: "the Lambda role's AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                    }
+                })?);
+            }
+            Some(other) => {
+                return Err(ConfigError::BadValue {
+                    name: "METERFLOW_CQL_AUTH".into(),
+                    value: other.into(),
+                    expected: "sigv4 (Amazon Keyspaces with the IAM role) or password",
+                })
+            }
+        }
         config.datacenter = get("METERFLOW_CQL_DATACENTER");
         if let Some(v) = get("METERFLOW_CQL_CONCURRENCY") {
             config.concurrency = parse_concurrency("METERFLOW_CQL_CONCURRENCY", &v)?;
@@ -499,6 +530,38 @@ mod tests {
         ])
         .expect_err("bad timeout");
         assert!(e.to_string().contains("milliseconds"), "{e}");
+    }
+
+    #[test]
+    fn sigv4_from_the_role_environment() {
+        let base = |extra: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                [
+                    ("METERFLOW_CQL_NODES", "cassandra.eu-west-1.amazonaws.com"),
+                    ("METERFLOW_CQL_TLS", "true"),
+                ]
+                .iter()
+                .chain(extra)
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = CqlConfig::from_lookup(base(&[
+            ("METERFLOW_CQL_AUTH", "sigv4"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ]))
+        .unwrap();
+        let sigv4 = c.sigv4.expect("sigv4 configured");
+        assert_eq!(sigv4.region, "eu-west-1");
+        assert_eq!(sigv4.credentials.session_token.as_deref(), Some("token"));
+        assert_eq!(c.nodes, ["cassandra.eu-west-1.amazonaws.com:9142"]);
+        let e = CqlConfig::from_lookup(base(&[("METERFLOW_CQL_AUTH", "sigv4")])).unwrap_err();
+        assert!(e.to_string().contains("AWS_REGION"), "{e}");
+        let e = CqlConfig::from_lookup(base(&[("METERFLOW_CQL_AUTH", "iam")])).unwrap_err();
+        assert!(e.to_string().contains("sigv4"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,7 @@
 mod any;
 pub mod config;
 mod error;
+pub mod sigv4;
 #[cfg(feature = "keyspaces")]
 mod tls;
 
@@ -160,6 +161,11 @@ impl CqlStore {
             .auto_await_schema_agreement(config.await_schema_agreement);
         if let Some(c) = &config.credentials {
             builder = builder.user(c.username.clone(), c.password.clone());
+        }
+        if let Some(sigv4) = &config.sigv4 {
+            builder = builder.authenticator_provider(std::sync::Arc::new(
+                sigv4::SigV4Authenticator::new(sigv4.clone()),
+            ));
         }
         if let Some(tls) = &config.tls {
             builder = with_tls(builder, tls, &config.nodes)?;
