@@ -20,10 +20,11 @@ mod demo;
 mod generate;
 mod ingest;
 mod progress;
+mod store;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use meterflow_api::{daily_report, ApiConfig};
 use meterflow_core::decompress::Limits;
 use meterflow_core::{Day, SeriesId, TimestampLabel};
-use meterflow_store::SqliteStore;
+use meterflow_store_cql::AnyStore;
 
 #[derive(Parser)]
 #[command(
@@ -41,14 +42,15 @@ use meterflow_store::SqliteStore;
     about = "Exact daily energy totals from meter-data files (wide CSV, long CSV, NEM12)"
 )]
 struct Cli {
-    /// The embedded store file.
+    /// The store: a SQLite file path, or a CQL cluster as cql://host:port/keyspace[?settings]
+    /// (cqls:// for TLS; credentials from METERFLOW_CQL_USERNAME/_PASSWORD).
     #[arg(
         long,
         global = true,
         env = "METERFLOW_STORE",
         default_value = "meterflow.db"
     )]
-    store: PathBuf,
+    store: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -159,7 +161,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_ratio,
             max_zip_entries,
         } => {
-            let store = Arc::new(SqliteStore::open(&cli.store)?);
+            let store = Arc::new(store::open(&cli.store).await?);
             let (files, skipped) = ingest::expand(&paths)?;
             if files.is_empty() {
                 anyhow::bail!(
@@ -210,13 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let series: SeriesId = meter.parse()?;
             let (from, to) = (parse_day(&from, "from")?, parse_day(&to, "to")?);
             anyhow::ensure!(from <= to, "--from ({from}) is after --to ({to})");
-            if !cli.store.exists() {
-                anyhow::bail!(
-                    "no store at {}; run `meterflow ingest` first or pass --store",
-                    cli.store.display()
-                );
-            }
-            let store = SqliteStore::open(&cli.store)?;
+            let store = store::open_existing(&cli.store).await?;
             let report = daily_report(&store, &series, from, to).await?;
             if table {
                 out!(
@@ -245,14 +241,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             max_range_days,
         } => {
-            let store = Arc::new(SqliteStore::open(&cli.store)?);
+            let store = Arc::new(store::open(&cli.store).await?);
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             eprintln!(
                 "meterflow API on http://{} (store {}); Ctrl-C stops",
                 listener.local_addr()?,
-                cli.store.display()
+                cli.store
             );
             tokio::select! {
                 r = meterflow_api::serve(listener, store, ApiConfig { max_range_days }) => r?,
@@ -261,6 +257,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(args) => generate::run(args),
-        Command::Demo => demo::run(&cli.store).await,
+        Command::Demo => {
+            anyhow::ensure!(
+                !AnyStore::is_cql(&cli.store),
+                "the demo makes a fresh local store: pass --store PATH (a file), not a CQL URL"
+            );
+            demo::run(Path::new(&cli.store)).await
+        }
     }
 }
