@@ -394,6 +394,24 @@ where
     }
 }
 
+impl KinesisStream {
+    /// The stream's open shard count, from DescribeStreamSummary: a misnamed stream fails
+    /// here, by name, before anything is parsed, instead of at the first full batch.
+    pub async fn open_shards(&self) -> Result<u32, CallError> {
+        let out = self
+            .client
+            .describe_stream_summary()
+            .stream_name(&self.stream_name)
+            .send()
+            .await
+            .map_err(classify)?;
+        let shards = out
+            .stream_description_summary()
+            .map_or(0, |s| s.open_shard_count());
+        Ok(u32::try_from(shards).unwrap_or(0))
+    }
+}
+
 impl RecordStream for KinesisStream {
     async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
         let mut records = Vec::with_capacity(entries.len());

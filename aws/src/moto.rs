@@ -6,12 +6,16 @@
 //! its own process group, killed with it on drop, so no Python process outlives a test. Its
 //! log (it prints every request) goes to a file in the temp directory, quoted in errors.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::types::ShardIteratorType;
 
 use crate::client::ClientSettings;
 
@@ -174,4 +178,84 @@ impl Drop for Moto {
 
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// One record read back from a stream.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub shard: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// Every record of every shard of `stream`, from TRIM_HORIZON, and each shard's hash key
+/// range: what tests check a put against (which shard holds which bucket, and the data).
+/// Sequence numbers are not compared across shards (moto repeats them).
+pub async fn read_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<(Vec<ReadRecord>, BTreeMap<String, (u128, u128)>), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("reading kinesis://{stream} back: {e}");
+    let mut ranges = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let req = match &token {
+            Some(t) => client.list_shards().next_token(t),
+            None => client.list_shards().stream_name(stream),
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(|e| fail(&DisplayErrorContext(&e)))?;
+        for s in out.shards() {
+            let r = s
+                .hash_key_range()
+                .ok_or_else(|| fail(&"a shard without hash keys"))?;
+            let key = |k: &str| k.parse::<u128>().map_err(|e| fail(&e));
+            ranges.insert(
+                s.shard_id().to_owned(),
+                (key(r.starting_hash_key())?, key(r.ending_hash_key())?),
+            );
+        }
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut records = Vec::new();
+    for shard in ranges.keys() {
+        let mut it = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| fail(&DisplayErrorContext(&e)))?
+            .shard_iterator()
+            .map(str::to_owned);
+        while let Some(i) = it {
+            let out = client
+                .get_records()
+                .shard_iterator(i)
+                .limit(1000)
+                .send()
+                .await
+                .map_err(|e| fail(&DisplayErrorContext(&e)))?;
+            for r in out.records() {
+                records.push(ReadRecord {
+                    shard: shard.clone(),
+                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                    data: r.data().as_ref().to_vec(),
+                });
+            }
+            // An open shard always has a next iterator: stop at the first empty page.
+            it = if out.records().is_empty() {
+                None
+            } else {
+                out.next_shard_iterator().map(str::to_owned)
+            };
+        }
+    }
+    Ok((records, ranges))
 }

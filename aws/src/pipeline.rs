@@ -107,10 +107,17 @@ impl Output for ChannelOutput {
     }
 }
 
-/// A reader that fails once the shipper is gone, so the splitter stops early.
-struct StopWhenClosed<R> {
+/// A reader that fails once `closed` is set (the records' consumer is gone), so the splitter
+/// stops at its next read instead of parsing the rest of a large input for nothing.
+pub struct StopWhenClosed<R> {
     inner: R,
     closed: Arc<AtomicBool>,
+}
+
+impl<R> StopWhenClosed<R> {
+    pub fn new(inner: R, closed: Arc<AtomicBool>) -> StopWhenClosed<R> {
+        StopWhenClosed { inner, closed }
+    }
 }
 
 impl<R: io::Read> io::Read for StopWhenClosed<R> {
@@ -155,10 +162,7 @@ pub async fn split_object<Src: ObjectSource, St: RecordStream>(
         };
         let mut stats = Stats::default();
         let mut file_error = None;
-        let reader = StopWhenClosed {
-            inner: reader,
-            closed: stop,
-        };
+        let reader = StopWhenClosed::new(reader, stop);
         let inputs = for_each_input(reader, &name, settings.limits, |input, r| {
             match split(r, Options::new(input, version), settings.pack, &mut out) {
                 Ok(s) => {

@@ -61,6 +61,8 @@ impl ObjectInfo {
 pub enum SourceError {
     #[error("{object}: no such object (or no permission to read it)")]
     NotFound { object: String },
+    #[error("s3://{bucket}: no such bucket (or no permission to list it): check its name, and the account and region the credentials, AWS_REGION and AWS_ENDPOINT_URL point at")]
+    NoBucket { bucket: String },
     #[error(
         "{object}: the object changed while being read; its new version is split by its own event"
     )]
@@ -158,6 +160,53 @@ where
         SdkError::ConstructionFailure(_) => SourceError::Permanent { object, message },
         SdkError::DispatchFailure(d) if d.is_user() => SourceError::Permanent { object, message },
         _ => SourceError::Transient { object, message },
+    }
+}
+
+impl S3Source {
+    /// The keys under `prefix` in `bucket`, in key order (ListObjectsV2, every page).
+    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, SourceError> {
+        self.list_keys_in_pages(bucket, prefix, 1000).await
+    }
+
+    /// [`list_keys`](Self::list_keys) asking for at most `page_keys` keys per call (tests
+    /// use small pages to follow continuation tokens on a few objects).
+    pub async fn list_keys_in_pages(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        page_keys: i32,
+    ) -> Result<Vec<String>, SourceError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .max_keys(page_keys)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| match &e {
+                    SdkError::ServiceError(s) if s.err().code() == Some("NoSuchBucket") => {
+                        SourceError::NoBucket {
+                            bucket: bucket.to_owned(),
+                        }
+                    }
+                    _ => classify(format!("s3://{bucket}/{prefix}"), e),
+                })?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
     }
 }
 

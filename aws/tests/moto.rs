@@ -7,12 +7,11 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_s3::primitives::ByteStream;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::event::{created_objects, ObjectRef};
 use meterflow_aws::kinesis::{throttled, Fault, Faulty, KinesisStream, RecordStream, Shipper};
-use meterflow_aws::moto::Moto;
+use meterflow_aws::moto::{read_stream, Moto, ReadRecord};
 use meterflow_aws::pipeline::{split_object, PipelineSettings, SplitReport};
 use meterflow_aws::retry::RetryPolicy;
 use meterflow_aws::s3::{self, Breaking, ObjectSource, ReadSettings, S3Source, SourceError};
@@ -127,78 +126,11 @@ fn kinesis_stream(env: &Env) -> KinesisStream {
     }
 }
 
-/// One record read back: its shard, partition key and data.
-struct Read1 {
-    shard: String,
-    partition_key: String,
-    data: Vec<u8>,
-}
-
-/// Every record of every shard, from TRIM_HORIZON, following NextShardIterator. Sequence
-/// numbers are not compared across shards (moto's repeat).
-async fn read_back(env: &Env) -> (Vec<Read1>, BTreeMap<String, (u128, u128)>) {
-    let mut ranges = BTreeMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut req = env.kinesis.list_shards();
-        req = match &token {
-            Some(t) => req.next_token(t),
-            None => req.stream_name(STREAM),
-        };
-        let out = req.send().await.unwrap();
-        for s in out.shards() {
-            let r = s.hash_key_range().unwrap();
-            ranges.insert(
-                s.shard_id().to_owned(),
-                (
-                    r.starting_hash_key().parse().unwrap(),
-                    r.ending_hash_key().parse().unwrap(),
-                ),
-            );
-        }
-        token = out.next_token().map(str::to_owned);
-        if token.is_none() {
-            break;
-        }
-    }
+async fn read_back(env: &Env) -> (Vec<ReadRecord>, BTreeMap<String, (u128, u128)>) {
+    let (records, ranges) = read_stream(&env.kinesis, STREAM)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ranges.len(), SHARDS as usize);
-    let mut records = Vec::new();
-    for shard in ranges.keys() {
-        let mut it = env
-            .kinesis
-            .get_shard_iterator()
-            .stream_name(STREAM)
-            .shard_id(shard)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator()
-            .map(str::to_owned);
-        while let Some(i) = it {
-            let out = env
-                .kinesis
-                .get_records()
-                .shard_iterator(i)
-                .limit(1000)
-                .send()
-                .await
-                .unwrap();
-            for r in out.records() {
-                records.push(Read1 {
-                    shard: shard.clone(),
-                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                    data: r.data().as_ref().to_vec(),
-                });
-            }
-            // An open shard always has a next iterator: stop at the first empty page.
-            it = if out.records().is_empty() {
-                None
-            } else {
-                out.next_shard_iterator().map(str::to_owned)
-            };
-        }
-    }
     (records, ranges)
 }
 
@@ -436,4 +368,58 @@ async fn a_missing_object_is_a_permanent_error() {
     .unwrap_err();
     assert!(!e.is_retryable(), "{e}");
     assert!(e.to_string().contains("no such object"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_follows_every_page_and_missing_buckets_and_streams_are_named() {
+    let env = env().await;
+    for key in [
+        "in/b.csv",
+        "in/a.csv",
+        "in/sub/c.csv.gz",
+        "in/d.csv",
+        "in/e.csv",
+        "other/x.csv",
+    ] {
+        upload(&env, key, b"x".to_vec()).await;
+    }
+    let source = S3Source {
+        client: env.s3.clone(),
+    };
+    let keys = source.list_keys_in_pages(BUCKET, "in/", 2).await.unwrap();
+    assert_eq!(
+        keys,
+        [
+            "in/a.csv",
+            "in/b.csv",
+            "in/d.csv",
+            "in/e.csv",
+            "in/sub/c.csv.gz"
+        ]
+    );
+    assert_eq!(source.list_keys(BUCKET, "").await.unwrap().len(), 6);
+    assert!(source
+        .list_keys(BUCKET, "nothing/")
+        .await
+        .unwrap()
+        .is_empty());
+    let e = source.list_keys("no-such-bucket", "in/").await.unwrap_err();
+    assert!(
+        matches!(&e, SourceError::NoBucket { bucket } if bucket == "no-such-bucket"),
+        "{e}"
+    );
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("AWS_ENDPOINT_URL"), "{e}");
+
+    assert_eq!(
+        kinesis_stream(&env).open_shards().await.unwrap(),
+        SHARDS as u32
+    );
+    let missing = KinesisStream {
+        client: env.kinesis.clone(),
+        stream_name: "no-such-stream".into(),
+    };
+    let e = missing.open_shards().await.unwrap_err();
+    assert_eq!(e.code, "ResourceNotFoundException", "{e}");
+    assert!(!e.retryable);
 }
