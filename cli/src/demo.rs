@@ -14,7 +14,8 @@ use meterflow_core::decompress::Limits;
 use meterflow_core::{Day, TimestampLabel};
 use meterflow_store::SqliteStore;
 
-use crate::ingest;
+use crate::ingest::{self, Sink};
+use crate::inputs::Input;
 
 /// `(file name, contents)` of every example.
 const EXAMPLES: &[(&str, &[u8])] = &[
@@ -91,8 +92,10 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         long_interval_minutes: 30,
         limits: Limits::default(),
         progress: false,
+        s3: None,
     };
-    let summary = ingest::run(store.clone(), files, cfg).await?;
+    let files = files.into_iter().map(Input::File).collect();
+    let summary = ingest::run(Sink::Store(store.clone()), files, cfg).await?;
     summary.print_text(&mut std::io::stdout().lock(), None);
     out!()?;
     for (meter, from, to) in SHOW {

@@ -1,25 +1,33 @@
-//! `meterflow ingest`: files → splitter → bounded in-process stream → aggregator → store.
+//! `meterflow ingest`: files and S3 objects → splitter → bounded in-process stream →
+//! aggregator → store, or → a Kinesis stream for the aggregator Lambda.
 //!
 //! The same pieces as on AWS: the splitter library packs envelope records exactly as the
 //! splitter Lambda does, the records cross a bounded channel (the in-process Kinesis, whose
 //! bound is the backpressure: parsers block when the store falls behind), and the aggregator
-//! library writes them as the aggregator Lambda does.
+//! library writes them as the aggregator Lambda does. When the store or the stream fails, the
+//! parsers stop at their next read instead of parsing the rest of their files for nothing.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use meterflow_aggregator::apply;
+use meterflow_aws::pipeline::StopWhenClosed;
 use meterflow_core::decompress::{for_each_input, Limits};
 use meterflow_core::{Day, Options, Reject, SeriesId, Stats, TimestampLabel};
 use meterflow_splitter::{split, Output, PackSettings, StreamRecord};
 use meterflow_store::Store;
 use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::inputs::Input;
+use crate::kinesis_sink::{KinesisSink, PutSummary};
+use crate::s3_inputs::S3Inputs;
 
 /// Records in flight between parsers and the store.
 const STREAM_CAPACITY: usize = 16;
@@ -33,8 +41,6 @@ const LOCAL_PACKING: PackSettings = PackSettings {
     max_record_bytes: 256 * 1024,
     max_held_bytes: 1024 * 1024,
 };
-/// Extensions picked up when walking a directory (files named on the command line are always read).
-const DATA_EXTENSIONS: &[&str] = &["csv", "txt", "dat", "gz", "zip", "nem12", "mdff"];
 
 pub struct IngestConfig {
     pub rejects: Option<PathBuf>,
@@ -43,6 +49,25 @@ pub struct IngestConfig {
     pub long_interval_minutes: u16,
     pub limits: Limits,
     pub progress: bool,
+    /// Where `s3://` inputs are read from (`None` when there are none).
+    pub s3: Option<Arc<S3Inputs>>,
+}
+
+/// Where the records go.
+pub enum Sink<S> {
+    /// Aggregated here, into a store.
+    Store(Arc<S>),
+    /// Put on a Kinesis stream, for the aggregator Lambda.
+    Stream(KinesisSink),
+}
+
+impl<S> Sink<S> {
+    fn packing(&self) -> PackSettings {
+        match self {
+            Sink::Store(_) => LOCAL_PACKING,
+            Sink::Stream(_) => crate::kinesis_sink::packing(),
+        }
+    }
 }
 
 /// The run's accounting, printed as text or JSON.
@@ -67,49 +92,13 @@ pub struct Summary {
     /// Files found in directories but not read, for their extension (not a meter-data file
     /// name: csv, txt, dat, gz, zip, nem12, mdff). Name such a file explicitly to read it.
     pub skipped: Vec<String>,
+    /// What was put on the stream, with `--stream` (`series` and `days` are then not
+    /// counted: the aggregator Lambda sees the fragments, not this process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put: Option<PutSummary>,
     /// The first rejects, for the console when no `--rejects` report was asked for.
     #[serde(skip)]
     pub sample_rejects: Vec<Reject>,
-}
-
-/// Files to read (named files as given, directories walked recursively in name order) and
-/// the files a walk passed over for their extension, which the summary lists.
-pub fn expand(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot list directory {}", dir.display()))?
-            .collect::<io::Result<_>>()
-            .with_context(|| format!("cannot list directory {}", dir.display()))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out, skipped)?;
-            } else {
-                let ext = p
-                    .extension()
-                    .and_then(|x| x.to_str())
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                if DATA_EXTENSIONS.contains(&ext.as_str()) {
-                    out.push(p);
-                } else {
-                    skipped.push(p);
-                }
-            }
-        }
-        Ok(())
-    }
-    let (mut out, mut skipped) = (Vec::new(), Vec::new());
-    for p in paths {
-        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-        if meta.is_dir() {
-            walk(p, &mut out, &mut skipped)?;
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok((out, skipped))
 }
 
 /// Writes the rejects report as CSV: `file,line,column,reason`.
@@ -148,20 +137,21 @@ impl RejectLog {
     }
 }
 
-/// The splitter's output in local mode: records onto the channel, rejects into the log.
+/// The splitter's output: records onto the channel, rejects into the log.
 struct LocalOutput<'a> {
-    tx: &'a tokio::sync::mpsc::Sender<StreamRecord>,
+    tx: &'a mpsc::Sender<StreamRecord>,
     rejects: &'a Mutex<RejectLog>,
     write_error: Option<io::Error>,
-    closed: bool,
+    /// Set when the records' consumer has stopped (shared by all parsers).
+    halt: &'a Arc<AtomicBool>,
 }
 
 impl Output for LocalOutput<'_> {
     fn record(&mut self, record: StreamRecord) {
-        // Blocking send is the backpressure; it fails only if the aggregator has stopped,
-        // which the caller reports from the aggregator's side.
+        // Blocking send is the backpressure; it fails only if the consumer has stopped,
+        // which the caller reports from the consumer's side.
         if self.tx.blocking_send(record).is_err() {
-            self.closed = true;
+            self.halt.store(true, Ordering::Relaxed);
         }
     }
 
@@ -187,41 +177,28 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn version_of(meta: &std::fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Parses one file (each input of an archive) into the channel.
-fn ingest_file(
-    path: &Path,
+/// Parses one input (each input of an archive) into the channel.
+fn ingest_input(
+    input: &Input,
     cfg: &IngestConfig,
+    packing: PackSettings,
     out: &mut LocalOutput<'_>,
     counter: &Arc<AtomicU64>,
 ) -> Result<(Stats, u64), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
-    let version = version_of(&meta);
-    // A canonical path names the input the same way however it was spelled.
-    let name = std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string();
+    let opened = input.open(cfg.s3.as_deref())?;
     let reader = Counting {
-        inner: file,
+        inner: StopWhenClosed::new(opened.reader, out.halt.clone()),
         counter: counter.clone(),
     };
     let mut stats = Stats::default();
     let mut inputs = 0;
     let mut failure: Option<String> = None;
-    let result = for_each_input(reader, &name, cfg.limits, |input, r| {
-        let mut opts = Options::new(input, version);
+    let result = for_each_input(reader, &opened.name, cfg.limits, |input, r| {
+        let mut opts = Options::new(input, opened.version);
         opts.timestamps = cfg.timestamps;
         opts.long_interval_minutes = cfg.long_interval_minutes;
         inputs += 1;
-        match split(r, opts, LOCAL_PACKING, out) {
+        match split(r, opts, packing, out) {
             Ok(s) => {
                 stats.add(&s);
                 Ok(())
@@ -236,7 +213,7 @@ fn ingest_file(
         return Err(f);
     }
     result.map_err(|e| e.to_string())?;
-    stats.bytes = meta.len();
+    stats.bytes = opened.size;
     Ok((stats, inputs))
 }
 
@@ -282,10 +259,110 @@ async fn aggregate<S: Store + 'static>(store: Arc<S>, records: Vec<StreamRecord>
     }
 }
 
-/// Runs the pipeline over `files` into `store`.
-pub async fn run<S: Store + 'static>(
+/// What the aggregator made of the records.
+#[derive(Default)]
+struct Aggregated {
+    records: u64,
+    quarantined: u64,
+    series: HashSet<SeriesId>,
+    days: HashSet<Day>,
+}
+
+/// Adds a group's tally; returns its store error, if any.
+fn absorb(tally: Tally, done: &mut Aggregated) -> Option<meterflow_store::StoreError> {
+    done.records += tally.records;
+    done.quarantined += tally.quarantined;
+    done.series.extend(tally.series);
+    done.days.extend(tally.days);
+    tally.error
+}
+
+/// Aggregates every record received into `store`, until the channel closes or a write fails.
+/// A couple of groups in flight let one decode while the store writes the previous one; order
+/// does not matter (merge rule).
+async fn store_all<S: Store + 'static>(
     store: Arc<S>,
-    files: Vec<PathBuf>,
+    mut rx: mpsc::Receiver<StreamRecord>,
+) -> Result<Aggregated> {
+    let mut done = Aggregated::default();
+    let mut store_error = None;
+    let mut in_flight = tokio::task::JoinSet::new();
+    while let Some(record) = rx.recv().await {
+        while in_flight.len() >= AGGREGATORS {
+            if let Some(tally) = in_flight.join_next().await {
+                let tally = tally.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
+                store_error = store_error.or(absorb(tally, &mut done));
+            }
+        }
+        if store_error.is_some() {
+            break;
+        }
+        // Whatever else is already waiting joins this write (one transaction for SQLite):
+        // groups grow exactly when the store falls behind.
+        let mut group = vec![record];
+        let mut bytes = group[0].data.len();
+        while bytes < GROUP_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            bytes += next.data.len();
+            group.push(next);
+        }
+        in_flight.spawn(aggregate(store.clone(), group));
+    }
+    // Closed now, so parsers blocked on a full channel see it at once.
+    drop(rx);
+    while let Some(tally) = in_flight.join_next().await {
+        let tally = tally.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
+        store_error = store_error.or(absorb(tally, &mut done));
+    }
+    match store_error {
+        Some(e) => Err(anyhow::anyhow!("writing to the store failed: {e}")),
+        None => Ok(done),
+    }
+}
+
+/// What each parser thread did: per input, its stats and archive entry count, or why it
+/// could not be read.
+type ParserResults = Vec<(String, Result<(Stats, u64), String>)>;
+
+/// One parser thread: takes inputs from the shared queue until it is empty or the records'
+/// consumer has stopped.
+fn parse_inputs(
+    queue: &Mutex<VecDeque<Input>>,
+    tx: &mpsc::Sender<StreamRecord>,
+    rejects: &Mutex<RejectLog>,
+    halt: &Arc<AtomicBool>,
+    counter: &Arc<AtomicU64>,
+    cfg: &IngestConfig,
+    packing: PackSettings,
+) -> ParserResults {
+    let mut results = Vec::new();
+    while !halt.load(Ordering::Relaxed) {
+        let Some(input) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+            break;
+        };
+        let mut out = LocalOutput {
+            tx,
+            rejects,
+            write_error: None,
+            halt,
+        };
+        let r = ingest_input(&input, cfg, packing, &mut out, counter);
+        if let Some(e) = out.write_error {
+            results.push((
+                input.to_string(),
+                Err(format!("cannot write the rejects report: {e}")),
+            ));
+            break;
+        }
+        results.push((input.to_string(), r));
+    }
+    results
+}
+
+/// Runs the pipeline over `inputs` into `sink`.
+pub async fn run<S: Store + 'static>(
+    sink: Sink<S>,
+    inputs: Vec<Input>,
     cfg: IngestConfig,
 ) -> Result<Summary> {
     let started = Instant::now();
@@ -304,45 +381,27 @@ pub async fn run<S: Store + 'static>(
         sample: Vec::new(),
     };
     let rejects = Arc::new(Mutex::new(rejects));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<StreamRecord>(STREAM_CAPACITY);
+    let (tx, rx) = mpsc::channel::<StreamRecord>(STREAM_CAPACITY);
     let counter = Arc::new(AtomicU64::new(0));
-    let total_files = files.len() as u64;
-    let queue = Arc::new(Mutex::new(files.into_iter().collect::<VecDeque<_>>()));
+    let halt = Arc::new(AtomicBool::new(false));
+    let total_files = inputs.len() as u64;
+    let queue = Arc::new(Mutex::new(inputs.into_iter().collect::<VecDeque<_>>()));
     let cfg = Arc::new(cfg);
+    let packing = sink.packing();
 
-    // Parsers: one OS thread per job, pulling files from a shared queue.
+    // Parsers: one OS thread per job, pulling inputs from a shared queue.
     let mut workers = Vec::new();
     for _ in 0..cfg.jobs.max(1) {
-        let (queue, tx, rejects, counter, cfg) = (
+        let (queue, tx, rejects, halt, counter, cfg) = (
             queue.clone(),
             tx.clone(),
             rejects.clone(),
+            halt.clone(),
             counter.clone(),
             cfg.clone(),
         );
         workers.push(std::thread::spawn(move || {
-            let mut results = Vec::new();
-            loop {
-                let Some(path) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-                    break;
-                };
-                let mut out = LocalOutput {
-                    tx: &tx,
-                    rejects: &rejects,
-                    write_error: None,
-                    closed: false,
-                };
-                let r = ingest_file(&path, &cfg, &mut out, &counter);
-                if let Some(e) = out.write_error {
-                    results.push((path, Err(format!("cannot write the rejects report: {e}"))));
-                    break;
-                }
-                results.push((path, r));
-                if out.closed {
-                    break;
-                }
-            }
-            results
+            parse_inputs(&queue, &tx, &rejects, &halt, &counter, &cfg, packing)
         }));
     }
     drop(tx);
@@ -351,55 +410,30 @@ pub async fn run<S: Store + 'static>(
         .progress
         .then(|| crate::progress::Progress::start(counter.clone()));
 
-    // The aggregator: the same library as the Lambda. A couple of records in flight let one
-    // decode while the store writes the previous one; order does not matter (merge rule).
+    // The consumer: the aggregator library as in the Lambda, or the Lambda's Kinesis shipper.
+    let consumed = match &sink {
+        Sink::Store(store) => store_all(store.clone(), rx).await.map(|a| (a, None)),
+        Sink::Stream(stream) => stream.ship(rx).await.map(|p| {
+            let a = Aggregated {
+                records: p.records,
+                ..Aggregated::default()
+            };
+            (a, Some(p))
+        }),
+    };
+    if consumed.is_err() {
+        halt.store(true, Ordering::Relaxed);
+    }
     let mut summary = Summary {
         files: total_files,
         ..Summary::default()
     };
-    let mut series: HashSet<SeriesId> = HashSet::new();
-    let mut days: HashSet<Day> = HashSet::new();
-    let mut store_error = None;
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut absorb = |done: Tally, summary: &mut Summary| {
-        summary.records += done.records;
-        summary.records_quarantined += done.quarantined;
-        series.extend(done.series);
-        days.extend(done.days);
-        done.error
-    };
-    while let Some(record) = rx.recv().await {
-        while in_flight.len() >= AGGREGATORS {
-            if let Some(done) = in_flight.join_next().await {
-                let done = done.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
-                store_error = store_error.or(absorb(done, &mut summary));
-            }
-        }
-        if store_error.is_some() {
-            break;
-        }
-        // Whatever else is already waiting joins this write (one transaction for SQLite):
-        // groups grow exactly when the store falls behind.
-        let mut group = vec![record];
-        let mut bytes = group[0].data.len();
-        while bytes < GROUP_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            bytes += next.data.len();
-            group.push(next);
-        }
-        in_flight.spawn(aggregate(store.clone(), group));
-    }
-    while let Some(done) = in_flight.join_next().await {
-        let done = done.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
-        store_error = store_error.or(absorb(done, &mut summary));
-    }
-    drop(rx);
     let mut stats = Stats::default();
     for w in workers {
         let results = w
             .join()
             .map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
-        for (path, r) in results {
+        for (input, r) in results {
             match r {
                 Ok((s, inputs)) => {
                     stats.add(&s);
@@ -407,7 +441,7 @@ pub async fn run<S: Store + 'static>(
                 }
                 Err(e) => {
                     summary.files_failed += 1;
-                    summary.failures.push(format!("{}: {e}", path.display()));
+                    summary.failures.push(format!("{input}: {e}"));
                 }
             }
         }
@@ -415,9 +449,7 @@ pub async fn run<S: Store + 'static>(
     if let Some(p) = progress {
         p.stop();
     }
-    if let Some(e) = store_error {
-        return Err(anyhow::anyhow!("writing to the store failed: {e}"));
-    }
+    let (aggregated, put) = consumed?;
     let mut log = rejects.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(f) = &mut log.file {
         f.flush().context("cannot write the rejects report")?;
@@ -426,9 +458,12 @@ pub async fn run<S: Store + 'static>(
     summary.rows_accepted = stats.rows_accepted;
     summary.rows_rejected = stats.rows_rejected;
     summary.fragments = stats.fragments;
+    summary.records = aggregated.records;
+    summary.records_quarantined = aggregated.quarantined;
+    summary.series = aggregated.series.len() as u64;
+    summary.days = aggregated.days.len() as u64;
+    summary.put = put;
     summary.bytes = counter.load(Ordering::Relaxed);
-    summary.series = series.len() as u64;
-    summary.days = days.len() as u64;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.mb_per_s = if summary.seconds > 0.0 {
         summary.bytes as f64 / 1e6 / summary.seconds
@@ -442,12 +477,29 @@ pub async fn run<S: Store + 'static>(
 impl Summary {
     /// The human summary (stderr for `ingest`, keeping stdout for `--json`; stdout for the demo).
     pub fn print_text(&self, err: &mut dyn Write, rejects_report: Option<&Path>) {
+        // With --stream the series and days are the aggregator Lambda's to count.
+        let spread = match self.put {
+            None => format!(" for {} series over {} days", self.series, self.days),
+            Some(_) => String::new(),
+        };
         let _ = writeln!(
             err,
-            "{} files ({} inputs), {} rows read: {} accepted, {} rejected; {} fragments for {} series over {} days; {:.1} MB in {:.2}s ({:.0} MB/s)",
-            self.files, self.inputs, self.rows_read, self.rows_accepted, self.rows_rejected, self.fragments, self.series, self.days,
+            "{} files ({} inputs), {} rows read: {} accepted, {} rejected; {} fragments{spread}; {:.1} MB in {:.2}s ({:.0} MB/s)",
+            self.files, self.inputs, self.rows_read, self.rows_accepted, self.rows_rejected, self.fragments,
             self.bytes as f64 / 1e6, self.seconds, self.mb_per_s
         );
+        if let Some(p) = &self.put {
+            let _ = writeln!(
+                err,
+                "{} records ({:.1} MB, {} fragments) put on {} in {} PutRecords calls; {} entries retried",
+                p.records,
+                p.bytes as f64 / 1e6,
+                p.fragments,
+                p.stream,
+                p.calls,
+                p.retried_entries
+            );
+        }
         if self.rows_rejected > 0 {
             match rejects_report {
                 Some(p) => {
@@ -482,5 +534,82 @@ impl Summary {
         for f in &self.failures {
             let _ = writeln!(err, "error: {f}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use meterflow_core::synth::Spec;
+    use meterflow_core::{Format, Fragment};
+    use meterflow_store::StoreError;
+
+    use super::*;
+
+    /// A store whose every write fails.
+    struct Broken;
+
+    impl Store for Broken {
+        async fn put(&self, _: Vec<Fragment>) -> Result<(), StoreError> {
+            Err(StoreError::Permanent("the disk is full".into()))
+        }
+
+        async fn fragments(
+            &self,
+            _: &SeriesId,
+            _: Day,
+            _: Day,
+        ) -> Result<Vec<Fragment>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The input is a FIFO fed rows for ever: only parsers that stop reading once the store
+    /// has failed let the feeder see a closed pipe and the run end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_store_stops_the_parsers_mid_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("endless.csv");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let csv = Spec::new(50, 20).generate(Format::Wide).unwrap();
+        let split = csv.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let feeder = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || {
+                let mut f = File::options().write(true).open(&fifo).unwrap();
+                let mut written = f.write_all(&csv[..split]).map(|()| split);
+                while let Ok(n) = written {
+                    written = f.write_all(&csv[split..]).map(|()| n + csv.len() - split);
+                }
+                written.unwrap_err()
+            }
+        });
+        let cfg = IngestConfig {
+            rejects: None,
+            jobs: 1,
+            timestamps: TimestampLabel::Auto,
+            long_interval_minutes: 30,
+            limits: Limits::default(),
+            progress: false,
+            s3: None,
+        };
+        let run = run(Sink::Store(Arc::new(Broken)), vec![Input::File(fifo)], cfg);
+        let e = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the parser stopped")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("writing to the store failed"),
+            "{e:#}"
+        );
+        assert!(format!("{e:#}").contains("the disk is full"), "{e:#}");
+        let closed = feeder.join().unwrap();
+        assert_eq!(closed.kind(), io::ErrorKind::BrokenPipe);
     }
 }

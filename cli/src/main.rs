@@ -16,23 +16,26 @@ macro_rules! out {
     }};
 }
 
+mod aws_env;
 mod demo;
 mod generate;
 mod ingest;
+mod ingest_command;
+mod inputs;
+mod kinesis_sink;
 mod progress;
+mod s3_inputs;
 mod store;
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use meterflow_api::{daily_report, ApiConfig};
-use meterflow_core::decompress::Limits;
-use meterflow_core::{Day, SeriesId, TimestampLabel};
+use meterflow_core::{Day, SeriesId};
 use meterflow_store_cql::AnyStore;
 
 #[derive(Parser)]
@@ -55,48 +58,11 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Labels {
-    /// From the header (`interval_start`/`interval_end`), else interval end.
-    Auto,
-    Start,
-    End,
-}
-
 #[derive(Subcommand)]
 enum Command {
-    /// Read files or directories (recursively; .csv, NEM12, .gz, .zip; format from content).
-    Ingest {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Write every rejected row (file, line, column, reason) to this CSV file.
-        #[arg(long)]
-        rejects: Option<PathBuf>,
-        /// Exit with status 3 if any row was rejected.
-        #[arg(long)]
-        strict: bool,
-        /// Print the summary as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Files parsed in parallel (default: the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Which end of its interval a long file's timestamp labels.
-        #[arg(long, value_enum, default_value = "auto")]
-        timestamps: Labels,
-        /// Interval length of long files, in minutes.
-        #[arg(long, default_value_t = 30)]
-        long_interval: u16,
-        /// Largest decompressed size of one .gz/.zip input, in bytes (zip-bomb guard).
-        #[arg(long, default_value_t = Limits::default().max_bytes)]
-        max_decompressed: u64,
-        /// Largest decompressed/compressed ratio of one .gz/.zip input (zip-bomb guard).
-        #[arg(long, default_value_t = Limits::default().max_ratio)]
-        max_ratio: u64,
-        /// Most entries read from one .zip archive.
-        #[arg(long, default_value_t = Limits::default().max_entries)]
-        max_zip_entries: u64,
-    },
+    /// Read files, directories (recursively) or S3 prefixes (.csv, NEM12, .gz, .zip; format
+    /// from content) into the store, or onto a Kinesis stream with --stream.
+    Ingest(ingest_command::Args),
     /// Daily totals of one meter, as the API's JSON.
     Query {
         meter: String,
@@ -149,60 +115,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 #[tokio::main]
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Ingest {
-            paths,
-            rejects,
-            strict,
-            json,
-            jobs,
-            timestamps,
-            long_interval,
-            max_decompressed,
-            max_ratio,
-            max_zip_entries,
-        } => {
-            let store = Arc::new(store::open(&cli.store).await?);
-            let (files, skipped) = ingest::expand(&paths)?;
-            if files.is_empty() {
-                anyhow::bail!(
-                    "no data files found in the given paths (looked for {})",
-                    "csv, txt, dat, gz, zip, nem12"
-                );
-            }
-            let cfg = ingest::IngestConfig {
-                rejects: rejects.clone(),
-                jobs: jobs
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-                timestamps: match timestamps {
-                    Labels::Auto => TimestampLabel::Auto,
-                    Labels::Start => TimestampLabel::Start,
-                    Labels::End => TimestampLabel::End,
-                },
-                long_interval_minutes: long_interval,
-                limits: Limits {
-                    max_bytes: max_decompressed,
-                    max_ratio,
-                    max_entries: max_zip_entries,
-                    ..Limits::default()
-                },
-                progress: !json && std::io::stderr().is_terminal(),
-            };
-            let mut summary = ingest::run(store, files, cfg).await?;
-            summary.skipped = skipped.iter().map(|p| p.display().to_string()).collect();
-            if json {
-                out!("{}", serde_json::to_string_pretty(&summary)?)?;
-            }
-            if !json || summary.files_failed > 0 {
-                summary.print_text(&mut std::io::stderr().lock(), rejects.as_deref());
-            }
-            Ok(if summary.files_failed > 0 {
-                ExitCode::from(1)
-            } else if strict && summary.rows_rejected > 0 {
-                ExitCode::from(3)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Ingest(args) => ingest_command::run(args, &cli.store).await,
         Command::Query {
             meter,
             from,

@@ -1,11 +1,14 @@
 //! The `meterflow` binary, end to end: ingest, query, serve, generate, demo; exit codes and
 //! reports. Fixtures are written by the tests themselves.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use common::header;
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -86,13 +89,6 @@ impl Env {
             })
             .collect()
     }
-}
-
-fn header() -> String {
-    let labels: Vec<String> = (0..48)
-        .map(|k| format!("{}:{:02}", k / 2, (k % 2) * 30))
-        .collect();
-    format!("Meter,Date,{}\n", labels.join(","))
 }
 
 fn row(meter: &str, date: &str, cells: &[&str]) -> String {
@@ -328,29 +324,7 @@ fn generated_data_matches_its_oracle() {
     for (format, n) in [("wide", 3), ("long", 2), ("nem12", 2)] {
         let data = env.path(&format!("{format}.csv"));
         let expected = env.path(&format!("{format}.expected.csv"));
-        let out = bin()
-            .args([
-                "generate",
-                "--format",
-                format,
-                "--meters",
-                &n.to_string(),
-                "--days",
-                "3",
-                "--seed",
-                "9",
-                "--out",
-            ])
-            .arg(&data)
-            .arg("--expected")
-            .arg(&expected)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::generate(format, n, 3, "2019-01-01", &data, &expected);
         env.ingest_json(&[data.to_str().unwrap()]);
         let oracle = std::fs::read_to_string(&expected).unwrap();
         let mut checked = 0;

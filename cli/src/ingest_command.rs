@@ -1,0 +1,118 @@
+//! `meterflow ingest`'s arguments and wiring: which inputs, which sink, which settings.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use meterflow_core::decompress::Limits;
+use meterflow_core::TimestampLabel;
+use meterflow_store_cql::AnyStore;
+
+use crate::ingest::{self, IngestConfig, Sink};
+use crate::kinesis_sink::KinesisSink;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Labels {
+    /// From the header (`interval_start`/`interval_end`), else interval end.
+    Auto,
+    Start,
+    End,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files, directories, or s3://bucket/prefix (every object under the prefix).
+    #[arg(required_unless_present = "source")]
+    paths: Vec<PathBuf>,
+    /// An s3://bucket/prefix to read (repeatable; the same as naming it among the paths).
+    #[arg(long)]
+    source: Vec<PathBuf>,
+    /// Put the records on this Kinesis stream (kinesis://NAME), for the aggregator Lambda,
+    /// instead of writing them to the store.
+    #[arg(long)]
+    stream: Option<String>,
+    /// PutRecords calls in flight on the stream.
+    #[arg(long, requires = "stream", default_value_t = 4)]
+    puts_in_flight: usize,
+    /// Write every rejected row (file, line, column, reason) to this CSV file.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Exit with status 3 if any row was rejected.
+    #[arg(long)]
+    strict: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Files parsed in parallel (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Which end of its interval a long file's timestamp labels.
+    #[arg(long, value_enum, default_value = "auto")]
+    timestamps: Labels,
+    /// Interval length of long files, in minutes.
+    #[arg(long, default_value_t = 30)]
+    long_interval: u16,
+    /// Largest decompressed size of one .gz/.zip input, in bytes (zip-bomb guard).
+    #[arg(long, default_value_t = Limits::default().max_bytes)]
+    max_decompressed: u64,
+    /// Largest decompressed/compressed ratio of one .gz/.zip input (zip-bomb guard).
+    #[arg(long, default_value_t = Limits::default().max_ratio)]
+    max_ratio: u64,
+    /// Most entries read from one .zip archive.
+    #[arg(long, default_value_t = Limits::default().max_entries)]
+    max_zip_entries: u64,
+}
+
+pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
+    // The destination first: a wrong store or stream fails before any listing.
+    let sink: Sink<AnyStore> = match &args.stream {
+        Some(url) => Sink::Stream(KinesisSink::open(url, args.puts_in_flight).await?),
+        None => Sink::Store(Arc::new(crate::store::open(store).await?)),
+    };
+    let all: Vec<PathBuf> = args.paths.iter().chain(&args.source).cloned().collect();
+    let found = crate::inputs::expand(&all).await?;
+    if found.inputs.is_empty() {
+        anyhow::bail!(
+            "no data files found in the given paths (looked for {})",
+            "csv, txt, dat, gz, zip, nem12"
+        );
+    }
+    let cfg = IngestConfig {
+        rejects: args.rejects.clone(),
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        timestamps: match args.timestamps {
+            Labels::Auto => TimestampLabel::Auto,
+            Labels::Start => TimestampLabel::Start,
+            Labels::End => TimestampLabel::End,
+        },
+        long_interval_minutes: args.long_interval,
+        limits: Limits {
+            max_bytes: args.max_decompressed,
+            max_ratio: args.max_ratio,
+            max_entries: args.max_zip_entries,
+            ..Limits::default()
+        },
+        progress: !args.json && std::io::stderr().is_terminal(),
+        s3: found.s3,
+    };
+    let mut summary = ingest::run(sink, found.inputs, cfg).await?;
+    summary.skipped = found.skipped;
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&summary)?)?;
+    }
+    if !args.json || summary.files_failed > 0 {
+        summary.print_text(&mut std::io::stderr().lock(), args.rejects.as_deref());
+    }
+    Ok(if summary.files_failed > 0 {
+        ExitCode::from(1)
+    } else if args.strict && summary.rows_rejected > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,89 @@
+//! `--stream kinesis://NAME`: envelope records go on a Kinesis stream with PutRecords, as the
+//! splitter Lambda puts them, for the aggregator Lambda to write to the store.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use meterflow_aws::client::{http_client, kinesis_client};
+use meterflow_aws::kinesis::{KinesisStream, PutReport, Shipper};
+use meterflow_splitter::{PackSettings, StreamRecord};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// The splitter Lambda's packing: full records over many buckets, so they spread over the
+/// shards, and a file split here gives the very records the Lambda would put.
+pub fn packing() -> PackSettings {
+    PackSettings::default()
+}
+
+/// A stream to put records on.
+pub struct KinesisSink {
+    url: String,
+    shipper: Shipper<KinesisStream>,
+}
+
+/// What was put, for the summary.
+#[derive(Debug, Default, Serialize)]
+pub struct PutSummary {
+    pub stream: String,
+    pub records: u64,
+    pub fragments: u64,
+    pub bytes: u64,
+    /// PutRecords calls made, retries included.
+    pub calls: u64,
+    /// Entries sent again after a failure (throttling, mostly).
+    pub retried_entries: u64,
+}
+
+impl KinesisSink {
+    /// Checks that the stream `url` names exists (so a typo fails before any parsing) and
+    /// readies a shipper with `puts_in_flight` PutRecords calls at once.
+    pub async fn open(url: &str, puts_in_flight: usize) -> Result<KinesisSink> {
+        let name = url
+            .strip_prefix("kinesis://")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .ok_or_else(|| anyhow::anyhow!("`{url}` is not a stream: expected kinesis://NAME"))?;
+        let settings = crate::aws_env::settings()?;
+        let stream = KinesisStream {
+            client: kinesis_client(&settings, http_client()),
+            stream_name: name.to_owned(),
+        };
+        if let Err(e) = stream.open_shards().await {
+            let place = crate::aws_env::place(&settings);
+            if e.code == "ResourceNotFoundException" {
+                anyhow::bail!("{url}: no such stream ({place}): create it, or check the name, AWS_REGION and AWS_ENDPOINT_URL");
+            }
+            anyhow::bail!("{url}: cannot describe the stream ({place}): {e}");
+        }
+        let mut shipper = Shipper::new(Arc::new(stream), packing().buckets);
+        shipper.max_in_flight = puts_in_flight.max(1);
+        Ok(KinesisSink {
+            url: url.to_owned(),
+            shipper,
+        })
+    }
+
+    /// Puts every record received until the channel closes; on failure the channel is
+    /// dropped, which stops the parsers.
+    pub async fn ship(&self, rx: mpsc::Receiver<StreamRecord>) -> Result<PutSummary> {
+        let PutReport {
+            records,
+            fragments,
+            bytes,
+            calls,
+            retried_entries,
+        } = self
+            .shipper
+            .ship(rx)
+            .await
+            .map_err(|e| anyhow::anyhow!("putting records on {} failed: {e}", self.url))?;
+        Ok(PutSummary {
+            stream: self.url.clone(),
+            records,
+            fragments,
+            bytes,
+            calls,
+            retried_entries,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `s3://bucket/prefix` inputs: listed like a directory, then each object read on a parser
+//! thread like a local file, as a blocking reader over ranged GETs (`meterflow_aws::s3::open`).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use meterflow_aws::client::{http_client, s3_client};
+use meterflow_aws::s3::{self, ObjectSource, ReadSettings, S3Source};
+use tokio::runtime::Handle;
+
+use crate::inputs::Opened;
+
+/// A bucket and the key prefix under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Prefix {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Prefix {
+    /// `None` when `arg` is not an `s3://` URL (a local path).
+    pub fn parse(arg: &str) -> Option<Result<S3Prefix>> {
+        let rest = arg.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Some(Err(anyhow::anyhow!(
+                "`{arg}` names no bucket: expected s3://bucket/prefix"
+            )));
+        }
+        Some(Ok(S3Prefix {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        }))
+    }
+}
+
+/// The S3 client and the runtime its reads run on.
+pub struct S3Inputs {
+    handle: Handle,
+    source: Arc<S3Source>,
+    place: String,
+}
+
+impl S3Inputs {
+    /// Clients from the environment; call on the runtime the reads will use.
+    pub fn from_env() -> Result<S3Inputs> {
+        let settings = crate::aws_env::settings()?;
+        Ok(S3Inputs {
+            handle: Handle::current(),
+            source: Arc::new(S3Source {
+                client: s3_client(&settings, http_client()),
+            }),
+            place: crate::aws_env::place(&settings),
+        })
+    }
+
+    /// Every key under the prefix; none at all is an error (a mistyped prefix, most likely).
+    pub async fn list(&self, at: &S3Prefix) -> Result<Vec<String>> {
+        let keys = self
+            .source
+            .list_keys(&at.bucket, &at.prefix)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot list s3://{}/{} ({})",
+                    at.bucket, at.prefix, self.place
+                )
+            })?;
+        anyhow::ensure!(
+            !keys.is_empty(),
+            "no objects under s3://{}/{} ({}): check the prefix (it is case-sensitive)",
+            at.bucket,
+            at.prefix,
+            self.place
+        );
+        Ok(keys)
+    }
+
+    /// Opens one object for a parser thread (blocking: never call it on the runtime). Its
+    /// fragments are named `s3://bucket/key` and versioned by its Last-Modified time, as the
+    /// splitter Lambda versions them.
+    pub fn open(&self, bucket: &str, key: &str) -> Result<Opened, String> {
+        let info = self
+            .handle
+            .block_on(self.source.head(bucket, key, None))
+            .map_err(|e| e.to_string())?;
+        Ok(Opened {
+            name: format!("s3://{bucket}/{key}"),
+            version: info.last_modified_ms,
+            size: info.size,
+            reader: Box::new(s3::open(
+                &self.handle,
+                self.source.clone(),
+                info,
+                0,
+                ReadSettings::default(),
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_bucket_and_prefix() {
+        let p = |s: &str| S3Prefix::parse(s).map(|r| r.map_err(|e| e.to_string()));
+        let ok = |b: &str, k: &str| {
+            Some(Ok(S3Prefix {
+                bucket: b.into(),
+                prefix: k.into(),
+            }))
+        };
+        assert_eq!(p("s3://b/in/2019/"), ok("b", "in/2019/"));
+        assert_eq!(p("s3://b"), ok("b", ""));
+        assert_eq!(p("s3://b/"), ok("b", ""));
+        assert_eq!(p("data/s3.csv"), None);
+        assert!(matches!(p("s3:///x"), Some(Err(e)) if e.contains("s3://bucket/prefix")));
+    }
+}
