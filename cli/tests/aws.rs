@@ -6,8 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::header;
@@ -57,15 +61,20 @@ impl Aws {
     }
 
     /// The binary with the AWS variables a user would set for an emulator.
-    fn meterflow(&self, store: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_meterflow"))
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+    fn command(&self, store: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_meterflow"));
+        c.env("AWS_ENDPOINT_URL", self.moto.endpoint())
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_SESSION_TOKEN")
             .arg("--store")
-            .arg(self.path(store))
+            .arg(self.path(store));
+        c
+    }
+
+    fn meterflow(&self, store: &str, args: &[&str]) -> Output {
+        self.command(store)
             .args(args)
             .output()
             .expect("run meterflow")
@@ -291,6 +300,88 @@ fn a_file_put_on_a_four_shard_stream_decodes_to_the_oracle() {
             .push((t.day.to_string(), total));
     }
     assert_eq!(got, oracle);
+}
+
+/// The input is a FIFO fed rows for ever and the stream is deleted under the running ingest:
+/// only a parser that stops reading once the puts have failed lets the run end (exit 1, the
+/// stream's error) and the feeder see a closed pipe.
+#[test]
+fn a_stream_failing_mid_ingest_stops_the_parsers_and_exits_1() {
+    let aws = Aws::start();
+    aws.rt
+        .block_on(
+            aws.kinesis
+                .create_stream()
+                .stream_name("s")
+                .shard_count(2)
+                .send(),
+        )
+        .unwrap();
+    let (file, _) = aws.generate("w.csv", "wide", "2019-05-01", 20);
+    let csv = std::fs::read(&file).unwrap();
+    let split = csv.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let fifo = aws.path("endless.csv");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = aws.command("unused.db");
+    let child = child
+        .args(["ingest", "--stream", "kinesis://s", "--puts-in-flight", "1"])
+        .arg(&fifo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fed = Arc::new(AtomicU64::new(0));
+    let feeder = std::thread::spawn({
+        let fed = fed.clone();
+        move || {
+            let mut f = std::fs::File::options().write(true).open(&fifo).unwrap();
+            let mut r = f.write_all(&csv[..split]);
+            while r.is_ok() {
+                r = f.write_all(&csv[split..]);
+                fed.fetch_add((csv.len() - split) as u64, Ordering::Relaxed);
+            }
+            r.unwrap_err()
+        }
+    });
+    // Some batches are on their way (16 MB parsed), then the stream goes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fed.load(Ordering::Relaxed) < 16 << 20 {
+        assert!(Instant::now() < deadline, "the ingest never read 16 MB");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    aws.rt
+        .block_on(aws.kinesis.delete_stream().stream_name("s").send())
+        .unwrap();
+    let out = wait(child, deadline);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("putting records on kinesis://s failed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        feeder.join().unwrap().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
+}
+
+/// The child's output once it exits; killed and failed past `deadline`.
+fn wait(mut child: Child, deadline: Instant) -> Output {
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("meterflow did not stop: {:?}", child.wait_with_output());
+        }
+        // Poll interval.
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
