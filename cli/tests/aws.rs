@@ -92,6 +92,15 @@ impl Aws {
         serde_json::from_slice(&out.stdout).expect("summary JSON")
     }
 
+    fn create_stream(&self, name: &str, shards: i32) {
+        let create = self
+            .kinesis
+            .create_stream()
+            .stream_name(name)
+            .shard_count(shards);
+        self.rt.block_on(create.send()).unwrap();
+    }
+
     fn upload(&self, key: &str, file: &Path) {
         let body = std::fs::read(file).unwrap();
         self.rt
@@ -249,15 +258,7 @@ fn an_s3_prefix_ingests_exactly_like_the_same_files_on_disk() {
 #[test]
 fn a_file_put_on_a_four_shard_stream_decodes_to_the_oracle() {
     let aws = Aws::start();
-    aws.rt
-        .block_on(
-            aws.kinesis
-                .create_stream()
-                .stream_name("s")
-                .shard_count(4)
-                .send(),
-        )
-        .unwrap();
+    aws.create_stream("s", 4);
     let (file, oracle) = aws.generate("w.csv", "wide", "2019-05-01", 6);
     // One call in flight: moto may give concurrent calls the same sequence number, losing a
     // record (see ARCHITECTURE, "Known moto quirk").
@@ -308,15 +309,7 @@ fn a_file_put_on_a_four_shard_stream_decodes_to_the_oracle() {
 #[test]
 fn a_stream_failing_mid_ingest_stops_the_parsers_and_exits_1() {
     let aws = Aws::start();
-    aws.rt
-        .block_on(
-            aws.kinesis
-                .create_stream()
-                .stream_name("s")
-                .shard_count(2)
-                .send(),
-        )
-        .unwrap();
+    aws.create_stream("s", 2);
     let (file, _) = aws.generate("w.csv", "wide", "2019-05-01", 20);
     let csv = std::fs::read(&file).unwrap();
     let split = csv.iter().position(|&b| b == b'\n').unwrap() + 1;
