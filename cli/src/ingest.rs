@@ -108,27 +108,11 @@ struct RejectLog {
     sample: Vec<Reject>,
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 impl RejectLog {
     fn add(&mut self, r: Reject) -> io::Result<()> {
         self.count += 1;
         if let Some(f) = &mut self.file {
-            let column = r.column.map(|c| c.to_string()).unwrap_or_default();
-            writeln!(
-                f,
-                "{},{},{},{}",
-                csv_field(&r.source),
-                r.line,
-                column,
-                csv_field(&r.reason)
-            )?;
+            r.write_csv(f)?;
         }
         if self.sample.len() < 10 {
             self.sample.push(r);
@@ -372,7 +356,7 @@ pub async fn run<S: Store + 'static>(
                 let mut f = io::BufWriter::new(File::create(p).with_context(|| {
                     format!("cannot create the rejects report {}", p.display())
                 })?);
-                writeln!(f, "file,line,column,reason")?;
+                Reject::write_csv_header(&mut f)?;
                 Some(f)
             }
             None => None,

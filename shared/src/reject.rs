@@ -1,6 +1,7 @@
 //! Rejected rows, whole-file failures, and the sink parsers report into.
 
 use std::fmt;
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::fragment::Fragment;
@@ -24,6 +25,40 @@ impl fmt::Display for Reject {
             write!(f, ": column {c}")?;
         }
         write!(f, ": {}", self.reason)
+    }
+}
+
+/// The rejects report is CSV with these columns, written by [`Reject::write_csv_header`] and
+/// [`Reject::write_csv`]: one writer for the CLI's `--rejects` file and the splitter Lambda's
+/// report object, so both read the same way.
+pub const CSV_HEADER: &str = "file,line,column,reason";
+
+impl Reject {
+    /// Writes the report's header line.
+    pub fn write_csv_header(w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "{CSV_HEADER}")
+    }
+
+    /// Writes this reject as one report line; an absent column is an empty field.
+    pub fn write_csv(&self, w: &mut impl Write) -> io::Result<()> {
+        write_csv_field(w, &self.source)?;
+        write!(w, ",{},", self.line)?;
+        if let Some(c) = self.column {
+            write!(w, "{c}")?;
+        }
+        w.write_all(b",")?;
+        write_csv_field(w, &self.reason)?;
+        writeln!(w)
+    }
+}
+
+/// A field quoted (quotes doubled) when it holds a separator, quote or line break: file names
+/// and reasons may hold commas.
+fn write_csv_field(w: &mut impl Write, s: &str) -> io::Result<()> {
+    if s.contains([',', '"', '\n', '\r']) {
+        write!(w, "\"{}\"", s.replace('"', "\"\""))
+    } else {
+        w.write_all(s.as_bytes())
     }
 }
 
@@ -86,5 +121,39 @@ impl Sink for Collect {
     }
     fn reject(&mut self, reject: Reject) {
         self.rejects.push(reject);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_write_as_csv_with_quoting_where_needed() {
+        let mut out = Vec::new();
+        Reject::write_csv_header(&mut out).unwrap();
+        let rows = [
+            Reject {
+                source: "data/a.csv".into(),
+                line: 7,
+                column: Some(3),
+                reason: "not a number".into(),
+            },
+            Reject {
+                source: "s3://b/x, \"y\".csv".into(),
+                line: 1,
+                column: None,
+                reason: "two\nlines".into(),
+            },
+        ];
+        for r in &rows {
+            r.write_csv(&mut out).unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "file,line,column,reason\n\
+             data/a.csv,7,3,not a number\n\
+             \"s3://b/x, \"\"y\"\".csv\",1,,\"two\nlines\"\n"
+        );
     }
 }
