@@ -10,6 +10,8 @@
 //!   the object's size.
 //! - [`event`]: S3 event notifications → object references (URL-decoded keys, test events
 //!   ignored).
+//! - [`sink`]: whole small objects written to S3 (rejects reports, dead letters), behind the
+//!   [`sink::ObjectSink`] trait.
 //! - [`pipeline`]: one object from S3 through the splitter into Kinesis.
 //! - [`client`]: SDK clients on a lean HTTPS stack, pointed at AWS or at an emulator.
 //! - [`moto`]: starts a `moto_server` for tests (this crate's and the Lambdas').
@@ -25,3 +27,4 @@ pub mod moto;
 pub mod pipeline;
 pub mod retry;
 pub mod s3;
+pub mod sink;

@@ -136,7 +136,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "ThrottlingException",
 ];
 
-fn classify<E>(object: String, e: SdkError<E, HttpResponse>) -> SourceError
+pub(crate) fn classify<E>(object: String, e: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

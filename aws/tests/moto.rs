@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::event::{created_objects, ObjectRef};
 use meterflow_aws::kinesis::{throttled, Fault, Faulty, KinesisStream, RecordStream, Shipper};
@@ -15,6 +16,7 @@ use meterflow_aws::moto::{read_stream, Moto, ReadRecord};
 use meterflow_aws::pipeline::{split_object, PipelineSettings, SplitReport};
 use meterflow_aws::retry::RetryPolicy;
 use meterflow_aws::s3::{self, Breaking, ObjectSource, ReadSettings, S3Source, SourceError};
+use meterflow_aws::sink::{ObjectSink, S3Sink};
 use meterflow_core::envelope::decode;
 use meterflow_core::partition::explicit_hash_key;
 use meterflow_core::synth::Spec;
@@ -422,4 +424,44 @@ async fn listing_follows_every_page_and_missing_buckets_and_streams_are_named() 
     let e = missing.open_shards().await.unwrap_err();
     assert_eq!(e.code, "ResourceNotFoundException", "{e}");
     assert!(!e.retryable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_writes_and_overwrites_objects_and_a_missing_bucket_is_permanent() {
+    let env = env().await;
+    let sink = S3Sink {
+        client: env.s3.clone(),
+    };
+    let key = "reports/meter data.csv.rejects.csv";
+    for body in ["first", "second"] {
+        sink.put_object(BUCKET, key, Bytes::from(body), "text/csv")
+            .await
+            .unwrap();
+    }
+    let got = env
+        .s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_type(), Some("text/csv"));
+    let body = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&body[..], b"second", "a write replaces, never appends");
+    let listed = env
+        .s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(1));
+
+    let e = sink
+        .put_object("no-such-bucket", "k", Bytes::from("x"), "text/csv")
+        .await
+        .unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert!(e.to_string().contains("s3://no-such-bucket/k"), "{e}");
 }

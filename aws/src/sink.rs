@@ -1,0 +1,126 @@
+//! Writing whole small objects to S3: the splitter's rejects reports and the aggregator's
+//! dead letters.
+//!
+//! One PutObject each: both are small (a report keeps at most the configured number of
+//! rejects, a dead letter is one Kinesis record of at most 1 MiB), so there is no multipart
+//! upload to resume. Keys are deterministic (from the input key, or from the stream position),
+//! so a retried invocation overwrites what an earlier attempt wrote instead of adding copies.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use crate::s3::{classify, SourceError};
+
+/// Why an object could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("writing s3://{bucket}/{key}: {message}")]
+pub struct SinkError {
+    pub bucket: String,
+    pub key: String,
+    pub message: String,
+    /// Throttling, a 5xx or a broken connection: writing again later may succeed. A missing
+    /// bucket or a denied permission will not.
+    pub retryable: bool,
+}
+
+impl SinkError {
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// One external system, one trait: an object store that takes PutObject.
+pub trait ObjectSink: Send + Sync + 'static {
+    /// Writes `body` as `bucket`/`key`, replacing any object there.
+    fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// [`ObjectSink`] on `aws-sdk-s3`.
+#[derive(Debug, Clone)]
+pub struct S3Sink {
+    pub client: aws_sdk_s3::Client,
+}
+
+impl ObjectSink for S3Sink {
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), SinkError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body.into())
+            .send()
+            .await;
+        result.map(|_| ()).map_err(|e| {
+            let source = classify(format!("s3://{bucket}/{key}"), e);
+            SinkError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                retryable: source.is_retryable(),
+                message: match source {
+                    SourceError::NotFound { .. } => {
+                        "no such bucket (or no permission to write to it)".to_owned()
+                    }
+                    SourceError::Transient { message, .. }
+                    | SourceError::Permanent { message, .. } => message,
+                    SourceError::Changed { object } => format!("{object} changed"),
+                },
+            }
+        })
+    }
+}
+
+/// An in-memory [`ObjectSink`] that keeps what it is given, or fails every write with a
+/// planned error (tests).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// `(bucket, key, body)` of each write, in order.
+    pub objects: Mutex<Vec<(String, String, Bytes)>>,
+    /// Fails every write with this retryability when set.
+    pub fail: Option<bool>,
+}
+
+impl MemorySink {
+    /// Every write so far.
+    pub fn written(&self) -> Vec<(String, String, Bytes)> {
+        self.objects.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+}
+
+impl ObjectSink for MemorySink {
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        _content_type: &str,
+    ) -> Result<(), SinkError> {
+        if let Some(retryable) = self.fail {
+            return Err(SinkError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "injected failure".to_owned(),
+                retryable,
+            });
+        }
+        if let Ok(mut o) = self.objects.lock() {
+            o.push((bucket.to_owned(), key.to_owned(), body));
+        }
+        Ok(())
+    }
+}
