@@ -1,8 +1,7 @@
-//! The router answering real Function URL events, as the API Lambda does.
+//! The API Lambda's service answering real Function URL events.
 
-use std::sync::Arc;
-
-use meterflow_api::{router, ApiConfig};
+use meterflow_api::ApiConfig;
+use meterflow_lambda::api::app;
 use meterflow_store::{conformance::fragment, SqliteStore, Store};
 use tower::ServiceExt;
 
@@ -20,7 +19,7 @@ async fn answer(fixture: &str) -> (u16, serde_json::Value) {
         .await
         .unwrap();
     let request = lambda_http::request::from_str(fixture).expect("a Function URL event");
-    let response = router(Arc::new(store), ApiConfig::default())
+    let response = app(store, ApiConfig::default())
         .oneshot(request)
         .await
         .unwrap();
@@ -33,7 +32,7 @@ async fn answer(fixture: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn daily_totals_through_a_function_url_event() {
-    let (status, json) = answer(include_str!("fixtures/function-url-daily.json")).await;
+    let (status, json) = answer(include_str!("fixtures/function_url_daily.json")).await;
     assert_eq!(status, 200);
     assert_eq!(json["meter"], "VABD000163-E1");
     assert_eq!(json["days"][0]["total"].to_string(), "53.328");
@@ -42,7 +41,7 @@ async fn daily_totals_through_a_function_url_event() {
 
 #[tokio::test]
 async fn client_mistakes_are_400_json_through_lambda_too() {
-    let (status, json) = answer(include_str!("fixtures/function-url-legacy-bad-date.json")).await;
+    let (status, json) = answer(include_str!("fixtures/function_url_legacy_bad_date.json")).await;
     assert_eq!(status, 400);
     assert!(
         json["error"].as_str().unwrap().contains("no such day"),

@@ -1,0 +1,26 @@
+//! meterflow's three Lambdas, as handlers generic over their external systems (so the tests
+//! call them with moto's S3 and Kinesis, SQLite or an in-process CQL server, and
+//! fault-injecting wrappers) and thin binaries that wire them to the real clients:
+//!
+//! - [`splitter`]: S3 notifications → objects split into envelope records → Kinesis, rejects
+//!   reports → S3;
+//! - [`aggregator`]: Kinesis batches → the store, `batchItemFailures`, dead letters → S3;
+//! - [`api`]: Function URL requests → the HTTP API over the store.
+//!
+//! Configuration comes only from environment variables, listed in each module's docs and
+//! validated at start ([`env`]). The store is `AnyStore::from_env()`: `METERFLOW_STORE` (a
+//! SQLite path or `cql://` URL) for local runs, else the `METERFLOW_CQL_*` variables
+//! (Keyspaces, with the `keyspaces` feature for TLS). Logs are `tracing` through the
+//! runtime's subscriber ([`init_logs`]): JSON when the function's log format is JSON
+//! (`AWS_LAMBDA_LOG_FORMAT=JSON`), level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+
+pub mod aggregator;
+pub mod api;
+pub mod env;
+pub mod report;
+pub mod splitter;
+
+/// Starts the runtime's log subscriber (see the crate docs).
+pub fn init_logs() {
+    lambda_runtime::tracing::init_default_subscriber();
+}

@@ -1,0 +1,335 @@
+//! The splitter Lambda: S3 `ObjectCreated` notifications in, envelope records onto Kinesis,
+//! a rejects report back to S3.
+//!
+//! Configuration (environment):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `METERFLOW_STREAM` | required | the Kinesis stream's name |
+//! | `METERFLOW_PARTITION_BUCKETS` | 64 | buckets series are hashed into (1–65536); at least the stream's shard count, more spreads better; changing it moves series between shards |
+//! | `METERFLOW_PUT_CONCURRENCY` | 4 | PutRecords calls in flight (1–64) |
+//! | `METERFLOW_REJECTS_PREFIX` | unset | `s3://bucket/prefix` for rejects reports; unset: next to the input |
+//! | `METERFLOW_MAX_REJECTS` | 10000 | rejects listed per report (1–1000000); all are counted |
+//! | `METERFLOW_DEADLINE_MARGIN_SECONDS` | 10 | stop this long before the invocation's deadline (1–600) |
+//! | `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | set by Lambda | the execution role |
+//! | `AWS_ENDPOINT_URL` | unset | an emulator (moto) instead of AWS |
+//!
+//! Errors: a retryable failure (throttling that outlasted the retries, S3 or Kinesis
+//! unavailable) fails the invocation, so S3's asynchronous invocation retries it; splitting is
+//! idempotent, so records already put are put again under the same keys. A permanent one (a
+//! bad header, a corrupt archive, a vanished object) can never succeed: it is logged with the
+//! object, written to the rejects report, and the invocation goes on with the next object.
+//! An object that cannot finish before the deadline stops cleanly and fails the invocation
+//! with an error saying so.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use lambda_runtime::tracing::{error, info, warn};
+use meterflow_aws::event::{created_objects, EventError, ObjectRef};
+use meterflow_aws::kinesis::{RecordStream, Shipper};
+use meterflow_aws::pipeline::{split_object, PipelineError, PipelineSettings, SplitReport};
+use meterflow_aws::s3::ObjectSource;
+use meterflow_aws::sink::{ObjectSink, SinkError};
+use meterflow_core::Reject;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::env::{number, required, ConfigError, S3Location, Vars};
+use crate::report;
+
+/// The splitter's settings (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitterConfig {
+    pub stream_name: String,
+    pub buckets: u32,
+    pub put_concurrency: usize,
+    pub rejects_prefix: Option<S3Location>,
+    pub max_rejects: usize,
+    pub deadline_margin: Duration,
+}
+
+impl SplitterConfig {
+    pub fn from_vars(vars: &impl Vars) -> Result<SplitterConfig, ConfigError> {
+        Ok(SplitterConfig {
+            stream_name: required(
+                vars,
+                "METERFLOW_STREAM",
+                "set it to the name of the Kinesis stream the records go to",
+            )?,
+            buckets: number(vars, "METERFLOW_PARTITION_BUCKETS", 64, 1..=65_536)?,
+            put_concurrency: number(vars, "METERFLOW_PUT_CONCURRENCY", 4, 1..=64)?,
+            rejects_prefix: S3Location::from_var(vars, "METERFLOW_REJECTS_PREFIX")?,
+            max_rejects: number(vars, "METERFLOW_MAX_REJECTS", 10_000, 1..=1_000_000)?,
+            deadline_margin: Duration::from_secs(number(
+                vars,
+                "METERFLOW_DEADLINE_MARGIN_SECONDS",
+                10,
+                1..=600,
+            )?),
+        })
+    }
+}
+
+/// Why an invocation fails (so that S3's asynchronous invocation retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum SplitterError {
+    #[error("the payload is not an S3 event notification ({0}); is this function subscribed to the bucket's ObjectCreated events?")]
+    Event(EventError),
+    #[error("s3://{bucket}/{key}: {source} (retrying the invocation)")]
+    Retryable {
+        bucket: String,
+        key: String,
+        source: PipelineError,
+    },
+    #[error("{0} (the rejects report; retrying the invocation)")]
+    Report(SinkError),
+    #[error("s3://{bucket}/{key}{size}: not split within the invocation's time ({elapsed:?} spent, stopped {margin:?} before the deadline); raise the function's timeout (at most 900 s) or upload smaller files")]
+    Deadline {
+        bucket: String,
+        key: String,
+        /// ` (N bytes)` when the event said.
+        size: String,
+        elapsed: Duration,
+        margin: Duration,
+    },
+}
+
+impl From<SplitterError> for lambda_runtime::Diagnostic {
+    fn from(e: SplitterError) -> Self {
+        let kind = match &e {
+            SplitterError::Event(_) => "InvalidEvent",
+            SplitterError::Retryable { .. } | SplitterError::Report(_) => "Retryable",
+            SplitterError::Deadline { .. } => "DeadlineExceeded",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: kind.to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// What happened to one object of an event: the invocation's response, and a log line each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ObjectSummary {
+    /// `s3://bucket/key`.
+    pub object: String,
+    /// `split`, `failed` (permanently: see `error`) or `skipped` (a rejects report).
+    pub outcome: &'static str,
+    pub rows_read: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    pub fragments: u64,
+    pub records: u64,
+    pub put_calls: u64,
+    /// `s3://bucket/key` of the rejects report, when one was written.
+    pub rejects_report: Option<String>,
+    /// Rejects counted but not listed in the report ([`SplitterConfig::max_rejects`]).
+    pub rejects_unlisted: u64,
+    pub error: Option<String>,
+}
+
+/// The invocation's response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SplitterResponse {
+    pub objects: Vec<ObjectSummary>,
+}
+
+/// The handler, generic over its three external systems so tests drive it against moto and
+/// through fault-injecting wrappers.
+pub struct Splitter<Src, St, Snk> {
+    pub source: Arc<Src>,
+    pub shipper: Shipper<St>,
+    pub sink: Snk,
+    pub settings: PipelineSettings,
+    pub rejects_prefix: Option<S3Location>,
+    pub deadline_margin: Duration,
+}
+
+impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk> {
+    pub fn new(source: Arc<Src>, stream: St, sink: Snk, config: &SplitterConfig) -> Self {
+        let mut shipper = Shipper::new(Arc::new(stream), config.buckets);
+        shipper.max_in_flight = config.put_concurrency;
+        let mut settings = PipelineSettings::default();
+        settings.pack.buckets = config.buckets;
+        settings.max_rejects_kept = config.max_rejects;
+        Splitter {
+            source,
+            shipper,
+            sink,
+            settings,
+            rejects_prefix: config.rejects_prefix.clone(),
+            deadline_margin: config.deadline_margin,
+        }
+    }
+
+    /// Splits every object `event` (the raw notification JSON) names, in order. `deadline` is
+    /// the invocation's ([`instant_of`] of `Context::deadline`); `None` runs unbounded.
+    pub async fn handle(
+        &self,
+        event: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<SplitterResponse, SplitterError> {
+        let objects = created_objects(event).map_err(SplitterError::Event)?;
+        let stop_at = deadline.map(|d| d.checked_sub(self.deadline_margin).unwrap_or(d));
+        let mut response = SplitterResponse::default();
+        for object in objects {
+            let summary = self.object(&object, stop_at).await?;
+            info!(
+                object = %summary.object,
+                outcome = summary.outcome,
+                rows_read = summary.rows_read,
+                rows_rejected = summary.rows_rejected,
+                records = summary.records,
+                "object done"
+            );
+            response.objects.push(summary);
+        }
+        Ok(response)
+    }
+
+    async fn object(
+        &self,
+        object: &ObjectRef,
+        stop_at: Option<Instant>,
+    ) -> Result<ObjectSummary, SplitterError> {
+        let mut summary = ObjectSummary {
+            object: format!("s3://{}/{}", object.bucket, object.key),
+            ..ObjectSummary::default()
+        };
+        if report::is_report(object, self.rejects_prefix.as_ref()) {
+            summary.outcome = "skipped";
+            return Ok(summary);
+        }
+        let started = Instant::now();
+        let split = split_object(
+            Arc::clone(&self.source),
+            object,
+            &self.shipper,
+            self.settings,
+        );
+        let result =
+            match stop_at {
+                // Dropping the split cancels the calls in flight; the splitting thread stops at
+                // its next record (see `meterflow_aws::pipeline`).
+                Some(at) => tokio::time::timeout_at(at, split).await.map_err(|_| {
+                    SplitterError::Deadline {
+                        bucket: object.bucket.clone(),
+                        key: object.key.clone(),
+                        size: object
+                            .size
+                            .map(|n| format!(" ({n} bytes)"))
+                            .unwrap_or_default(),
+                        elapsed: started.elapsed(),
+                        margin: self.deadline_margin,
+                    }
+                })?,
+                None => split.await,
+            };
+        match result {
+            Ok(report) => self.split_done(object, report, summary).await,
+            Err(source) if source.is_retryable() => Err(SplitterError::Retryable {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                source,
+            }),
+            Err(e) => {
+                error!(object = %summary.object, error = %e, "the object cannot be split; reported, not retried");
+                summary.outcome = "failed";
+                summary.error = Some(e.to_string());
+                summary.rejects_report = self
+                    .write_report(object, &[report::failure_row(object, &e)])
+                    .await?;
+                Ok(summary)
+            }
+        }
+    }
+
+    async fn split_done(
+        &self,
+        object: &ObjectRef,
+        report: SplitReport,
+        mut summary: ObjectSummary,
+    ) -> Result<ObjectSummary, SplitterError> {
+        summary.outcome = "split";
+        summary.rows_read = report.stats.rows_read;
+        summary.rows_accepted = report.stats.rows_accepted;
+        summary.rows_rejected = report.stats.rows_rejected;
+        summary.fragments = report.put.fragments;
+        summary.records = report.put.records;
+        summary.put_calls = report.put.calls;
+        summary.rejects_unlisted = report
+            .stats
+            .rows_rejected
+            .saturating_sub(report.rejects.len() as u64);
+        if summary.rejects_unlisted > 0 {
+            warn!(object = %summary.object, unlisted = summary.rejects_unlisted, "more rejects than METERFLOW_MAX_REJECTS: the report lists the first ones");
+        }
+        if !report.rejects.is_empty() {
+            summary.rejects_report = self.write_report(object, &report.rejects).await?;
+        }
+        Ok(summary)
+    }
+
+    /// Writes a report; `s3://…` of it, or `None` when it could not be written for good
+    /// (logged: a lost report must not make the data be split again and again).
+    async fn write_report(
+        &self,
+        object: &ObjectRef,
+        rejects: &[Reject],
+    ) -> Result<Option<String>, SplitterError> {
+        let (bucket, key) = report::location(object, self.rejects_prefix.as_ref());
+        let body = Bytes::from(report::csv(rejects));
+        match self.sink.put_object(&bucket, &key, body, "text/csv").await {
+            Ok(()) => Ok(Some(format!("s3://{bucket}/{key}"))),
+            Err(e) if e.is_retryable() => Err(SplitterError::Report(e)),
+            Err(e) => {
+                error!(error = %e, "the rejects report cannot be written; check METERFLOW_REJECTS_PREFIX and the role's s3:PutObject permission");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The tokio instant of a wall-clock deadline (`Context::deadline()`); one already past is now.
+pub fn instant_of(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_config_needs_a_stream_and_checks_its_numbers() {
+        let mut vars: HashMap<&str, &str> = HashMap::new();
+        let e = SplitterConfig::from_vars(&vars).unwrap_err();
+        assert!(
+            e.to_string().starts_with("METERFLOW_STREAM is not set"),
+            "{e}"
+        );
+        vars.insert("METERFLOW_STREAM", "fragments");
+        let c = SplitterConfig::from_vars(&vars).unwrap();
+        assert_eq!(
+            (
+                c.buckets,
+                c.put_concurrency,
+                c.max_rejects,
+                c.deadline_margin
+            ),
+            (64, 4, 10_000, Duration::from_secs(10))
+        );
+        assert_eq!(c.rejects_prefix, None);
+        vars.insert("METERFLOW_PARTITION_BUCKETS", "0");
+        let e = SplitterConfig::from_vars(&vars).unwrap_err();
+        assert!(
+            e.to_string().contains("METERFLOW_PARTITION_BUCKETS=\"0\""),
+            "{e}"
+        );
+    }
+}
