@@ -1,0 +1,140 @@
+//! What the Lambda tests share: fixtures, a moto server with the bucket and stream the
+//! fixtures name, and handlers tuned for small inputs.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use meterflow_aws::client::{http_client, kinesis_client, s3_client};
+use meterflow_aws::kinesis::RecordStream;
+use meterflow_aws::moto::Moto;
+use meterflow_aws::retry::RetryPolicy;
+use meterflow_aws::s3::{InMemory, ObjectInfo, ObjectSource};
+use meterflow_aws::sink::ObjectSink;
+use meterflow_lambda::splitter::{Splitter, SplitterConfig};
+use meterflow_splitter::PackSettings;
+
+/// The bucket and key `s3_put_encoded_key.json` names (its key is `incoming%2Fmeter+data.csv`).
+pub const BUCKET: &str = "meter-uploads";
+pub const KEY: &str = "incoming/meter data.csv";
+pub const STREAM: &str = "meterflow-fragments";
+pub const SHARDS: i32 = 4;
+pub const BUCKETS: u32 = 16;
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn config() -> SplitterConfig {
+    SplitterConfig {
+        stream_name: STREAM.to_owned(),
+        buckets: BUCKETS,
+        put_concurrency: 1,
+        rejects_prefix: None,
+        max_rejects: 1000,
+        deadline_margin: Duration::from_secs(1),
+    }
+}
+
+pub fn fast() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+    }
+}
+
+/// A splitter with small records (many per test file) and fast retries. One PutRecords call
+/// at a time: moto can give two concurrent calls the same sequence number (ARCHITECTURE).
+pub fn splitter<Src: ObjectSource, St: RecordStream, Snk: ObjectSink>(
+    source: Src,
+    stream: St,
+    sink: Snk,
+    config: &SplitterConfig,
+) -> Splitter<Src, St, Snk> {
+    let mut s = Splitter::new(Arc::new(source), stream, sink, config);
+    s.shipper.policy = fast();
+    s.settings.pack = PackSettings {
+        buckets: config.buckets,
+        max_record_bytes: 2048,
+        max_held_bytes: 32 * 1024,
+    };
+    s.settings.read.retry = fast();
+    s
+}
+
+/// `data` as the object the fixture names, without a server.
+pub fn in_memory(data: impl Into<Bytes>) -> InMemory {
+    let data = data.into();
+    InMemory {
+        info: ObjectInfo {
+            bucket: BUCKET.into(),
+            key: KEY.into(),
+            size: data.len() as u64,
+            etag: Some("e1".into()),
+            version_id: None,
+            last_modified_ms: 1_546_300_800_000,
+        },
+        data,
+        chunk: 4096,
+    }
+}
+
+/// A moto server with the fixture's bucket and a 4-shard stream.
+pub struct Env {
+    pub moto: Moto,
+    pub s3: aws_sdk_s3::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let moto = tokio::task::spawn_blocking(Moto::start)
+            .await
+            .expect("the moto starter panicked")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let http = http_client();
+        let settings = moto.client_settings();
+        let env = Env {
+            s3: s3_client(&settings, http.clone()),
+            kinesis: kinesis_client(&settings, http),
+            moto,
+        };
+        env.s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        env.kinesis
+            .create_stream()
+            .stream_name(STREAM)
+            .shard_count(SHARDS)
+            .send()
+            .await
+            .unwrap();
+        env
+    }
+
+    pub async fn upload(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn download(&self, bucket: &str, key: &str) -> String {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"));
+        let body = out.body.collect().await.unwrap().into_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}

@@ -1,0 +1,213 @@
+//! The splitter handler on real S3 event JSON: test events, rejects reports (to moto's S3),
+//! permanent and retryable failures, the deadline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fixture, in_memory, splitter, Env, BUCKET, KEY, STREAM};
+use meterflow_aws::kinesis::{throttled, Fault, Faulty, KinesisStream, Recording};
+use meterflow_aws::s3::S3Source;
+use meterflow_aws::sink::{MemorySink, S3Sink};
+use meterflow_core::synth::Spec;
+use meterflow_core::Format;
+use meterflow_lambda::env::S3Location;
+use meterflow_lambda::splitter::SplitterError;
+use tokio::time::Instant;
+
+fn wide(meters: u32, days: u32) -> String {
+    String::from_utf8(Spec::new(meters, days).generate(Format::Wide).unwrap()).unwrap()
+}
+
+/// `csv` with field `field` (0-based) of line `line` (1-based) replaced.
+fn with_field(csv: &str, line: usize, field: usize, value: &str) -> String {
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    let mut fields: Vec<&str> = lines[line - 1].split(',').collect();
+    fields[field] = value;
+    lines[line - 1] = fields.join(",");
+    lines.join("\n") + "\n"
+}
+
+fn far() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_secs(600))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_event_does_nothing() {
+    let sink = MemorySink::default();
+    let s = splitter(
+        in_memory(wide(2, 2)),
+        Recording::default(),
+        sink,
+        &common::config(),
+    );
+    let response = s
+        .handle(&fixture("s3_test_event.json"), far())
+        .await
+        .unwrap();
+    assert!(response.objects.is_empty());
+    assert!(s.shipper.stream.entries.lock().unwrap().is_empty());
+    assert!(s.sink.written().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
+    let env = Env::start().await;
+    let csv = with_field(&wide(3, 2), 3, 2, "abc");
+    let csv = with_field(&csv, 6, 11, "1.1234567");
+    env.upload(BUCKET, KEY, csv.into_bytes()).await;
+    let stream = || KinesisStream {
+        client: env.kinesis.clone(),
+        stream_name: STREAM.into(),
+    };
+    let source = || S3Source {
+        client: env.s3.clone(),
+    };
+    let sink = || S3Sink {
+        client: env.s3.clone(),
+    };
+    let event = fixture("s3_put_encoded_key.json");
+
+    let s = splitter(source(), stream(), sink(), &common::config());
+    let response = s.handle(&event, far()).await.unwrap();
+    let o = &response.objects[0];
+    assert_eq!((o.outcome, o.rows_read, o.rows_rejected), ("split", 6, 2));
+    let report_key = "incoming/meter data.csv.rejects.csv";
+    assert_eq!(
+        o.rejects_report.as_deref(),
+        Some(format!("s3://{BUCKET}/{report_key}").as_str())
+    );
+    let report = env.download(BUCKET, report_key).await;
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    assert_eq!(lines[0], "file,line,column,reason");
+    let source_id = format!("s3://{BUCKET}/{KEY}#");
+    for (row, want) in lines[1..].iter().zip([",3,3,", ",6,12,"]) {
+        assert!(row.starts_with(&source_id), "{row}");
+        assert!(row.contains(want), "{row} should hold {want}");
+    }
+
+    // Under a prefix in another bucket, named by input bucket and key.
+    env.s3
+        .create_bucket()
+        .bucket("meter-reports")
+        .send()
+        .await
+        .unwrap();
+    let mut config = common::config();
+    config.rejects_prefix = Some(S3Location {
+        bucket: "meter-reports".into(),
+        prefix: "rejects/".into(),
+    });
+    let s = splitter(source(), stream(), sink(), &config);
+    s.handle(&event, far()).await.unwrap();
+    let moved = env
+        .download(
+            "meter-reports",
+            "rejects/meter-uploads/incoming/meter data.csv.rejects.csv",
+        )
+        .await;
+    assert_eq!(moved, report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_header_is_reported_and_does_not_fail_the_invocation() {
+    let s = splitter(
+        in_memory("this is not,a meter file\n1,2\n"),
+        Recording::default(),
+        MemorySink::default(),
+        &common::config(),
+    );
+    let response = s
+        .handle(&fixture("s3_put_encoded_key.json"), far())
+        .await
+        .expect("a permanent error is not an invocation failure");
+    let o = &response.objects[0];
+    assert_eq!(o.outcome, "failed");
+    let error = o.error.as_deref().unwrap_or_default();
+    assert!(error.contains("cannot tell the format"), "{o:?}");
+    let written = s.sink.written();
+    assert_eq!(written.len(), 1);
+    let (bucket, key, body) = &written[0];
+    assert_eq!(
+        (bucket.as_str(), key.as_str()),
+        (BUCKET, "incoming/meter data.csv.rejects.csv")
+    );
+    let body = std::str::from_utf8(body).unwrap();
+    let rows: Vec<&str> = body.lines().collect();
+    assert_eq!(rows.len(), 2, "{body}");
+    // Line 0: the object as a whole (the format could not be told, no line is at fault).
+    assert!(
+        rows[1].starts_with("s3://meter-uploads/incoming/meter data.csv,0,,"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kinesis_throttle_storm_fails_the_invocation_as_retryable() {
+    let storm = (0..1000).map(|_| Some(Fault::Call(throttled()))).collect();
+    let s = splitter(
+        in_memory(wide(20, 5)),
+        Faulty::new(Recording::default(), storm),
+        MemorySink::default(),
+        &common::config(),
+    );
+    let e = s
+        .handle(&fixture("s3_put_encoded_key.json"), far())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SplitterError::Retryable { .. }), "{e}");
+    assert!(
+        e.to_string().contains("ProvisionedThroughputExceeded"),
+        "{e}"
+    );
+    let d = lambda_runtime::Diagnostic::from(e);
+    assert_eq!(d.error_type, "Retryable");
+    assert!(
+        s.sink.written().is_empty(),
+        "no report for a retried object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_cannot_finish_stops_before_the_deadline() {
+    // Every call throttled, with retries far slower than the time left.
+    let storm = (0..1000).map(|_| Some(Fault::Call(throttled()))).collect();
+    let mut s = splitter(
+        in_memory(wide(20, 5)),
+        Faulty::new(Recording::default(), storm),
+        MemorySink::default(),
+        &common::config(),
+    );
+    s.shipper.policy.base = Duration::from_secs(30);
+    s.shipper.policy.cap = Duration::from_secs(30);
+    s.shipper.policy.max_attempts = 100;
+    let started = Instant::now();
+    let deadline = started + s.deadline_margin + Duration::from_millis(300);
+    let e = s
+        .handle(&fixture("s3_put_encoded_key.json"), Some(deadline))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SplitterError::Deadline { .. }), "{e}");
+    assert!(Instant::now() < deadline, "stopped before the deadline");
+    assert!(
+        e.to_string().contains("raise the function's timeout"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejects_report_is_never_split() {
+    let event = String::from_utf8(fixture("s3_put_encoded_key.json"))
+        .unwrap()
+        .replace("meter+data.csv", "meter+data.csv.rejects.csv");
+    let s = splitter(
+        in_memory(wide(2, 2)),
+        Recording::default(),
+        MemorySink::default(),
+        &common::config(),
+    );
+    let response = s.handle(event.as_bytes(), far()).await.unwrap();
+    assert_eq!(response.objects[0].outcome, "skipped");
+    assert!(s.shipper.stream.entries.lock().unwrap().is_empty());
+}
