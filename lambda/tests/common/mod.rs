@@ -138,3 +138,45 @@ impl Env {
         String::from_utf8(body.to_vec()).unwrap()
     }
 }
+
+/// One record as read from a shard.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    pub shard: String,
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// The `KinesisEvent` Lambda would deliver for `records`, as JSON in its real shape (data in
+/// base64, `eventID` of shard and sequence number, the stream's ARN), parsed back as the
+/// runtime does.
+pub fn kinesis_event(records: &[StreamRecord]) -> aws_lambda_events::event::kinesis::KinesisEvent {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            // The event library's own encoder (its type cannot be built directly).
+            let mut data = aws_lambda_events::encodings::Base64Data::default();
+            data.0.clone_from(&r.data);
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence_number,
+                    "data": data,
+                    "approximateArrivalTimestamp": 1732762800.123
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{}:{}", r.shard, r.sequence_number),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/meterflow-aggregator",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}")
+            })
+        })
+        .collect();
+    let json = serde_json::json!({ "Records": records }).to_string();
+    assert!(!json.contains("\"data\":["), "data must be base64 text");
+    serde_json::from_str(&json).expect("a KinesisEvent")
+}

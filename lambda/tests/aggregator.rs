@@ -1,0 +1,115 @@
+//! The aggregator handler on real Kinesis event JSON: undecodable records quarantined and
+//! copied to the dead-letter prefix under their stream position; a dead-letter write that
+//! fails retryably makes the batch be redelivered from that record.
+
+mod common;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use common::{fixture, kinesis_event, StreamRecord};
+use meterflow_aws::sink::MemorySink;
+use meterflow_core::synth::Spec;
+use meterflow_core::{Day, Format};
+use meterflow_lambda::aggregator::Aggregator;
+use meterflow_lambda::env::S3Location;
+use meterflow_splitter::{split, Collected, PackSettings};
+use meterflow_store::{SqliteStore, Store};
+
+const SEQUENCE: &str = "49656524937215339431553815463526104836536063432391622770";
+
+fn dead_letter(sink: MemorySink) -> Option<(MemorySink, S3Location)> {
+    Some((
+        sink,
+        S3Location {
+            bucket: "meter-dead-letters".into(),
+            prefix: "dead/".into(),
+        },
+    ))
+}
+
+fn aggregator(sink: MemorySink) -> Aggregator<SqliteStore, MemorySink> {
+    Aggregator {
+        store: SqliteStore::open_in_memory().unwrap(),
+        dead_letter: dead_letter(sink),
+    }
+}
+
+/// A valid record, the fixture's undecodable one, another valid record.
+fn mixed_batch() -> KinesisEvent {
+    let csv = Spec::new(2, 1).generate(Format::Wide).unwrap();
+    let mut out = Collected::default();
+    let opts = meterflow_core::Options::new("m.csv", 1);
+    let settings = PackSettings {
+        buckets: 1,
+        max_record_bytes: 1024,
+        max_held_bytes: 4096,
+    };
+    split(&csv[..], opts, settings, &mut out).unwrap();
+    let bad: KinesisEvent = serde_json::from_slice(&fixture("kinesis_undecodable.json")).unwrap();
+    let record = |n: &str, data: Vec<u8>| StreamRecord {
+        shard: "shardId-000000000003".into(),
+        sequence_number: n.into(),
+        partition_key: "bucket-0".into(),
+        data,
+    };
+    let mut records = vec![record("1001", out.records[0].data.clone())];
+    records.push(record(SEQUENCE, bad.records[0].kinesis.data.0.clone()));
+    records.push(record("1003", out.records[0].data.clone()));
+    kinesis_event(&records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_is_quarantined_and_copied_under_its_position() {
+    let event: KinesisEvent = serde_json::from_slice(&fixture("kinesis_undecodable.json")).unwrap();
+    let a = aggregator(MemorySink::default());
+    for _ in 0..2 {
+        let (response, summary) = a.handle(&event).await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "never retried forever"
+        );
+        assert_eq!((summary.quarantined, summary.dead_letters), (1, 1));
+    }
+    let written = a.dead_letter.as_ref().unwrap().0.written();
+    let key = format!("dead/meterflow-fragments/shardId-000000000003/{SEQUENCE}");
+    assert_eq!(written.len(), 2);
+    for (bucket, k, body) in &written {
+        assert_eq!(
+            (bucket.as_str(), k.as_str()),
+            ("meter-dead-letters", key.as_str())
+        );
+        assert_eq!(&body[..], b"not an envelope record");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dead_letter_copy_is_retried_from_its_record_unless_permanent() {
+    let event = mixed_batch();
+    let retryable = aggregator(MemorySink {
+        fail: Some(true),
+        ..MemorySink::default()
+    });
+    let (response, summary) = retryable.handle(&event).await;
+    let ids: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, [SEQUENCE, "1003"]);
+    assert_eq!((summary.applied, summary.retried), (2, 2));
+
+    let permanent = aggregator(MemorySink {
+        fail: Some(false),
+        ..MemorySink::default()
+    });
+    let (response, summary) = permanent.handle(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((summary.applied, summary.quarantined), (2, 1));
+    // The valid records were stored.
+    let day = Day::from_ymd(2019, 1, 1).unwrap();
+    let stored = permanent
+        .store
+        .fragments(&"EE000001".parse().unwrap(), day, day)
+        .await
+        .unwrap();
+    assert!(!stored.is_empty());
+}
