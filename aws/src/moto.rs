@@ -180,10 +180,11 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
-/// One record read back from a stream.
-#[derive(Debug, Clone)]
-pub struct ReadRecord {
+/// One record read back from a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRecord {
     pub shard: String,
+    pub sequence_number: String,
     pub partition_key: String,
     pub data: Vec<u8>,
 }
@@ -194,7 +195,7 @@ pub struct ReadRecord {
 pub async fn read_stream(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
-) -> Result<(Vec<ReadRecord>, BTreeMap<String, (u128, u128)>), String> {
+) -> Result<(Vec<ShardRecord>, BTreeMap<String, (u128, u128)>), String> {
     let fail = |e: &dyn std::fmt::Display| format!("reading kinesis://{stream} back: {e}");
     let mut ranges = BTreeMap::new();
     let mut token: Option<String> = None;
@@ -224,38 +225,49 @@ pub async fn read_stream(
     }
     let mut records = Vec::new();
     for shard in ranges.keys() {
-        let mut it = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| fail(&DisplayErrorContext(&e)))?
-            .shard_iterator()
-            .map(str::to_owned);
-        while let Some(i) = it {
-            let out = client
-                .get_records()
-                .shard_iterator(i)
-                .limit(1000)
-                .send()
-                .await
-                .map_err(|e| fail(&DisplayErrorContext(&e)))?;
-            for r in out.records() {
-                records.push(ReadRecord {
-                    shard: shard.clone(),
-                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                    data: r.data().as_ref().to_vec(),
-                });
-            }
-            // An open shard always has a next iterator: stop at the first empty page.
-            it = if out.records().is_empty() {
-                None
-            } else {
-                out.next_shard_iterator().map(str::to_owned)
-            };
-        }
+        let read = read_shard(client, stream, shard).await;
+        records.extend(read.map_err(|e| fail(&DisplayErrorContext(&e)))?);
     }
     Ok((records, ranges))
+}
+
+/// Every record of `shard`, from TRIM_HORIZON to the first empty page: an open shard always
+/// has a next iterator, so an empty page is how the reader knows it has seen everything.
+pub async fn read_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+) -> Result<Vec<ShardRecord>, aws_sdk_kinesis::Error> {
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await?
+        .shard_iterator()
+        .map(str::to_owned);
+    let mut out = Vec::new();
+    while let Some(it) = iterator {
+        let page = client
+            .get_records()
+            .shard_iterator(it)
+            .limit(1000)
+            .send()
+            .await?;
+        for r in page.records() {
+            out.push(ShardRecord {
+                shard: shard.to_owned(),
+                sequence_number: r.sequence_number().to_owned(),
+                partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                data: r.data().as_ref().to_vec(),
+            });
+        }
+        iterator = if page.records().is_empty() {
+            None
+        } else {
+            page.next_shard_iterator().map(str::to_owned)
+        };
+    }
+    Ok(out)
 }

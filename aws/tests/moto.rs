@@ -12,7 +12,7 @@ use bytes::Bytes;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::event::{created_objects, ObjectRef};
 use meterflow_aws::kinesis::{throttled, Fault, Faulty, KinesisStream, RecordStream, Shipper};
-use meterflow_aws::moto::{read_stream, Moto, ReadRecord};
+use meterflow_aws::moto::{read_stream, Moto, ShardRecord};
 use meterflow_aws::pipeline::{split_object, PipelineSettings, SplitReport};
 use meterflow_aws::retry::RetryPolicy;
 use meterflow_aws::s3::{self, Breaking, ObjectSource, ReadSettings, S3Source, SourceError};
@@ -128,7 +128,7 @@ fn kinesis_stream(env: &Env) -> KinesisStream {
     }
 }
 
-async fn read_back(env: &Env) -> (Vec<ReadRecord>, BTreeMap<String, (u128, u128)>) {
+async fn read_back(env: &Env) -> (Vec<ShardRecord>, BTreeMap<String, (u128, u128)>) {
     let (records, ranges) = read_stream(&env.kinesis, STREAM)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

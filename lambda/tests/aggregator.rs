@@ -5,7 +5,8 @@
 mod common;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use common::{fixture, kinesis_event, StreamRecord};
+use common::{fixture, kinesis_event};
+use meterflow_aws::moto::ShardRecord;
 use meterflow_aws::sink::MemorySink;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Day, Format};
@@ -45,7 +46,7 @@ fn mixed_batch() -> KinesisEvent {
     };
     split(&csv[..], opts, settings, &mut out).unwrap();
     let bad: KinesisEvent = serde_json::from_slice(&fixture("kinesis_undecodable.json")).unwrap();
-    let record = |n: &str, data: Vec<u8>| StreamRecord {
+    let record = |n: &str, data: Vec<u8>| ShardRecord {
         shard: "shardId-000000000003".into(),
         sequence_number: n.into(),
         partition_key: "bucket-0".into(),

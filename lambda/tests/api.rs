@@ -1,9 +1,9 @@
 //! The API Lambda's service answering real Function URL events.
 
-use meterflow_api::ApiConfig;
-use meterflow_lambda::api::app;
+mod common;
+
+use common::ask;
 use meterflow_store::{conformance::fragment, SqliteStore, Store};
-use tower::ServiceExt;
 
 async fn answer(fixture: &str) -> (u16, serde_json::Value) {
     let store = SqliteStore::open_in_memory().unwrap();
@@ -18,16 +18,7 @@ async fn answer(fixture: &str) -> (u16, serde_json::Value) {
         )])
         .await
         .unwrap();
-    let request = lambda_http::request::from_str(fixture).expect("a Function URL event");
-    let response = app(store, ApiConfig::default())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    ask(&store, fixture).await
 }
 
 #[tokio::test]

@@ -13,23 +13,20 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use aws_sdk_kinesis::types::ShardIteratorType;
-use common::{fixture, kinesis_event, splitter, Env, StreamRecord, BUCKET, KEY, SHARDS, STREAM};
-use meterflow_api::ApiConfig;
+use common::{ask, fixture, kinesis_event, splitter, Env, BUCKET, KEY, SHARDS, STREAM};
 use meterflow_aws::kinesis::KinesisStream;
+use meterflow_aws::moto::{read_shard, ShardRecord};
 use meterflow_aws::s3::S3Source;
 use meterflow_aws::sink::{MemorySink, S3Sink};
 use meterflow_core::synth::Spec;
 use meterflow_core::{Format, Options};
 use meterflow_lambda::aggregator::Aggregator;
-use meterflow_lambda::api::app;
 use meterflow_lambda::env::S3Location;
 use meterflow_splitter::{split, Collected, PackSettings};
 use meterflow_store::{SqliteStore, Store};
 use meterflow_store_cql::{CqlConfig, CqlStore};
 use support::Kassandra;
 use tokio::time::{Duration, Instant};
-use tower::ServiceExt;
 
 fn spec() -> Spec {
     let mut spec = Spec::new(40, 15);
@@ -38,9 +35,8 @@ fn spec() -> Spec {
     spec
 }
 
-/// Every record of every shard, from TRIM_HORIZON to the first empty page (an open shard
-/// always has a next iterator).
-async fn read_shards(env: &Env) -> Vec<StreamRecord> {
+/// Every record of every shard.
+async fn read_shards(env: &Env) -> Vec<ShardRecord> {
     let shards = env
         .kinesis
         .list_shards()
@@ -50,53 +46,24 @@ async fn read_shards(env: &Env) -> Vec<StreamRecord> {
         .unwrap();
     let mut out = Vec::new();
     for shard in shards.shards() {
-        let shard = shard.shard_id().to_owned();
-        let mut iterator = env
-            .kinesis
-            .get_shard_iterator()
-            .stream_name(STREAM)
-            .shard_id(&shard)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator()
-            .map(str::to_owned);
-        while let Some(it) = iterator {
-            let page = env
-                .kinesis
-                .get_records()
-                .shard_iterator(it)
-                .send()
+        out.extend(
+            read_shard(&env.kinesis, STREAM, shard.shard_id())
                 .await
-                .unwrap();
-            for r in page.records() {
-                out.push(StreamRecord {
-                    shard: shard.clone(),
-                    sequence_number: r.sequence_number().to_owned(),
-                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                    data: r.data().as_ref().to_vec(),
-                });
-            }
-            iterator = if page.records().is_empty() {
-                None
-            } else {
-                page.next_shard_iterator().map(str::to_owned)
-            };
-        }
+                .unwrap(),
+        );
     }
     out
 }
 
 /// One event per shard, in shard order, as the event source mapping delivers them.
 fn events_by_shard(
-    records: &[StreamRecord],
+    records: &[ShardRecord],
 ) -> Vec<aws_lambda_events::event::kinesis::KinesisEvent> {
     let shards: BTreeSet<&str> = records.iter().map(|r| r.shard.as_str()).collect();
     shards
         .into_iter()
         .map(|shard| {
-            let of_shard: Vec<StreamRecord> = records
+            let of_shard: Vec<ShardRecord> = records
                 .iter()
                 .filter(|r| r.shard == shard)
                 .cloned()
@@ -152,20 +119,6 @@ fn function_url(path: &str, query: &[(&str, String)]) -> String {
         .collect::<serde_json::Map<_, _>>()
         .into();
     event.to_string()
-}
-
-/// The api handler's answer to a Function URL request: status and JSON.
-async fn ask<S: Store + Clone + 'static>(store: &S, request: &str) -> (u16, serde_json::Value) {
-    let request = lambda_http::request::from_str(request).expect("a Function URL event");
-    let response = app(store.clone(), ApiConfig::default())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 22)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&body).unwrap())
 }
 
 /// A JSON decimal as millionths, exactly (no float on the way).

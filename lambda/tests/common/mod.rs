@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use meterflow_api::ApiConfig;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::kinesis::RecordStream;
-use meterflow_aws::moto::Moto;
+use meterflow_aws::moto::{Moto, ShardRecord};
 use meterflow_aws::retry::RetryPolicy;
 use meterflow_aws::s3::{InMemory, ObjectInfo, ObjectSource};
 use meterflow_aws::sink::ObjectSink;
+use meterflow_lambda::api::app;
 use meterflow_lambda::splitter::{Splitter, SplitterConfig};
 use meterflow_splitter::PackSettings;
+use meterflow_store::Store;
+use tower::ServiceExt;
 
 /// The bucket and key `s3_put_encoded_key.json` names (its key is `incoming%2Fmeter+data.csv`).
 pub const BUCKET: &str = "meter-uploads";
@@ -139,19 +143,10 @@ impl Env {
     }
 }
 
-/// One record as read from a shard.
-#[derive(Debug, Clone)]
-pub struct StreamRecord {
-    pub shard: String,
-    pub sequence_number: String,
-    pub partition_key: String,
-    pub data: Vec<u8>,
-}
-
 /// The `KinesisEvent` Lambda would deliver for `records`, as JSON in its real shape (data in
 /// base64, `eventID` of shard and sequence number, the stream's ARN), parsed back as the
 /// runtime does.
-pub fn kinesis_event(records: &[StreamRecord]) -> aws_lambda_events::event::kinesis::KinesisEvent {
+pub fn kinesis_event(records: &[ShardRecord]) -> aws_lambda_events::event::kinesis::KinesisEvent {
     let records: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
@@ -179,4 +174,18 @@ pub fn kinesis_event(records: &[StreamRecord]) -> aws_lambda_events::event::kine
     let json = serde_json::json!({ "Records": records }).to_string();
     assert!(!json.contains("\"data\":["), "data must be base64 text");
     serde_json::from_str(&json).expect("a KinesisEvent")
+}
+
+/// The api handler's answer to a Function URL request (the event's JSON): status and JSON.
+pub async fn ask<S: Store + Clone + 'static>(store: &S, request: &str) -> (u16, serde_json::Value) {
+    let request = lambda_http::request::from_str(request).expect("a Function URL event");
+    let response = app(store.clone(), ApiConfig::default())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
 }
