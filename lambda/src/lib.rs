@@ -24,3 +24,27 @@ pub mod splitter;
 pub fn init_logs() {
     lambda_runtime::tracing::init_default_subscriber();
 }
+
+/// Why a Lambda could not start. `main` returning `Err` prints the error's `Debug`, which for
+/// the typed errors is a struct dump; this one's `Debug` is the message that says what to fix.
+pub struct StartError(String);
+
+impl StartError {
+    pub fn of(e: impl std::fmt::Display) -> StartError {
+        StartError(e.to_string())
+    }
+}
+
+impl std::fmt::Debug for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}

@@ -211,3 +211,33 @@ async fn a_rejects_report_is_never_split() {
     assert_eq!(response.objects[0].outcome, "skipped");
     assert!(s.shipper.stream.entries.lock().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_of_an_event_is_split_in_order() {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("s3_put_encoded_key.json")).unwrap();
+    let mut second = event["Records"][0].clone();
+    second["s3"]["object"]["key"] = "incoming%2Fsecond+file.csv".into();
+    event["Records"].as_array_mut().unwrap().push(second);
+    let s = splitter(
+        in_memory(wide(4, 3)),
+        Recording::default(),
+        MemorySink::default(),
+        &common::config(),
+    );
+    let response = s.handle(event.to_string().as_bytes(), far()).await.unwrap();
+    let got: Vec<(&str, &str, u64)> = response
+        .objects
+        .iter()
+        .map(|o| (o.object.as_str(), o.outcome, o.rows_accepted))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("s3://meter-uploads/incoming/meter data.csv", "split", 12),
+            ("s3://meter-uploads/incoming/second file.csv", "split", 12)
+        ]
+    );
+    let put: u64 = response.objects.iter().map(|o| o.records).sum();
+    assert_eq!(s.shipper.stream.entries.lock().unwrap().len() as u64, put);
+}

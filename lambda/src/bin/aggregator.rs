@@ -9,17 +9,21 @@ use meterflow_aws::client::{http_client, s3_client, ClientSettings};
 use meterflow_aws::sink::S3Sink;
 use meterflow_lambda::aggregator::{Aggregator, AggregatorConfig};
 use meterflow_lambda::env::ProcessEnv;
+use meterflow_lambda::StartError;
 use meterflow_store_cql::AnyStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     meterflow_lambda::init_logs();
-    let config = AggregatorConfig::from_vars(&ProcessEnv)?;
-    let store = AnyStore::from_env().await?;
+    let config = AggregatorConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
+    let store = AnyStore::from_env().await.map_err(StartError::of)?;
     // S3 credentials only matter with a dead-letter prefix.
     let dead_letter = match config.dead_letter {
         Some(at) => {
-            let client = s3_client(&ClientSettings::from_env()?, http_client());
+            let client = s3_client(
+                &ClientSettings::from_env().map_err(StartError::of)?,
+                http_client(),
+            );
             Some((S3Sink { client }, at))
         }
         None => None,

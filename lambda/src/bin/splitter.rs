@@ -9,13 +9,14 @@ use meterflow_aws::s3::S3Source;
 use meterflow_aws::sink::S3Sink;
 use meterflow_lambda::env::ProcessEnv;
 use meterflow_lambda::splitter::{instant_of, Splitter, SplitterConfig};
+use meterflow_lambda::StartError;
 use serde_json::value::RawValue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     meterflow_lambda::init_logs();
-    let config = SplitterConfig::from_vars(&ProcessEnv)?;
-    let clients = ClientSettings::from_env()?;
+    let config = SplitterConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
+    let clients = ClientSettings::from_env().map_err(StartError::of)?;
     let http = http_client();
     let s3 = s3_client(&clients, http.clone());
     let stream = KinesisStream {
