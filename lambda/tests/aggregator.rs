@@ -114,3 +114,27 @@ async fn a_failed_dead_letter_copy_is_retried_from_its_record_unless_permanent()
         .unwrap();
     assert!(!stored.is_empty());
 }
+
+/// `kinesis_batch.json` (also the `cargo lambda invoke` example): a record of a two-meter
+/// day, then the undecodable one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_fixture_stores_its_day_and_quarantines_the_rest() {
+    let event: KinesisEvent = serde_json::from_slice(&fixture("kinesis_batch.json")).unwrap();
+    let a = aggregator(MemorySink::default());
+    let (response, summary) = a.handle(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (summary.applied, summary.fragments, summary.quarantined),
+        (1, 2, 1)
+    );
+    let day = Day::from_ymd(2019, 1, 1).unwrap();
+    for want in Spec::new(2, 1).totals(Format::Wide) {
+        let fragments = a
+            .store
+            .fragments(&want.series.parse().unwrap(), day, day)
+            .await
+            .unwrap();
+        let totals = meterflow_core::daily_totals(fragments.iter());
+        assert_eq!(totals[0].total, want.total, "{}", want.series);
+    }
+}
