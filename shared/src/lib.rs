@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod format;
 pub mod fragment;
 pub mod merge;
+pub mod metric_names;
 pub mod partition;
 pub mod reject;
 pub mod series;
