@@ -10,6 +10,7 @@
 pub mod lambda;
 
 use meterflow_core::envelope::{DecodeError, Envelope, RawFragment};
+use meterflow_core::metric_names as m;
 use meterflow_store::{Store, StoreError};
 
 /// A record that was skipped because it cannot be decoded.
@@ -61,7 +62,13 @@ where
         .iter()
         .map(|&(i, _)| records[i].as_ref().to_vec())
         .collect();
-    let written = match store.put_records(bytes).await {
+    let started = std::time::Instant::now();
+    let result = store.put_records(bytes).await;
+    if !valid.is_empty() {
+        metrics::histogram!(m::AGGREGATOR_STORE_WRITE_MS)
+            .record(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let written = match result {
         Ok(()) => valid.len(),
         Err((written, e)) => {
             // Quarantined records before the failed one stay skipped; the caller retries
@@ -72,7 +79,16 @@ where
     };
     out.applied = written;
     out.fragments = valid[..written].iter().map(|&(_, n)| n).sum();
+    record(&out);
     out
+}
+
+/// Adds a batch's outcome to the metrics, once per batch.
+fn record(out: &Outcome) {
+    metrics::counter!(m::AGGREGATOR_RECORDS_APPLIED).increment(out.applied as u64);
+    metrics::counter!(m::AGGREGATOR_FRAGMENTS_WRITTEN).increment(out.fragments as u64);
+    metrics::counter!(m::AGGREGATOR_RECORDS_QUARANTINED).increment(out.quarantined.len() as u64);
+    metrics::counter!(m::AGGREGATOR_STORE_FAILURES).increment(u64::from(out.failed.is_some()));
 }
 
 /// Checks that every fragment of `record` decodes, showing each to `observe`; the count.
@@ -149,7 +165,18 @@ mod tests {
             calls: AtomicUsize::new(0),
         };
         let mut seen = 0;
-        let out = apply(&store, &records, |_| seen += 1).await;
+        let acc = meterflow_metrics::Accumulator::new();
+        let out = {
+            let _metrics = acc.local();
+            apply(&store, &records, |_| seen += 1).await
+        };
+        let recorded = acc.take();
+        assert_eq!(recorded.counter(m::AGGREGATOR_RECORDS_APPLIED), 1);
+        assert_eq!(recorded.counter(m::AGGREGATOR_FRAGMENTS_WRITTEN), 2);
+        assert_eq!(recorded.counter(m::AGGREGATOR_RECORDS_QUARANTINED), 1);
+        assert_eq!(recorded.counter(m::AGGREGATOR_STORE_FAILURES), 1);
+        let latency = recorded.histogram(m::AGGREGATOR_STORE_WRITE_MS);
+        assert!(latency.len() == 1 && latency[0] >= 0.0, "{latency:?}");
         // Every valid record is observed (checked before the batch is written); only the
         // first was written before the failure.
         assert_eq!((out.applied, out.fragments, seen), (1, 2, all.len()));
@@ -166,8 +193,19 @@ mod tests {
         // The retry from the checkpoint, plus a redelivery of everything, gives the same totals
         // as one clean pass.
         let clean = SqliteStore::open_in_memory().unwrap();
-        let once = apply(&clean, &records, |_| {}).await;
+        let once = {
+            let _metrics = acc.local();
+            apply(&clean, &records, |_| {}).await
+        };
         assert!(once.failed.is_none());
+        let recorded = acc.take();
+        assert_eq!(recorded.counter(m::AGGREGATOR_RECORDS_APPLIED), 3);
+        assert_eq!(
+            recorded.counter(m::AGGREGATOR_FRAGMENTS_WRITTEN),
+            all.len() as u64
+        );
+        assert_eq!(recorded.counter(m::AGGREGATOR_STORE_FAILURES), 0);
+        assert!(recorded.counters.contains_key(m::AGGREGATOR_STORE_FAILURES));
         assert_eq!(
             batch_item_failures(&["s0", "s1", "s2", "s3"], &once),
             Vec::<&str>::new()

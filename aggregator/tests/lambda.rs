@@ -1,8 +1,10 @@
 //! The aggregator handler on real Kinesis event JSON.
 
-use meterflow_aggregator::lambda::handle;
+use meterflow_aggregator::lambda::{handle, handle_at, iterator_age_ms};
+use meterflow_core::metric_names as m;
 use meterflow_core::{Day, Fragment, SeriesId};
 use meterflow_store::{daily_totals, SqliteStore, Store, StoreError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn event() -> aws_lambda_events::event::kinesis::KinesisEvent {
     serde_json::from_str(include_str!("fixtures/kinesis-batch-with-undecodable.json"))
@@ -80,4 +82,29 @@ async fn a_failed_write_reports_every_record_from_it_on() {
         json["batchItemFailures"][0]["itemIdentifier"],
         "49656245325000000000000000000000000000000000000000000001"
     );
+}
+
+#[tokio::test]
+async fn the_iterator_age_is_measured_from_the_newest_record() {
+    // The fixture's records arrived at 1732780800.125, .250 and .375 (seconds).
+    let newest = UNIX_EPOCH + Duration::from_millis(1_732_780_800_375);
+    let now = newest + Duration::from_millis(4_321);
+    let acc = meterflow_metrics::Accumulator::new();
+    let (_, outcome) = {
+        let _metrics = acc.local();
+        handle_at(&SqliteStore::open_in_memory().unwrap(), &event(), now).await
+    };
+    assert_eq!(outcome.applied, 2);
+    let recorded = acc.take();
+    assert_eq!(recorded.histogram(m::AGGREGATOR_ITERATOR_AGE_MS), [4_321.0]);
+    assert_eq!(recorded.counter(m::AGGREGATOR_RECORDS_QUARANTINED), 1);
+    assert_eq!(recorded.counter(m::AGGREGATOR_RECORDS_APPLIED), 2);
+    // A consumer clock behind the stream's is not a negative age; no records, no age.
+    assert_eq!(
+        iterator_age_ms(&event(), newest - Duration::from_secs(5)),
+        Some(0)
+    );
+    let mut empty = event();
+    empty.records.clear();
+    assert_eq!(iterator_age_ms(&empty, SystemTime::now()), None);
 }

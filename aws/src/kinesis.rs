@@ -195,6 +195,8 @@ pub struct PutReport {
     pub calls: u64,
     /// Entries sent again after an entry or call failure.
     pub retried_entries: u64,
+    /// Calls throttled, whole or for some of their entries.
+    pub throttled_calls: u64,
 }
 
 impl PutReport {
@@ -204,19 +206,55 @@ impl PutReport {
         self.bytes += o.bytes;
         self.calls += o.calls;
         self.retried_entries += o.retried_entries;
+        self.throttled_calls += o.throttled_calls;
+    }
+
+    /// Adds this report to the metrics (once per batch, whatever its end).
+    fn record(&self) {
+        use meterflow_core::metric_names as m;
+        metrics::counter!(m::KINESIS_RECORDS_PUT).increment(self.records);
+        metrics::counter!(m::KINESIS_BYTES_PUT).increment(self.bytes);
+        metrics::counter!(m::KINESIS_PUT_CALLS).increment(self.calls);
+        metrics::counter!(m::KINESIS_ENTRIES_RETRIED).increment(self.retried_entries);
+        metrics::counter!(m::KINESIS_THROTTLED_CALLS).increment(self.throttled_calls);
     }
 }
 
+/// Error codes that mean "slow down" (a whole call's, or one entry's).
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "LimitExceededException",
+    "KMSThrottlingException",
+];
+
+fn is_throttling(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
+
 /// Puts one batch, retrying only the entries that failed (and whole calls that failed
-/// retryably), with backoff and jitter, at most `policy.max_attempts` calls.
+/// retryably), with backoff and jitter, at most `policy.max_attempts` calls. What was done is
+/// added to the metrics whether or not the batch was put in the end.
 pub async fn put_batch<S: RecordStream + ?Sized>(
     stream: &S,
     batch: Vec<Entry>,
     policy: &RetryPolicy,
 ) -> Result<PutReport, PutError> {
+    let mut report = PutReport::default();
+    let result = put_pending(stream, batch, policy, &mut report).await;
+    report.record();
+    result.map(|()| report)
+}
+
+/// The body of [`put_batch`]: `report` follows what was done, failed or not.
+async fn put_pending<S: RecordStream + ?Sized>(
+    stream: &S,
+    batch: Vec<Entry>,
+    policy: &RetryPolicy,
+    report: &mut PutReport,
+) -> Result<(), PutError> {
     let total = batch.len();
     let mut pending = batch;
-    let mut report = PutReport::default();
     let mut last = String::new();
     let attempts = policy.max_attempts.max(1);
     for attempt in 1..=attempts {
@@ -224,6 +262,10 @@ pub async fn put_batch<S: RecordStream + ?Sized>(
         match stream.put_records(&pending).await {
             Ok(outcomes) if outcomes.len() == pending.len() => {
                 let mut failed = Vec::new();
+                let throttled = outcomes
+                    .iter()
+                    .any(|o| matches!(o, EntryOutcome::Failed { code, .. } if is_throttling(code)));
+                report.throttled_calls += u64::from(throttled);
                 for (entry, outcome) in pending.into_iter().zip(outcomes) {
                     match outcome {
                         EntryOutcome::Put { .. } => {
@@ -238,7 +280,7 @@ pub async fn put_batch<S: RecordStream + ?Sized>(
                     }
                 }
                 if failed.is_empty() {
-                    return Ok(report);
+                    return Ok(());
                 }
                 pending = failed;
             }
@@ -249,8 +291,13 @@ pub async fn put_batch<S: RecordStream + ?Sized>(
                     pending.len()
                 );
             }
-            Err(e) if !e.retryable => return Err(PutError::Call(e)),
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                report.throttled_calls += u64::from(is_throttling(&e.code));
+                if !e.retryable {
+                    return Err(PutError::Call(e));
+                }
+                last = e.to_string();
+            }
         }
         if attempt < attempts {
             report.retried_entries += pending.len() as u64;
@@ -686,6 +733,7 @@ mod tests {
             (report.records, report.calls, report.retried_entries),
             (5, 3, 3)
         );
+        assert_eq!(report.throttled_calls, 2);
         let mut got = s.inner.entries.lock().unwrap().clone();
         got.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
         let mut want = batch;
@@ -711,6 +759,40 @@ mod tests {
             "{e}"
         );
         assert_eq!(s.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn every_batch_adds_its_report_to_the_metrics_failed_or_not() {
+        use meterflow_core::metric_names as m;
+        let acc = meterflow_metrics::Accumulator::new();
+        let _metrics = acc.local();
+        let s = Faulty::new(
+            Recording::default(),
+            vec![
+                Some(Fault::Call(throttled())),
+                Some(Fault::Entries(vec![1])),
+            ],
+        );
+        let batch = entries(3);
+        let bytes: u64 = batch.iter().map(|e| e.data.len() as u64).sum();
+        let report = put_batch(&s, batch, &fast()).await.unwrap();
+        let recorded = acc.take();
+        assert_eq!(recorded.counter(m::KINESIS_RECORDS_PUT), 3);
+        assert_eq!(recorded.counter(m::KINESIS_BYTES_PUT), bytes);
+        assert_eq!(recorded.counter(m::KINESIS_PUT_CALLS), 3);
+        assert_eq!(recorded.counter(m::KINESIS_ENTRIES_RETRIED), 3 + 1);
+        assert_eq!(recorded.counter(m::KINESIS_THROTTLED_CALLS), 2);
+        assert_eq!(report.throttled_calls, 2);
+
+        // A batch that never gets through still reports the calls it made.
+        let always: Vec<_> = (0..10).map(|_| Some(Fault::Entries(vec![0]))).collect();
+        let s = Faulty::new(Recording::default(), always);
+        put_batch(&s, entries(2), &fast()).await.unwrap_err();
+        let recorded = acc.take();
+        assert_eq!(recorded.counter(m::KINESIS_PUT_CALLS), 4);
+        assert_eq!(recorded.counter(m::KINESIS_RECORDS_PUT), 1);
+        assert_eq!(recorded.counter(m::KINESIS_ENTRIES_RETRIED), 3);
+        assert_eq!(recorded.counter(m::KINESIS_THROTTLED_CALLS), 4);
     }
 
     #[tokio::test]

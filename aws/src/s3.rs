@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::Bytes;
+use meterflow_core::metric_names;
 use tokio::sync::mpsc;
 
 use crate::retry::RetryPolicy;
@@ -436,7 +437,10 @@ async fn pump<S: ObjectSource>(
     while offset < object.size {
         let end = object.size.min(offset.saturating_add(range_bytes));
         let before = offset;
-        let stop = match fetch(&*source, &object, offset..end, &tx, &mut offset).await {
+        let fetched = fetch(&*source, &object, offset..end, &tx, &mut offset).await;
+        // Once per GET, not per body chunk.
+        metrics::counter!(metric_names::S3_BYTES_READ).increment(offset - before);
+        let stop = match fetched {
             Ok(()) => continue,
             Err(stop) => stop,
         };
@@ -452,6 +456,7 @@ async fn pump<S: ObjectSource>(
             let _ = tx.send(Err(e)).await;
             return;
         }
+        metrics::counter!(metric_names::S3_GET_RESUMES).increment(1);
         tokio::time::sleep(settings.retry.delay(failures)).await;
     }
 }
@@ -753,6 +758,31 @@ mod tests {
             .unwrap(),
             data
         );
+    }
+
+    #[tokio::test]
+    async fn bytes_read_and_resumed_gets_are_counted() {
+        let data: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+        let src = Arc::new(Breaking::new(object(&data), 2500, 2));
+        let acc = meterflow_metrics::Accumulator::new();
+        let _metrics = acc.local();
+        // The fetching task and its consumer, both on this (current) thread's runtime.
+        let (tx, mut rx) = mpsc::channel(2);
+        let info = src.inner.info.clone();
+        let fetching = pump(Arc::clone(&src), info, 0, settings(10_000), tx);
+        let reading = async {
+            let mut n = 0;
+            while let Some(chunk) = rx.recv().await {
+                n += chunk.unwrap().len();
+            }
+            n
+        };
+        let ((), n) = tokio::join!(fetching, reading);
+        assert_eq!(n, data.len());
+        let recorded = acc.take();
+        assert_eq!(recorded.counter(metric_names::S3_BYTES_READ), 30_000);
+        assert_eq!(recorded.counter(metric_names::S3_GET_RESUMES), 2);
+        assert_eq!(src.ranges().len(), 5, "two broken GETs, three whole");
     }
 
     #[test]

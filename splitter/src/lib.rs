@@ -194,7 +194,19 @@ pub fn split<R: Read, O: Output>(
     stats.rows_accepted -= oversize.min(stats.rows_accepted);
     stats.rows_rejected += oversize;
     stats.fragments -= oversize.min(stats.fragments);
+    record(&stats);
     Ok(stats)
+}
+
+/// Adds one input's accounting to the metrics: once per input, so the parser's per-row path
+/// never touches the facade (a no-op without an installed recorder, as in the CLI).
+fn record(stats: &Stats) {
+    use meterflow_core::metric_names as m;
+    metrics::counter!(m::SPLITTER_ROWS_READ).increment(stats.rows_read);
+    metrics::counter!(m::SPLITTER_ROWS_ACCEPTED).increment(stats.rows_accepted);
+    metrics::counter!(m::SPLITTER_ROWS_REJECTED).increment(stats.rows_rejected);
+    metrics::counter!(m::SPLITTER_FRAGMENTS).increment(stats.fragments);
+    metrics::counter!(m::SPLITTER_INPUT_BYTES).increment(stats.bytes);
 }
 
 /// An [`Output`] that keeps everything; for tests and small inputs.
@@ -324,5 +336,40 @@ mod tests {
         );
         assert_eq!(out.rejects.len(), 1);
         assert!(out.records.is_empty());
+    }
+
+    #[test]
+    fn each_split_adds_its_accounting_to_the_metrics_once() {
+        use meterflow_core::metric_names as m;
+        let acc = meterflow_metrics::Accumulator::new();
+        let input = wide(3, 2) + "M9,2019-01-01,oops\n";
+        let settings = PackSettings {
+            buckets: 2,
+            ..PackSettings::default()
+        };
+        let stats = metrics::with_local_recorder(&acc, || {
+            let mut out = Collected::default();
+            let a = split(
+                input.as_bytes(),
+                Options::new("a.csv", 1),
+                settings,
+                &mut out,
+            );
+            let b = split(
+                input.as_bytes(),
+                Options::new("b.csv", 1),
+                settings,
+                &mut out,
+            );
+            (a.unwrap(), b.unwrap())
+        });
+        assert_eq!((stats.0.rows_read, stats.0.rows_rejected), (7, 1));
+        let s = acc.take();
+        assert_eq!(s.counter(m::SPLITTER_ROWS_READ), 14);
+        assert_eq!(s.counter(m::SPLITTER_ROWS_ACCEPTED), 12);
+        assert_eq!(s.counter(m::SPLITTER_ROWS_REJECTED), 2);
+        assert_eq!(s.counter(m::SPLITTER_FRAGMENTS), 12);
+        assert_eq!(s.counter(m::SPLITTER_INPUT_BYTES), 2 * input.len() as u64);
+        assert_eq!(s.counters.len(), 5, "{s:?}");
     }
 }
