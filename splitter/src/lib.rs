@@ -348,22 +348,12 @@ mod tests {
             ..PackSettings::default()
         };
         let stats = metrics::with_local_recorder(&acc, || {
-            let mut out = Collected::default();
-            let a = split(
-                input.as_bytes(),
-                Options::new("a.csv", 1),
-                settings,
-                &mut out,
-            );
-            let b = split(
-                input.as_bytes(),
-                Options::new("b.csv", 1),
-                settings,
-                &mut out,
-            );
-            (a.unwrap(), b.unwrap())
+            ["a.csv", "b.csv"].map(|name| {
+                let mut out = Collected::default();
+                split(input.as_bytes(), Options::new(name, 1), settings, &mut out).unwrap()
+            })
         });
-        assert_eq!((stats.0.rows_read, stats.0.rows_rejected), (7, 1));
+        assert_eq!((stats[0].rows_read, stats[0].rows_rejected), (7, 1));
         let s = acc.take();
         assert_eq!(s.counter(m::SPLITTER_ROWS_READ), 14);
         assert_eq!(s.counter(m::SPLITTER_ROWS_ACCEPTED), 12);
