@@ -73,7 +73,7 @@ impl ObjectSink for S3Sink {
                 key: key.to_owned(),
                 retryable: source.is_retryable(),
                 message: match source {
-                    SourceError::NotFound { .. } => {
+                    SourceError::NotFound { .. } | SourceError::NoBucket { .. } => {
                         "no such bucket (or no permission to write to it)".to_owned()
                     }
                     SourceError::Transient { message, .. }

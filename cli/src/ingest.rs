@@ -475,13 +475,14 @@ impl Summary {
         if let Some(p) = &self.put {
             let _ = writeln!(
                 err,
-                "{} records ({:.1} MB, {} fragments) put on {} in {} PutRecords calls; {} entries retried",
+                "{} records ({:.1} MB, {} fragments) put on {} in {} PutRecords calls; {} entries retried, {} calls throttled",
                 p.records,
                 p.bytes as f64 / 1e6,
                 p.fragments,
                 p.stream,
                 p.calls,
-                p.retried_entries
+                p.retried_entries,
+                p.throttled_calls
             );
         }
         if self.rows_rejected > 0 {

@@ -33,6 +33,8 @@ pub struct PutSummary {
     pub calls: u64,
     /// Entries sent again after a failure (throttling, mostly).
     pub retried_entries: u64,
+    /// Calls Kinesis throttled, wholly or in some entries (a sign of too few shards).
+    pub throttled_calls: u64,
 }
 
 impl KinesisSink {
@@ -72,6 +74,7 @@ impl KinesisSink {
             bytes,
             calls,
             retried_entries,
+            throttled_calls,
         } = self
             .shipper
             .ship(rx)
@@ -84,6 +87,7 @@ impl KinesisSink {
             bytes,
             calls,
             retried_entries,
+            throttled_calls,
         })
     }
 }

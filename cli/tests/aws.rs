@@ -278,6 +278,7 @@ fn a_file_put_on_a_four_shard_stream_decodes_to_the_oracle() {
     assert_eq!(put["fragments"].as_u64(), Some(12 * 6));
     assert_eq!(put["records"], summary["records"]);
     assert_eq!(put["retried_entries"].as_u64(), Some(0));
+    assert_eq!(put["throttled_calls"].as_u64(), Some(0));
 
     let (records, _) = aws
         .rt

@@ -25,6 +25,24 @@ pub fn init_logs() {
     lambda_runtime::tracing::init_default_subscriber();
 }
 
+/// Starts the logs and installs the CloudWatch Embedded Metric Format exporter
+/// ([`meterflow_aws::emf`]: namespace `METERFLOW_METRICS_NAMESPACE`, default `meterflow`,
+/// dimension `FunctionName`). Call once at the start of `main`.
+pub fn init_observability() -> Result<(), StartError> {
+    init_logs();
+    meterflow_aws::emf::install_from_env().map_err(StartError::of)
+}
+
+/// Writes the invocation's metrics (one EMF document on stdout, more only past EMF's
+/// limits). Called after every invocation, failed ones too, so a failing batch still shows
+/// what it did. A failure to write is logged, not returned: losing a metrics line must not
+/// make Lambda redeliver a batch that was stored.
+pub fn flush_metrics() {
+    if let Err(e) = meterflow_aws::emf::flush() {
+        lambda_runtime::tracing::warn!(error = %e, "could not write the metrics (EMF) line");
+    }
+}
+
 /// Why a Lambda could not start. `main` returning `Err` prints the error's `Debug`, which for
 /// the typed errors is a struct dump; this one's `Debug` is the message that says what to fix.
 pub struct StartError(String);

@@ -14,7 +14,7 @@ use meterflow_store_cql::AnyStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    meterflow_lambda::init_logs();
+    meterflow_lambda::init_observability()?;
     let config = AggregatorConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
     let store = AnyStore::from_env().await.map_err(StartError::of)?;
     // S3 credentials only matter with a dead-letter prefix.
@@ -34,6 +34,7 @@ async fn main() -> Result<(), Error> {
         let aggregator = Arc::clone(&aggregator);
         async move {
             let (response, summary) = aggregator.handle(&event.payload).await;
+            meterflow_lambda::flush_metrics();
             info!(
                 records = summary.records,
                 applied = summary.applied,

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    meterflow_lambda::init_logs();
+    meterflow_lambda::init_observability()?;
     let config = SplitterConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
     let clients = ClientSettings::from_env().map_err(StartError::of)?;
     let http = http_client();
@@ -33,9 +33,11 @@ async fn main() -> Result<(), Error> {
         let splitter = Arc::clone(&splitter);
         async move {
             let deadline = instant_of(event.context.deadline());
-            splitter
+            let result = splitter
                 .handle(event.payload.get().as_bytes(), Some(deadline))
-                .await
+                .await;
+            meterflow_lambda::flush_metrics();
+            result
         }
     }))
     .await
