@@ -187,7 +187,7 @@ impl PutError {
 }
 
 /// What a put achieved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PutReport {
     pub records: u64,
     pub fragments: u64,

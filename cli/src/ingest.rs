@@ -399,7 +399,7 @@ pub async fn run<S: Store + 'static>(
         Sink::Store(store) => store_all(store.clone(), rx).await.map(|a| (a, None)),
         Sink::Stream(stream) => stream.ship(rx).await.map(|p| {
             let a = Aggregated {
-                records: p.records,
+                records: p.report.records,
                 ..Aggregated::default()
             };
             (a, Some(p))
@@ -476,13 +476,13 @@ impl Summary {
             let _ = writeln!(
                 err,
                 "{} records ({:.1} MB, {} fragments) put on {} in {} PutRecords calls; {} entries retried, {} calls throttled",
-                p.records,
-                p.bytes as f64 / 1e6,
-                p.fragments,
+                p.report.records,
+                p.report.bytes as f64 / 1e6,
+                p.report.fragments,
                 p.stream,
-                p.calls,
-                p.retried_entries,
-                p.throttled_calls
+                p.report.calls,
+                p.report.retried_entries,
+                p.report.throttled_calls
             );
         }
         if self.rows_rejected > 0 {

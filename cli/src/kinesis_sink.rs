@@ -22,19 +22,12 @@ pub struct KinesisSink {
     shipper: Shipper<KinesisStream>,
 }
 
-/// What was put, for the summary.
+/// What was put, for the summary (the JSON `put` object: the stream and the report's fields).
 #[derive(Debug, Default, Serialize)]
 pub struct PutSummary {
     pub stream: String,
-    pub records: u64,
-    pub fragments: u64,
-    pub bytes: u64,
-    /// PutRecords calls made, retries included.
-    pub calls: u64,
-    /// Entries sent again after a failure (throttling, mostly).
-    pub retried_entries: u64,
-    /// Calls Kinesis throttled, wholly or in some entries (a sign of too few shards).
-    pub throttled_calls: u64,
+    #[serde(flatten)]
+    pub report: PutReport,
 }
 
 impl KinesisSink {
@@ -68,26 +61,14 @@ impl KinesisSink {
     /// Puts every record received until the channel closes; on failure the channel is
     /// dropped, which stops the parsers.
     pub async fn ship(&self, rx: mpsc::Receiver<StreamRecord>) -> Result<PutSummary> {
-        let PutReport {
-            records,
-            fragments,
-            bytes,
-            calls,
-            retried_entries,
-            throttled_calls,
-        } = self
+        let report = self
             .shipper
             .ship(rx)
             .await
             .map_err(|e| anyhow::anyhow!("putting records on {} failed: {e}", self.url))?;
         Ok(PutSummary {
             stream: self.url.clone(),
-            records,
-            fragments,
-            bytes,
-            calls,
-            retried_entries,
-            throttled_calls,
+            report,
         })
     }
 }
