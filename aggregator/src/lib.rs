@@ -62,18 +62,21 @@ where
         .iter()
         .map(|&(i, _)| records[i].as_ref().to_vec())
         .collect();
+    // A batch of only quarantined records writes nothing (and cannot fail a write).
+    if valid.is_empty() {
+        record(&out);
+        return out;
+    }
     let started = std::time::Instant::now();
     let result = store.put_records(bytes).await;
-    if !valid.is_empty() {
-        metrics::histogram!(m::AGGREGATOR_STORE_WRITE_MS)
-            .record(started.elapsed().as_secs_f64() * 1e3);
-    }
+    metrics::histogram!(m::AGGREGATOR_STORE_WRITE_MS).record(started.elapsed().as_secs_f64() * 1e3);
     let written = match result {
         Ok(()) => valid.len(),
         Err((written, e)) => {
             // Quarantined records before the failed one stay skipped; the caller retries
-            // from the failed record on.
-            out.failed = Some((valid[written.min(valid.len() - 1)].0, e));
+            // from the failed record on. A store claiming more than it was given is clamped.
+            let written = written.min(valid.len() - 1);
+            out.failed = Some((valid[written].0, e));
             written
         }
     };
@@ -230,5 +233,25 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_only_garbage_is_quarantined_without_touching_the_store() {
+        let down = Flaky {
+            inner: SqliteStore::open_in_memory().unwrap(),
+            ok: 0,
+            calls: AtomicUsize::new(0),
+        };
+        let acc = meterflow_metrics::Accumulator::new();
+        let out = {
+            let _metrics = acc.local();
+            apply(&down, &[b"garbage".to_vec(), Vec::new()], |_| {}).await
+        };
+        assert!(out.failed.is_none(), "{:?}", out.failed);
+        assert_eq!((out.applied, out.quarantined.len()), (0, 2));
+        assert_eq!(down.calls.load(Ordering::SeqCst), 0);
+        let recorded = acc.take();
+        assert_eq!(recorded.counter(m::AGGREGATOR_RECORDS_QUARANTINED), 2);
+        assert!(recorded.histogram(m::AGGREGATOR_STORE_WRITE_MS).is_empty());
     }
 }
