@@ -189,6 +189,24 @@ pub struct ShardRecord {
     pub data: Vec<u8>,
 }
 
+/// Puts `body` at `s3://bucket/key`: the tests' upload, as an S3 client would do it.
+pub async fn upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("uploading s3://{bucket}/{key}: {}", DisplayErrorContext(&e)))
+}
+
 /// Every record of every shard of `stream`, from TRIM_HORIZON, and each shard's hash key
 /// range: what tests check a put against (which shard holds which bucket, and the data).
 /// Sequence numbers are not compared across shards (moto repeats them).

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::event::{created_objects, ObjectRef};
@@ -65,14 +64,9 @@ fn spec() -> Spec {
 }
 
 async fn upload(env: &Env, key: &str, body: Vec<u8>) {
-    env.s3
-        .put_object()
-        .bucket(BUCKET)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
+    meterflow_aws::moto::upload(&env.s3, BUCKET, key, body)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn object(key: &str) -> ObjectRef {

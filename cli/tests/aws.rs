@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::primitives::ByteStream;
 use common::header;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::moto::{read_stream, Moto};
@@ -104,15 +103,8 @@ impl Aws {
     fn upload(&self, key: &str, file: &Path) {
         let body = std::fs::read(file).unwrap();
         self.rt
-            .block_on(
-                self.s3
-                    .put_object()
-                    .bucket(BUCKET)
-                    .key(key)
-                    .body(ByteStream::from(body))
-                    .send(),
-            )
-            .unwrap();
+            .block_on(meterflow_aws::moto::upload(&self.s3, BUCKET, key, body))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// `meterflow generate` into `name`; returns its file and the oracle's

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use meterflow_api::ApiConfig;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
@@ -119,14 +118,9 @@ impl Env {
     }
 
     pub async fn upload(&self, bucket: &str, key: &str, body: Vec<u8>) {
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
+        meterflow_aws::moto::upload(&self.s3, bucket, key, body)
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub async fn download(&self, bucket: &str, key: &str) -> String {
