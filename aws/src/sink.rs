@@ -31,7 +31,8 @@ impl SinkError {
     }
 }
 
-/// One external system, one trait: an object store that takes PutObject.
+/// One external system, one trait: an object store that takes PutObject (and DeleteObject,
+/// so that a report from an earlier version of an input does not outlive it).
 pub trait ObjectSink: Send + Sync + 'static {
     /// Writes `body` as `bucket`/`key`, replacing any object there.
     fn put_object(
@@ -40,6 +41,13 @@ pub trait ObjectSink: Send + Sync + 'static {
         key: &str,
         body: Bytes,
         content_type: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Removes `bucket`/`key`; removing an object that is not there succeeds.
+    fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
@@ -66,22 +74,39 @@ impl ObjectSink for S3Sink {
             .body(body.into())
             .send()
             .await;
-        result.map(|_| ()).map_err(|e| {
-            let source = classify(format!("s3://{bucket}/{key}"), e);
-            SinkError {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                retryable: source.is_retryable(),
-                message: match source {
-                    SourceError::NotFound { .. } | SourceError::NoBucket { .. } => {
-                        "no such bucket (or no permission to write to it)".to_owned()
-                    }
-                    SourceError::Transient { message, .. }
-                    | SourceError::Permanent { message, .. } => message,
-                    SourceError::Changed { object } => format!("{object} changed"),
-                },
+        result
+            .map(|_| ())
+            .map_err(|e| sink_error(bucket, key, classify(format!("s3://{bucket}/{key}"), e)))
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
+        let result = self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await;
+        result
+            .map(|_| ())
+            .map_err(|e| sink_error(bucket, key, classify(format!("s3://{bucket}/{key}"), e)))
+    }
+}
+
+fn sink_error(bucket: &str, key: &str, source: SourceError) -> SinkError {
+    SinkError {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        retryable: source.is_retryable(),
+        message: match source {
+            SourceError::NotFound { .. } | SourceError::NoBucket { .. } => {
+                "no such bucket (or no permission to write to it)".to_owned()
             }
-        })
+            SourceError::Transient { message, .. } | SourceError::Permanent { message, .. } => {
+                message
+            }
+            SourceError::Changed { object } => format!("{object} changed"),
+        },
     }
 }
 
@@ -91,11 +116,25 @@ impl ObjectSink for S3Sink {
 pub struct MemorySink {
     /// `(bucket, key, body)` of each write, in order.
     pub objects: Mutex<Vec<(String, String, Bytes)>>,
+    /// `(bucket, key)` of each delete, in order.
+    pub deleted: Mutex<Vec<(String, String)>>,
     /// Fails every write with this retryability when set.
     pub fail: Option<bool>,
 }
 
 impl MemorySink {
+    fn injected(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
+        match self.fail {
+            Some(retryable) => Err(SinkError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "injected failure".to_owned(),
+                retryable,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Every write so far.
     pub fn written(&self) -> Vec<(String, String, Bytes)> {
         self.objects.lock().map(|o| o.clone()).unwrap_or_default()
@@ -110,16 +149,17 @@ impl ObjectSink for MemorySink {
         body: Bytes,
         _content_type: &str,
     ) -> Result<(), SinkError> {
-        if let Some(retryable) = self.fail {
-            return Err(SinkError {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: "injected failure".to_owned(),
-                retryable,
-            });
-        }
+        self.injected(bucket, key)?;
         if let Ok(mut o) = self.objects.lock() {
             o.push((bucket.to_owned(), key.to_owned(), body));
+        }
+        Ok(())
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
+        self.injected(bucket, key)?;
+        if let Ok(mut d) = self.deleted.lock() {
+            d.push((bucket.to_owned(), key.to_owned()));
         }
         Ok(())
     }

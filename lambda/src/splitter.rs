@@ -21,6 +21,9 @@
 //! object, written to the rejects report, and the invocation goes on with the next object.
 //! An object that cannot finish before the deadline stops cleanly and fails the invocation
 //! with an error saying so.
+//!
+//! A report belongs to the newest version of its input that was split: one that splits
+//! cleanly removes the report an earlier version left (DeleteObject on the same key).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -266,10 +269,22 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         if summary.rejects_unlisted > 0 {
             warn!(object = %summary.object, unlisted = summary.rejects_unlisted, "more rejects than METERFLOW_MAX_REJECTS: the report lists the first ones");
         }
-        if !report.rejects.is_empty() {
+        if report.rejects.is_empty() {
+            self.remove_stale_report(object).await;
+        } else {
             summary.rejects_report = self.write_report(object, &report.rejects).await?;
         }
         Ok(summary)
+    }
+
+    /// Removes the report an earlier version of `object` may have left, so that a report in
+    /// the bucket always belongs to the newest version that was split. A failure is logged,
+    /// not returned: splitting the whole object again would not be worth a stale report.
+    async fn remove_stale_report(&self, object: &ObjectRef) {
+        let (bucket, key) = report::location(object, self.rejects_prefix.as_ref());
+        if let Err(e) = self.sink.delete_object(&bucket, &key).await {
+            warn!(error = %e, "an earlier rejects report could not be removed; check the role's s3:DeleteObject permission");
+        }
     }
 
     /// Writes a report; `s3://…` of it, or `None` when it could not be written for good

@@ -108,6 +108,21 @@ async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
         )
         .await;
     assert_eq!(moved, report);
+
+    // A corrected upload without bad rows takes the old report away (and writes none).
+    env.upload(BUCKET, KEY, wide(3, 2).into_bytes()).await;
+    let s = splitter(source(), stream(), sink(), &common::config());
+    let response = s.handle(&event, far()).await.unwrap();
+    assert_eq!(response.objects[0].rows_rejected, 0);
+    assert_eq!(response.objects[0].rejects_report, None);
+    let gone = env
+        .s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(report_key)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the stale report is still there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
