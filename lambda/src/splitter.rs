@@ -10,7 +10,7 @@
 //! | `METERFLOW_PUT_CONCURRENCY` | 4 | PutRecords calls in flight (1–64) |
 //! | `METERFLOW_REJECTS_PREFIX` | unset | `s3://bucket/prefix` for rejects reports; unset: next to the input |
 //! | `METERFLOW_MAX_REJECTS` | 10000 | rejects listed per report (1–1000000); all are counted |
-//! | `METERFLOW_DEADLINE_MARGIN_SECONDS` | 10 | stop this long before the invocation's deadline (1–600) |
+//! | `METERFLOW_DEADLINE_MARGIN_SECONDS` | 10 | stop this long before the invocation's deadline (1–600), but never more than a fifth of the time an invocation has (so a function with Lambda's default 3 s timeout still works) |
 //! | `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | set by Lambda | the execution role |
 //! | `AWS_ENDPOINT_URL` | unset | an emulator (moto) instead of AWS |
 //!
@@ -175,7 +175,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         deadline: Option<Instant>,
     ) -> Result<SplitterResponse, SplitterError> {
         let objects = created_objects(event).map_err(SplitterError::Event)?;
-        let stop_at = deadline.map(|d| d.checked_sub(self.deadline_margin).unwrap_or(d));
+        let stop_at = deadline.map(|d| stop_time(Instant::now(), d, self.deadline_margin));
         let mut response = SplitterResponse::default();
         for object in objects {
             let summary = self.object(&object, stop_at).await?;
@@ -195,7 +195,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
     async fn object(
         &self,
         object: &ObjectRef,
-        stop_at: Option<Instant>,
+        stop_at: Option<(Instant, Duration)>,
     ) -> Result<ObjectSummary, SplitterError> {
         let mut summary = ObjectSummary {
             object: format!("s3://{}/{}", object.bucket, object.key),
@@ -216,7 +216,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
             match stop_at {
                 // Dropping the split cancels the calls in flight; the splitting thread stops at
                 // its next record (see `meterflow_aws::pipeline`).
-                Some(at) => tokio::time::timeout_at(at, split).await.map_err(|_| {
+                Some((at, margin)) => tokio::time::timeout_at(at, split).await.map_err(|_| {
                     SplitterError::Deadline {
                         bucket: object.bucket.clone(),
                         key: object.key.clone(),
@@ -225,7 +225,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
                             .map(|n| format!(" ({n} bytes)"))
                             .unwrap_or_default(),
                         elapsed: started.elapsed(),
-                        margin: self.deadline_margin,
+                        margin,
                     }
                 })?,
                 None => split.await,
@@ -307,6 +307,15 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
     }
 }
 
+/// When to give up on an invocation that started at `now` and must end by `deadline`, and the
+/// margin that leaves: the configured margin, capped at a fifth of the time there is. A fixed
+/// margin alone would stop at once any function whose timeout is shorter than it (Lambda's
+/// default timeout is 3 s, `cargo lambda watch`'s too).
+pub fn stop_time(now: Instant, deadline: Instant, margin: Duration) -> (Instant, Duration) {
+    let margin = margin.min(deadline.saturating_duration_since(now) / 5);
+    (deadline - margin, margin)
+}
+
 /// The tokio instant of a wall-clock deadline (`Context::deadline()`); one already past is now.
 pub fn instant_of(deadline: SystemTime) -> Instant {
     let left = deadline
@@ -319,6 +328,21 @@ pub fn instant_of(deadline: SystemTime) -> Instant {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_margin_is_at_most_a_fifth_of_the_time_left() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let ten = s(10);
+        // 15 min: the configured margin.
+        assert_eq!(stop_time(now, now + s(900), ten), (now + s(890), ten));
+        // 30 s: 6 s; 3 s (Lambda's default): 600 ms.
+        assert_eq!(stop_time(now, now + s(30), ten), (now + s(24), s(6)));
+        let ms = Duration::from_millis;
+        assert_eq!(stop_time(now, now + s(3), ten), (now + ms(2400), ms(600)));
+        // Already past: stop now, no margin.
+        assert_eq!(stop_time(now + s(1), now, ten), (now, Duration::ZERO));
+    }
 
     #[test]
     fn the_config_needs_a_stream_and_checks_its_numbers() {

@@ -198,7 +198,8 @@ async fn an_object_that_cannot_finish_stops_before_the_deadline() {
     s.shipper.policy.cap = Duration::from_secs(30);
     s.shipper.policy.max_attempts = 100;
     let started = Instant::now();
-    let deadline = started + s.deadline_margin + Duration::from_millis(300);
+    // 400 ms left: the 10 s margin is capped at a fifth of that (80 ms).
+    let deadline = started + Duration::from_millis(400);
     let e = s
         .handle(&fixture("s3_put_encoded_key.json"), Some(deadline))
         .await
@@ -209,6 +210,28 @@ async fn an_object_that_cannot_finish_stops_before_the_deadline() {
         e.to_string().contains("raise the function's timeout"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_with_a_timeout_shorter_than_the_margin_still_splits() {
+    // Lambda's default timeout, 3 s, against the default 10 s margin.
+    let mut config = common::config();
+    config.deadline_margin = Duration::from_secs(10);
+    let s = splitter(
+        in_memory(wide(5, 2)),
+        Recording::default(),
+        MemorySink::default(),
+        &config,
+    );
+    let response = s
+        .handle(
+            &fixture("s3_put_encoded_key.json"),
+            Some(Instant::now() + Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.objects[0].rows_accepted, 10);
+    assert!(!s.shipper.stream.entries.lock().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
