@@ -310,24 +310,38 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
 /// When to give up on an invocation that started at `now` and must end by `deadline`, and the
 /// margin that leaves: the configured margin, capped at a fifth of the time there is. A fixed
 /// margin alone would stop at once any function whose timeout is shorter than it (Lambda's
-/// default timeout is 3 s, `cargo lambda watch`'s too).
+/// default timeout is 3 s).
 pub fn stop_time(now: Instant, deadline: Instant, margin: Duration) -> (Instant, Duration) {
     let margin = margin.min(deadline.saturating_duration_since(now) / 5);
     (deadline - margin, margin)
 }
 
-/// The tokio instant of a wall-clock deadline (`Context::deadline()`); one already past is now.
-pub fn instant_of(deadline: SystemTime) -> Instant {
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + left
+/// The tokio instant of a wall-clock deadline (`Context::deadline()`), or `None` when it is not
+/// in the future. Lambda always gives a future deadline; a local runtime emulator may send a
+/// stale or missing one (seen with `cargo lambda watch`), and stopping at once would make every
+/// local run fail, so such an invocation runs without a deadline (the caller logs it).
+pub fn instant_of(deadline: SystemTime) -> Option<Instant> {
+    match deadline.duration_since(SystemTime::now()) {
+        Ok(left) if !left.is_zero() => Some(Instant::now() + left),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn a_deadline_not_in_the_future_is_no_deadline() {
+        let now = SystemTime::now();
+        assert!(instant_of(now - Duration::from_secs(1)).is_none());
+        assert!(instant_of(UNIX_EPOCH).is_none());
+        let at = instant_of(now + Duration::from_secs(60)).unwrap();
+        let left = at.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(50) && left <= Duration::from_secs(60));
+    }
 
     #[test]
     fn the_margin_is_at_most_a_fifth_of_the_time_left() {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use lambda_runtime::tracing::warn;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use meterflow_aws::client::{http_client, kinesis_client, s3_client, ClientSettings};
 use meterflow_aws::kinesis::KinesisStream;
@@ -33,8 +34,11 @@ async fn main() -> Result<(), Error> {
         let splitter = Arc::clone(&splitter);
         async move {
             let deadline = instant_of(event.context.deadline());
+            if deadline.is_none() {
+                warn!("the invocation's deadline is not in the future (a local emulator?): running without one");
+            }
             let result = splitter
-                .handle(event.payload.get().as_bytes(), Some(deadline))
+                .handle(event.payload.get().as_bytes(), deadline)
                 .await;
             meterflow_lambda::flush_metrics();
             result
