@@ -35,7 +35,7 @@ impl fmt::Display for Input {
 /// An input ready to read.
 pub struct Opened {
     pub reader: Box<dyn Read + Send>,
-    /// The fragments' source: a canonical path, or `s3://bucket/key`.
+    /// The fragments' source: a canonical path, or `s3://bucket/key#etag`.
     pub name: String,
     /// Epoch milliseconds: the version of data that carries none of its own.
     pub version: i64,

@@ -77,15 +77,16 @@ impl S3Inputs {
     }
 
     /// Opens one object for a parser thread (blocking: never call it on the runtime). Its
-    /// fragments are named `s3://bucket/key` and versioned by its Last-Modified time, as the
-    /// splitter Lambda versions them.
+    /// fragments are named and versioned as the splitter Lambda names them
+    /// ([`ObjectInfo::source_id`](meterflow_aws::s3::ObjectInfo::source_id): `s3://bucket/key#etag`;
+    /// Last-Modified), so an object ingested both ways writes the same keys once.
     pub fn open(&self, bucket: &str, key: &str) -> Result<Opened, String> {
         let info = self
             .handle
             .block_on(self.source.head(bucket, key, None))
             .map_err(|e| e.to_string())?;
         Ok(Opened {
-            name: format!("s3://{bucket}/{key}"),
+            name: info.source_id(),
             version: info.last_modified_ms,
             size: info.size,
             reader: Box::new(s3::open(
