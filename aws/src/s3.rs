@@ -57,6 +57,24 @@ impl ObjectInfo {
     }
 }
 
+/// `s3://bucket/rest` as `(bucket, rest)`, where rest is a key or a prefix (maybe empty);
+/// `None` when `url` is not an `s3://` URL at all (a local path, say), `Err` saying what is
+/// wrong with the bucket name (S3's rules: 3 to 63 lowercase letters, digits, `-` or `.`).
+/// The one parser of the CLI's sources and the Lambdas' S3 settings.
+pub fn split_url(url: &str) -> Option<Result<(&str, &str), &'static str>> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    Some(if valid {
+        Ok((bucket, rest))
+    } else {
+        Err("the bucket name must be 3 to 63 lowercase letters, digits, '-' or '.'")
+    })
+}
+
 /// Why an object could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {

@@ -20,17 +20,15 @@ pub struct S3Prefix {
 impl S3Prefix {
     /// `None` when `arg` is not an `s3://` URL (a local path).
     pub fn parse(arg: &str) -> Option<Result<S3Prefix>> {
-        let rest = arg.strip_prefix("s3://")?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Some(Err(anyhow::anyhow!(
-                "`{arg}` names no bucket: expected s3://bucket/prefix"
-            )));
-        }
-        Some(Ok(S3Prefix {
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-        }))
+        Some(match meterflow_aws::s3::split_url(arg)? {
+            Ok((bucket, prefix)) => Ok(S3Prefix {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+            }),
+            Err(problem) => Err(anyhow::anyhow!(
+                "`{arg}`: {problem}; expected s3://bucket/prefix"
+            )),
+        })
     }
 }
 
@@ -113,10 +111,11 @@ mod tests {
                 prefix: k.into(),
             }))
         };
-        assert_eq!(p("s3://b/in/2019/"), ok("b", "in/2019/"));
-        assert_eq!(p("s3://b"), ok("b", ""));
-        assert_eq!(p("s3://b/"), ok("b", ""));
+        assert_eq!(p("s3://bkt/in/2019/"), ok("bkt", "in/2019/"));
+        assert_eq!(p("s3://bkt"), ok("bkt", ""));
+        assert_eq!(p("s3://bkt/"), ok("bkt", ""));
         assert_eq!(p("data/s3.csv"), None);
         assert!(matches!(p("s3:///x"), Some(Err(e)) if e.contains("s3://bucket/prefix")));
+        assert!(matches!(p("s3://My_Bucket/x"), Some(Err(e)) if e.contains("lowercase")));
     }
 }

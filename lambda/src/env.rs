@@ -109,19 +109,9 @@ impl S3Location {
             value: value.to_owned(),
             problem: format!("{problem}; write it as s3://bucket/prefix (the prefix may be empty)"),
         };
-        let rest = value
-            .strip_prefix("s3://")
-            .ok_or_else(|| invalid("not an s3:// URL"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid_bucket = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !valid_bucket {
-            return Err(invalid(
-                "the bucket name must be 3 to 63 lowercase letters, digits, '-' or '.'",
-            ));
-        }
+        let (bucket, prefix) = meterflow_aws::s3::split_url(value)
+            .ok_or_else(|| invalid("not an s3:// URL"))?
+            .map_err(invalid)?;
         let mut prefix = prefix.to_owned();
         if !prefix.is_empty() && !prefix.ends_with('/') {
             prefix.push('/');
