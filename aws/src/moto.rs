@@ -189,6 +189,29 @@ pub struct ShardRecord {
     pub data: Vec<u8>,
 }
 
+/// Creates a bucket and a stream of `shards` shards: the tests' usual starting point.
+pub async fn create_bucket_and_stream(
+    s3: &aws_sdk_s3::Client,
+    kinesis: &aws_sdk_kinesis::Client,
+    bucket: &str,
+    stream: &str,
+    shards: i32,
+) -> Result<(), String> {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| format!("creating s3://{bucket}: {}", DisplayErrorContext(&e)))?;
+    kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("creating kinesis://{stream}: {}", DisplayErrorContext(&e)))
+}
+
 /// Puts `body` at `s3://bucket/key`: the tests' upload, as an S3 client would do it.
 pub async fn upload(
     client: &aws_sdk_s3::Client,

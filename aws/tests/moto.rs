@@ -42,14 +42,9 @@ async fn env() -> Env {
     let settings = moto.client_settings();
     let s3 = s3_client(&settings, http.clone());
     let kinesis = kinesis_client(&settings, http);
-    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    kinesis
-        .create_stream()
-        .stream_name(STREAM)
-        .shard_count(SHARDS)
-        .send()
+    meterflow_aws::moto::create_bucket_and_stream(&s3, &kinesis, BUCKET, STREAM, SHARDS)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
     Env {
         _moto: moto,
         s3,

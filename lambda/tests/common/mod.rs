@@ -106,14 +106,15 @@ impl Env {
             kinesis: kinesis_client(&settings, http),
             moto,
         };
-        env.s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        env.kinesis
-            .create_stream()
-            .stream_name(STREAM)
-            .shard_count(SHARDS)
-            .send()
-            .await
-            .unwrap();
+        meterflow_aws::moto::create_bucket_and_stream(
+            &env.s3,
+            &env.kinesis,
+            BUCKET,
+            STREAM,
+            SHARDS,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         env
     }
 
