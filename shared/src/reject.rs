@@ -108,6 +108,15 @@ impl Stats {
     }
 }
 
+/// A sink that keeps nothing: for records replayed only to restore a parser's state.
+#[derive(Debug, Default)]
+pub struct Discard;
+
+impl Sink for Discard {
+    fn fragment(&mut self, _fragment: &Fragment) {}
+    fn reject(&mut self, _reject: Reject) {}
+}
+
 /// A sink that keeps everything; for tests and small inputs.
 #[derive(Debug, Default)]
 pub struct Collect {

@@ -516,6 +516,12 @@ mod tests {
             prop_assert_eq!(&sink.rejects, &whole.0.rejects);
             prop_assert_eq!(stats.rows_read, rows.len() as u64);
             prop_assert_eq!(stats.rows_read, stats.rows_accepted + stats.rows_rejected);
+            // Handed over between runs: a day cut between its rows is two fragments that merge
+            // to the same totals; rows and rejects are the same.
+            let (parts, part_stats, _) = crate::format::parse_in_parts(input.as_bytes(), &cuts, opts(TimestampLabel::Auto));
+            prop_assert_eq!(crate::daily_totals(parts.fragments.iter()), crate::daily_totals(whole.0.fragments.iter()));
+            prop_assert_eq!(&parts.rejects, &whole.0.rejects);
+            prop_assert_eq!((part_stats.rows_read, part_stats.rows_accepted, part_stats.bytes), (stats.rows_read, stats.rows_accepted, stats.bytes));
         }
     }
 }

@@ -71,7 +71,38 @@ impl Format {
             Format::Nem12 => "nem12",
         }
     }
+
+    /// The format [`Format::name`] names.
+    pub fn from_name(name: &str) -> Option<Format> {
+        [Format::Wide, Format::Long, Format::Nem12]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
 }
+
+/// A row boundary of an input from which a later run (another Lambda invocation) reads on, as
+/// if the input had been parsed in one go: a file too large for one invocation is handed over
+/// in parts ([`Parser::cut`], [`Parser::resume`]).
+///
+/// Every row before `offset` was accounted for by the run that cut; every row from it on is
+/// the next run's. A day of a long file cut between its rows becomes two fragments, which the
+/// merge rules add up like any partial day (their slots are disjoint, or the later row wins as
+/// it would have within one fragment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub format: Format,
+    /// Bytes of the (decompressed) input before the boundary.
+    pub offset: u64,
+    /// Line number of the byte at `offset`.
+    pub line: u64,
+    /// Records the format must have read to go on, replayed (silently) before `offset`, each
+    /// with its own line number and without its terminator: the header of a wide or long file,
+    /// the 200 record of a NEM12 file's open channel.
+    pub context: Vec<(u64, Vec<u8>)>,
+}
+
+/// Longest context a [`Resume`] carries (it travels in a hand-over message).
+pub const MAX_RESUME_CONTEXT: usize = 64 * 1024;
 
 /// How far detection may look for the first line before giving up.
 pub const DETECT_LIMIT: usize = 64 * 1024;
@@ -172,6 +203,18 @@ pub(crate) trait FormatHandler: Handler {
     /// Flushes rows held back (a long file's open day, a NEM12 300 awaiting 400s).
     fn finish(&mut self, sink: &mut dyn Sink) -> Result<(), FileError>;
     fn tally(&self) -> &Tally;
+
+    /// The records to replay when resuming after the current row boundary (see
+    /// [`Resume::context`]), given the input's first record: by default just that header.
+    fn context(&self, header: &(u64, Vec<u8>)) -> Vec<(u64, Vec<u8>)> {
+        vec![header.clone()]
+    }
+
+    /// Whether the input may be cut before a line whose first field is `next` (`None`: not
+    /// known yet). A row that spans records (a NEM12 300 and its 400s) must not be cut.
+    fn can_cut_before(&self, _next: Option<&[u8]>) -> bool {
+        true
+    }
 }
 
 enum State {
@@ -193,6 +236,9 @@ trait DynHandler {
     ) -> Result<(), FileError>;
     fn finish(&mut self, records: &mut Records, sink: &mut dyn Sink) -> Result<(), FileError>;
     fn stats(&self) -> Stats;
+    fn flush_rows(&mut self, sink: &mut dyn Sink) -> Result<(), FileError>;
+    fn context(&self, header: &(u64, Vec<u8>)) -> Vec<(u64, Vec<u8>)>;
+    fn can_cut_before(&self, next: Option<&[u8]>) -> bool;
 }
 
 impl<H: FormatHandler> DynHandler for H {
@@ -211,6 +257,15 @@ impl<H: FormatHandler> DynHandler for H {
     fn stats(&self) -> Stats {
         self.tally().stats
     }
+    fn flush_rows(&mut self, sink: &mut dyn Sink) -> Result<(), FileError> {
+        FormatHandler::finish(self, sink)
+    }
+    fn context(&self, header: &(u64, Vec<u8>)) -> Vec<(u64, Vec<u8>)> {
+        FormatHandler::context(self, header)
+    }
+    fn can_cut_before(&self, next: Option<&[u8]>) -> bool {
+        FormatHandler::can_cut_before(self, next)
+    }
 }
 
 /// Parses one input of any supported format, detected from its first line.
@@ -218,7 +273,14 @@ pub struct Parser {
     opts: Options,
     state: State,
     format: Option<Format>,
+    /// Bytes fed (less those a cut handed over).
     bytes: u64,
+    /// Offset in the input of the first byte fed (0 unless resumed).
+    start: u64,
+    /// The input's first record and its line: what a wide or long file resumes with.
+    header: Option<(u64, Vec<u8>)>,
+    /// A [`Parser::cut`] ended this parser.
+    cut: bool,
 }
 
 impl Parser {
@@ -228,7 +290,35 @@ impl Parser {
             state: State::Detecting(Vec::new()),
             format: None,
             bytes: 0,
+            start: 0,
+            header: None,
+            cut: false,
         }
+    }
+
+    /// A parser that reads on from `at` (made by [`Parser::cut`] on the same input), to be fed
+    /// the input's bytes from `at.offset`. `opts.first_line` is ignored: lines count from
+    /// `at.line`. Errors when the context does not parse as it did (a different input).
+    pub fn resume(opts: Options, at: &Resume) -> Result<Parser, FileError> {
+        let mut handler = handler_for(at.format, &opts);
+        let mut quiet = crate::reject::Discard;
+        for (line, record) in &at.context {
+            let mut records = Records::new(opts.source.clone(), *line);
+            handler.feed(&mut records, record, &mut quiet)?;
+            handler.feed(&mut records, b"\n", &mut quiet)?;
+        }
+        // Context records are structure (headers, channels), never rows: nothing was counted.
+        debug_assert_eq!(handler.stats(), Stats::default());
+        let records = Box::new(Records::new(opts.source.clone(), at.line));
+        Ok(Parser {
+            header: at.context.first().cloned(),
+            opts,
+            state: State::Running { records, handler },
+            format: Some(at.format),
+            bytes: 0,
+            start: at.offset,
+            cut: false,
+        })
     }
 
     /// The detected format, once the first line has been seen.
@@ -237,6 +327,7 @@ impl Parser {
     }
 
     pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn Sink) -> Result<(), FileError> {
+        debug_assert!(!self.cut, "a parser that was cut takes no more input");
         self.bytes += chunk.len() as u64;
         match &mut self.state {
             State::Running { records, handler } => {
@@ -259,6 +350,9 @@ impl Parser {
                     return Ok(());
                 };
                 let first = body[skip..skip + nl].to_vec();
+                let line = self.opts.first_line
+                    + body[..skip].iter().filter(|&&b| b == b'\n').count() as u64;
+                self.header = Some((line, first.clone()));
                 self.start(&first, start, sink)
             }
             State::Failed(e) => Err(e.clone()),
@@ -281,11 +375,7 @@ impl Parser {
             }
         };
         self.format = Some(format);
-        let handler: Box<dyn DynHandler> = match format {
-            Format::Wide => Box::new(wide::Wide::new(&self.opts)),
-            Format::Long => Box::new(long::Long::new(&self.opts)),
-            Format::Nem12 => Box::new(nem12::Nem12::new(&self.opts)),
-        };
+        let handler = handler_for(format, &self.opts);
         let records = Box::new(Records::new(self.opts.source.clone(), self.opts.first_line));
         self.state = State::Running { records, handler };
         // Re-feed what detection held back; `bytes` already counted it.
@@ -311,6 +401,13 @@ impl Parser {
                     reason: "the file is empty".into(),
                 });
             }
+            let skip = buf[start..].len() - buf[start..].trim_ascii_start().len();
+            let line = self.opts.first_line
+                + buf[start..start + skip]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count() as u64;
+            self.header = Some((line, body.clone()));
             self.start(&body, start, sink)?;
         }
         match &mut self.state {
@@ -324,6 +421,67 @@ impl Parser {
         }
     }
 
+    /// Hands the rest of the input over, if it can be cut right here, before `next` (the bytes
+    /// that would be fed next; an empty slice when not known yet): finishes the rows read so
+    /// far, ends this parser (only [`Parser::stats`] may follow) and returns where a
+    /// [`Parser::resume`]d one reads on. `None` when this is no row boundary (inside a quoted
+    /// record, before the header, between a NEM12 300 and its 400s): feed on (a line at a time
+    /// keeps the overshoot small) and ask again.
+    pub fn cut(&mut self, next: &[u8], sink: &mut dyn Sink) -> Result<Option<Resume>, FileError> {
+        let (State::Running { records, handler }, Some(header), Some(format)) =
+            (&mut self.state, &self.header, self.format)
+        else {
+            return Ok(None);
+        };
+        let Some(held) = records.held_at_boundary() else {
+            return Ok(None);
+        };
+        if records.next_line() <= header.0 {
+            return Ok(None);
+        }
+        if !handler.can_cut_before(first_field(held, next).as_deref()) {
+            return Ok(None);
+        }
+        let context = handler.context(header);
+        if context.iter().map(|(_, r)| r.len()).sum::<usize>() > MAX_RESUME_CONTEXT {
+            return Ok(None);
+        }
+        let held = held.len() as u64;
+        let line = records.next_line();
+        let r = handler.flush_rows(sink);
+        self.fail_on(r)?;
+        self.bytes -= held;
+        self.cut = true;
+        Ok(Some(Resume {
+            format,
+            offset: self.start + self.bytes,
+            line,
+            context,
+        }))
+    }
+
+    /// Feeds `chunk` a line at a time until the input can be [`Parser::cut`] and cuts it there,
+    /// leaving the rest of `chunk` unfed (the next run reads it from [`Resume::offset`]). `None`
+    /// when `chunk` was fed wholly without a boundary: call again with the next chunk.
+    pub fn feed_until_cut(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<Option<Resume>, FileError> {
+        let mut rest = chunk;
+        loop {
+            if let Some(r) = self.cut(rest, sink)? {
+                return Ok(Some(r));
+            }
+            if rest.is_empty() {
+                return Ok(None);
+            }
+            let n = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            self.feed(&rest[..n], sink)?;
+            rest = &rest[n..];
+        }
+    }
+
     /// Accounting so far (complete after [`Parser::finish`]).
     pub fn stats(&self) -> Stats {
         let mut s = match &self.state {
@@ -333,6 +491,41 @@ impl Parser {
         s.bytes = self.bytes;
         s
     }
+}
+
+fn handler_for(format: Format, opts: &Options) -> Box<dyn DynHandler> {
+    match format {
+        Format::Wide => Box::new(wide::Wide::new(opts)),
+        Format::Long => Box::new(long::Long::new(opts)),
+        Format::Nem12 => Box::new(nem12::Nem12::new(opts)),
+    }
+}
+
+/// The first field of the line that starts with `held` and goes on in `next` (blank lines
+/// skipped), trimmed and unquoted, or `None` if those bytes do not reach its end.
+fn first_field(held: &[u8], next: &[u8]) -> Option<Vec<u8>> {
+    // A record indicator is short: a field this long is none, whatever follows.
+    const ENOUGH: usize = 64;
+    let mut line = held[..held.len().min(ENOUGH)].to_vec();
+    let next = match line.is_empty() {
+        true => {
+            &next[next
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count()..]
+        }
+        false => next,
+    };
+    line.extend_from_slice(&next[..next.len().min(ENOUGH - line.len())]);
+    let end = match line.iter().position(|&b| matches!(b, b',' | b'\n' | b'\r')) {
+        Some(end) => end,
+        None if line.len() == ENOUGH => ENOUGH,
+        None => return None,
+    };
+    let field = line[..end].trim_ascii();
+    let field = field.strip_prefix(b"\"").unwrap_or(field);
+    let field = field.strip_suffix(b"\"").unwrap_or(field);
+    Some(field.trim_ascii().to_vec())
 }
 
 /// Parses a whole in-memory input: for tests, fixtures and small files.
@@ -364,9 +557,107 @@ pub(crate) fn parse_in_chunks(
     (sink, stats)
 }
 
+/// Parses `input` as runs handing over to one another: each run is fed up to the next of
+/// `cuts` (taken modulo the length, in order) and then cut at the first boundary it can be, the
+/// way the splitter hands a large file to its next invocation. Returns what all runs emitted,
+/// the sum of their accounting and the resume points used. The hand-over property tests of
+/// every format compare this with a one-shot parse.
+#[cfg(test)]
+pub(crate) fn parse_in_parts(
+    input: &[u8],
+    cuts: &[usize],
+    opts: Options,
+) -> (crate::reject::Collect, Stats, Vec<Resume>) {
+    let mut sink = crate::reject::Collect::default();
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let (mut total, mut resumes) = (Stats::default(), Vec::new());
+    let mut p = Parser::new(opts.clone());
+    let mut at = 0;
+    for c in cuts {
+        if c < at {
+            continue;
+        }
+        p.feed(&input[at..c], &mut sink).expect("feed");
+        let Some(r) = p.feed_until_cut(&input[c..], &mut sink).expect("cut") else {
+            at = input.len();
+            break;
+        };
+        assert_eq!(r.offset, p.start + p.bytes, "a cut leaves the rest unfed");
+        total.add(&p.stats());
+        at = r.offset as usize;
+        p = Parser::resume(opts.clone(), &r).expect("resume");
+        resumes.push(r);
+    }
+    p.feed(&input[at..], &mut sink).expect("feed");
+    total.add(&p.finish(&mut sink).expect("finish"));
+    (sink, total, resumes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reject::Collect;
+
+    /// A wide file of 24 hourly columns, rows of ones: (input, header line).
+    fn hourly(rows: &[&str]) -> (Vec<u8>, String) {
+        let header = (0..24).fold(String::from("Meter,Date"), |h, i| h + &format!(",{i}:00"));
+        let mut input = format!("\u{feff}\n{header}\n");
+        for r in rows {
+            input += &format!("{r},2019-01-01{}\n", ",1".repeat(24));
+        }
+        (input.into_bytes(), header)
+    }
+
+    #[test]
+    fn a_cut_lands_on_the_next_row_boundary_and_resumes_with_the_header() {
+        let (input, header) = hourly(&["A", "\"B\"", "C"]);
+        let first_row = 3 + 1 + header.len() + 1;
+        let second_row =
+            first_row + input[first_row..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        // Mid-way through the second row: the cut is at its start, so it is the next run's.
+        let (sink, stats, resumes) =
+            parse_in_parts(&input, &[second_row + 2], Options::new("w", 1));
+        let r = &resumes[0];
+        assert_eq!((r.format, r.line), (Format::Wide, 4));
+        assert_eq!(&input[r.offset as usize..r.offset as usize + 4], b"\"B\",");
+        assert_eq!(r.context, vec![(2, header.clone().into_bytes())]);
+        assert_eq!((stats.rows_read, stats.bytes), (3, input.len() as u64));
+        let lines: Vec<u64> = sink.fragments.iter().map(|f| f.line).collect();
+        assert_eq!(lines, [3, 4, 5]);
+        // Before the header has been read there is nothing to resume from.
+        let mut p = Parser::new(Options::new("w", 1));
+        let mut c = Collect::default();
+        p.feed(&input[..first_row - 3], &mut c).unwrap();
+        assert_eq!(p.cut(&input[first_row - 3..], &mut c).unwrap(), None);
+    }
+
+    #[test]
+    fn a_nem12_cut_never_parts_a_300_from_its_400s_and_replays_the_channel() {
+        let values = ",1".repeat(48);
+        let channel = "200,NEM1201009,E1E2,1,E1,N1,01009,kWh,30,20050610";
+        let input = format!(
+            "100,NEM12,200405011135,MDA1,Ret1\n{channel}\n\
+300,20050301{values},V,,,20050310121004,\n400,1,10,A,,\n400,11,48,E,,\n\
+300,20050302{values},A,,,20050310121004,\n900\n"
+        );
+        let input = input.as_bytes();
+        let second_300 = input
+            .windows(12)
+            .position(|w| w == b"300,20050302")
+            .unwrap();
+        let first_400 = input.windows(4).position(|w| w == b"400,").unwrap();
+        let (sink, stats, resumes) = parse_in_parts(input, &[first_400], Options::new("n", 1));
+        assert!(sink.rejects.is_empty(), "{:?}", sink.rejects);
+        assert_eq!(resumes.len(), 1);
+        let r = &resumes[0];
+        assert_eq!((r.offset as usize, r.line), (second_300, 6));
+        assert_eq!(r.context, vec![(2, channel.as_bytes().to_vec())]);
+        assert_eq!((stats.rows_read, stats.rows_accepted), (2, 2));
+        let series: Vec<&str> = sink.fragments.iter().map(|f| f.series.as_str()).collect();
+        assert_eq!(series, ["NEM1201009-E1", "NEM1201009-E1"]);
+        assert_eq!(sink.fragments[0].quality, crate::Quality(1 | 2));
+    }
 
     #[test]
     fn detects_formats_from_content() {

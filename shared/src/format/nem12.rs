@@ -187,6 +187,9 @@ pub struct Nem12 {
     covered: Vec<bool>,
     /// Field ends of the fast line path, reused.
     ends: Vec<usize>,
+    /// The 200 record of `channel` (open or rejected) as a line and its line number: what a
+    /// resumed parse replays to be in the same channel.
+    channel_record: Option<(u64, Vec<u8>)>,
 }
 
 impl Nem12 {
@@ -209,6 +212,7 @@ impl Nem12 {
             },
             covered: Vec::new(),
             ends: Vec::new(),
+            channel_record: None,
         }
     }
 
@@ -268,6 +272,8 @@ impl Nem12 {
     }
 
     fn on_200<'a, F: Fields<'a>>(&mut self, f: &F, lineno: u64, sink: &mut dyn Sink) {
+        let fields = (0..f.count()).map(|i| f.field(i));
+        self.channel_record = Some((lineno, super::record::csv_line(fields)));
         match parse_200(f, lineno) {
             Ok(ch) => self.channel = ChannelState::Open(ch),
             Err((column, reason)) => {
@@ -725,6 +731,23 @@ impl FormatHandler for Nem12 {
     fn finish(&mut self, sink: &mut dyn Sink) -> Result<(), FileError> {
         self.flush(sink);
         Ok(())
+    }
+
+    /// The open channel's 200 record: what the rows after the boundary need. A 100 needs no
+    /// replay (it only closes the channel), and the file's first record is no header here.
+    fn context(&self, _header: &(u64, Vec<u8>)) -> Vec<(u64, Vec<u8>)> {
+        match self.channel {
+            ChannelState::Missing => Vec::new(),
+            _ => self.channel_record.iter().cloned().collect(),
+        }
+    }
+
+    /// Not between a 300 and its 400s (they are one row).
+    fn can_cut_before(&self, next: Option<&[u8]>) -> bool {
+        match self.pending {
+            Pending::Nothing => true,
+            Pending::Rejected | Pending::Held(_) => next.is_some_and(|f| f != b"400"),
+        }
     }
 
     fn tally(&self) -> &Tally {
@@ -1777,6 +1800,11 @@ mod tests {
             prop_assert_eq!(whole.1.rows_read, rows);
             prop_assert_eq!(whole.1.rows_read, whole.1.rows_accepted + whole.1.rows_rejected);
             prop_assert!(whole.0.rejects.iter().all(|r| r.line >= 1));
+            // Handed over between runs: never between a 300 and its 400s, so the same rows.
+            let (parts, part_stats, _) = crate::format::parse_in_parts(input.as_bytes(), &cuts, opts());
+            prop_assert_eq!(&parts.fragments, &whole.0.fragments);
+            prop_assert_eq!(&parts.rejects, &whole.0.rejects);
+            prop_assert_eq!(part_stats, whole.1);
         }
     }
 }

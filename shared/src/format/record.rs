@@ -79,6 +79,29 @@ impl<'a> Record<'a> {
     }
 }
 
+/// One CSV line (no terminator) that parses back into `fields`: quoted where it must be.
+pub fn csv_line<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut line = Vec::new();
+    for (i, f) in fields.into_iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        if f.iter().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+            line.push(b'"');
+            for &b in f {
+                if b == b'"' {
+                    line.push(b'"');
+                }
+                line.push(b);
+            }
+            line.push(b'"');
+        } else {
+            line.extend_from_slice(f);
+        }
+    }
+    line
+}
+
 /// What a format does with records.
 pub trait Handler {
     /// Offers `input`, which starts at the beginning of line `lineno`: the handler takes as
@@ -148,9 +171,10 @@ impl Records {
         self.newlines + 1
     }
 
-    /// True between records: a resumable boundary (nothing is buffered).
-    pub fn at_boundary(&self) -> bool {
-        !self.in_record && self.held.is_empty()
+    /// Outside any record, the start of the next line held back so far (possibly empty; it
+    /// has no `\n` and begins at line [`Records::next_line`]); `None` inside a record.
+    pub fn held_at_boundary(&self) -> Option<&[u8]> {
+        (!self.in_record).then_some(self.held.as_slice())
     }
 
     pub fn feed<H: Handler>(

@@ -979,6 +979,12 @@ mod tests {
             let slow = parse_slow(&input);
             prop_assert_eq!(&sink.fragments, &slow.0.fragments);
             prop_assert_eq!(&sink.rejects, &slow.0.rejects);
+            // Handed over between runs at the same places: the same rows, nothing twice.
+            let (parts, part_stats, resumes) = crate::format::parse_in_parts(input.as_bytes(), &cuts, test_opts());
+            prop_assert_eq!(&parts.fragments, &whole.0.fragments);
+            prop_assert_eq!(&parts.rejects, &whole.0.rejects);
+            prop_assert_eq!(part_stats, stats);
+            prop_assert!(resumes.iter().all(|r| r.context.len() == 1 && r.context[0].0 == 1));
         }
 
         /// Meters, dates (repeated, consecutive, other layouts, invalid), line ends and cells
@@ -1010,6 +1016,11 @@ mod tests {
             prop_assert_eq!(&sink.fragments, &slow.0.fragments);
             prop_assert_eq!(&sink.rejects, &slow.0.rejects);
             prop_assert_eq!((stats.rows_read, stats.rows_accepted, stats.rows_rejected), slow.1);
+            let (parts, part_stats, _) = crate::format::parse_in_parts(input.as_bytes(), &cuts, test_opts());
+            prop_assert_eq!(&parts.fragments, &slow.0.fragments);
+            prop_assert_eq!(&parts.rejects, &slow.0.rejects);
+            prop_assert_eq!((part_stats.rows_read, part_stats.rows_accepted, part_stats.rows_rejected), slow.1);
+            prop_assert_eq!(part_stats.bytes, input.len() as u64);
             for f in &sink.fragments {
                 let recount: i64 = f.slots.iter().map(|(_, v)| v).sum();
                 prop_assert_eq!((f.total(), f.slots.present()), (recount, f.slots.iter().count()));
