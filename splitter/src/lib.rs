@@ -10,6 +10,7 @@ use std::io::Read;
 
 use meterflow_core::envelope::{EnvelopeBuilder, MAX_RECORD_BYTES};
 use meterflow_core::partition::bucket;
+use meterflow_core::format::Resume;
 use meterflow_core::{FileError, Fragment, Options, Parser, Reject, Sink, Stats};
 
 /// How to pack records.
@@ -170,15 +171,36 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// Parses one (already decompressed) input from `reader` and packs it into `out`.
 /// Returns the input's accounting; a fragment refused for size counts as rejected.
 pub fn split<R: Read, O: Output>(
-    mut reader: R,
+    reader: R,
     opts: Options,
     settings: PackSettings,
     out: &mut O,
 ) -> Result<Stats, SplitError> {
+    let (stats, _) = split_part(reader, opts, None, settings, out, |_| false)?;
+    Ok(stats)
+}
+
+/// Like [`split`], for one run of an input handed over between runs (a Lambda invocation that
+/// would not finish in time): starts at `from` (the reader then yields the input's bytes from
+/// `from.offset`), and once `stop` (asked with the bytes read so far, once per chunk) says so,
+/// cuts at the next row boundary. Returns this run's accounting and, when it was cut, where
+/// the next run starts; every record of the rows before that point has been given to `out`.
+pub fn split_part<R: Read, O: Output>(
+    mut reader: R,
+    opts: Options,
+    from: Option<&Resume>,
+    settings: PackSettings,
+    out: &mut O,
+    mut stop: impl FnMut(u64) -> bool,
+) -> Result<(Stats, Option<Resume>), SplitError> {
     let input = opts.source.to_string();
-    let mut parser = Parser::new(opts);
+    let mut parser = match from {
+        Some(at) => Parser::resume(opts, at)?,
+        None => Parser::new(opts),
+    };
     let mut packer = Packer::new(settings, out);
     let mut buf = vec![0u8; READ_CHUNK];
+    let (mut read, mut cut, mut stopping) = (0u64, None, false);
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -186,16 +208,26 @@ pub fn split<R: Read, O: Output>(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => return Err(SplitError::Io { input, source }),
         };
-        parser.feed(&buf[..n], &mut packer)?;
+        read += n as u64;
+        stopping = stopping || stop(read);
+        if !stopping {
+            parser.feed(&buf[..n], &mut packer)?;
+        } else if let Some(at) = parser.feed_until_cut(&buf[..n], &mut packer)? {
+            cut = Some(at);
+            break;
+        }
     }
-    let mut stats = parser.finish(&mut packer)?;
+    let mut stats = match cut {
+        Some(_) => parser.stats(),
+        None => parser.finish(&mut packer)?,
+    };
     packer.flush();
     let oversize = packer.take_oversize().len() as u64;
     stats.rows_accepted -= oversize.min(stats.rows_accepted);
     stats.rows_rejected += oversize;
     stats.fragments -= oversize.min(stats.fragments);
     record(&stats);
-    Ok(stats)
+    Ok((stats, cut))
 }
 
 /// Adds one input's accounting to the metrics: once per input, so the parser's per-row path
@@ -312,6 +344,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(again.records, out.records);
+    }
+
+    #[test]
+    fn an_input_split_in_parts_puts_every_row_once() {
+        let input = wide(30, 28) + "M9,2019-01-01,oops\n";
+        let settings = PackSettings {
+            buckets: 4,
+            max_record_bytes: 4096,
+            max_held_bytes: 4 * 4096,
+        };
+        let opts = || Options::new("w.csv", 1);
+        let mut whole = Collected::default();
+        let all = split(input.as_bytes(), opts(), settings, &mut whole).unwrap();
+        // Runs of at most ~10 kB each, read in 3 kB pieces, until one is not cut.
+        let (mut parts, mut sum, mut from, mut runs) =
+            (Collected::default(), Stats::default(), None, 0);
+        loop {
+            let start = from.as_ref().map_or(0, |r: &Resume| r.offset as usize);
+            let reader = Chunked(&input.as_bytes()[start..], 3000);
+            let (stats, cut) =
+                split_part(reader, opts(), from.as_ref(), settings, &mut parts, |read| {
+                    read >= 10_000
+                })
+                .unwrap();
+            sum.add(&stats);
+            runs += 1;
+            match cut {
+                Some(at) => from = Some(at),
+                None => break,
+            }
+        }
+        assert!(runs > 5, "{runs}");
+        assert_eq!(sum, all);
+        assert_eq!(parts.rejects, whole.rejects);
+        let fragments = |c: &Collected| -> Vec<_> {
+            c.records.iter().flat_map(|r| decode(&r.data).unwrap()).collect()
+        };
+        assert_eq!(
+            daily_totals(fragments(&parts).iter()),
+            daily_totals(fragments(&whole).iter())
+        );
+    }
+
+    /// A reader that yields at most `.1` bytes per read.
+    struct Chunked<'a>(&'a [u8], usize);
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
     }
 
     #[test]
