@@ -5,14 +5,26 @@
 //! splits, and the [`Shipper`] with its PutRecords calls in flight. When the shipper fails it
 //! drops its channel; the splitting thread notices at its next read and stops, instead of
 //! parsing the rest of a large file for nothing.
+//!
+//! An object too large for one invocation is split in parts ([`split_object_part`]): told to
+//! stop, the splitting thread cuts the input at the next row boundary, the shipper puts what
+//! was packed before it, and the [`Handover`] says where the next part starts. A plain object
+//! is read on from there with ranged GETs; a compressed one is decompressed from its start
+//! again and the bytes before the cut skipped (deflate cannot be entered mid-stream).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use meterflow_core::decompress::{for_each_input, DecompressError, Limits};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use meterflow_core::decompress::{
+    for_each_input, sniff, Compression, DecompressError, Limits, SNIFF_LEN,
+};
+use meterflow_core::format::Resume;
 use meterflow_core::{FileError, Options, Reject, Stats};
-use meterflow_splitter::{split, Output, PackSettings, SplitError, StreamRecord};
+use meterflow_splitter::{split_part, Output, PackSettings, SplitError, StreamRecord};
 use tokio::sync::mpsc;
 
 use crate::event::ObjectRef;
@@ -43,16 +55,44 @@ impl Default for PipelineSettings {
     }
 }
 
-/// What splitting one object did.
+/// What splitting one object (or one part of it) did.
 #[derive(Debug, Clone)]
 pub struct SplitReport {
     pub object: ObjectInfo,
-    /// Inputs inside it (1, or a zip's entries).
+    /// Inputs inside it (1, or a zip's entries) begun in this part.
     pub inputs: u64,
     pub stats: Stats,
     pub put: PutReport,
     /// The first rejects (see [`PipelineSettings::max_rejects_kept`]); `stats` counts all.
     pub rejects: Vec<Reject>,
+    /// Where the next part starts, when this one was told to stop before the end.
+    pub handover: Option<Handover>,
+}
+
+/// Where one part of an object stopped, at a row boundary: the next part's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The object's ETag when the first part read it: a later part of a replaced object
+    /// fails instead of mixing two versions' rows.
+    pub etag: Option<String>,
+    /// The input of the object (0, or the zip entry) the cut is in.
+    pub input: u64,
+    /// The object is not compressed: the next part reads it from `resume.offset`.
+    pub plain: bool,
+    pub resume: Resume,
+}
+
+/// How much of an object one call splits.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    /// Start here instead of at the object's first byte.
+    pub from: Option<Handover>,
+    /// Set to stop (the invocation's deadline is near): the input is cut at the next row
+    /// boundary and the report carries the [`Handover`].
+    pub stop: Arc<AtomicBool>,
+    /// Stop once this many bytes (of the input being parsed) were read in this part: bounds
+    /// an invocation's work whatever its deadline.
+    pub max_bytes: Option<u64>,
 }
 
 /// Why an object could not be split.
@@ -68,6 +108,12 @@ pub enum PipelineError {
     Put(PutError),
     #[error("the splitting thread panicked")]
     Panicked,
+    #[error("{object} changed (ETag {now:?}, was {was:?}) before all its parts were split; the new version is split from its own upload event")]
+    Replaced {
+        object: String,
+        was: Option<String>,
+        now: Option<String>,
+    },
 }
 
 impl PipelineError {
@@ -79,7 +125,7 @@ impl PipelineError {
             PipelineError::Input { source, .. } => DecompressError::of(source).is_none(),
             PipelineError::File(_) => false,
             PipelineError::Put(e) => e.is_retryable(),
-            PipelineError::Panicked => false,
+            PipelineError::Panicked | PipelineError::Replaced { .. } => false,
         }
     }
 }
@@ -137,21 +183,44 @@ pub async fn split_object<Src: ObjectSource, St: RecordStream>(
     shipper: &Shipper<St>,
     settings: PipelineSettings,
 ) -> Result<SplitReport, PipelineError> {
+    split_object_part(source, object, shipper, settings, Part::default()).await
+}
+
+/// [`split_object`] for one part of an object: from `part.from`, until told to stop.
+pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
+    source: Arc<Src>,
+    object: &ObjectRef,
+    shipper: &Shipper<St>,
+    settings: PipelineSettings,
+    part: Part,
+) -> Result<SplitReport, PipelineError> {
     let info = source
         .head(&object.bucket, &object.key, object.version_id.as_deref())
         .await
         .map_err(PipelineError::Source)?;
+    if let Some(h) = part.from.as_ref().filter(|h| h.etag != info.etag) {
+        return Err(PipelineError::Replaced {
+            object: info.source_id(),
+            was: h.etag.clone(),
+            now: info.etag.clone(),
+        });
+    }
+    let start = match &part.from {
+        Some(h) if h.plain => h.resume.offset,
+        _ => 0,
+    };
     let reader = s3::open(
         &tokio::runtime::Handle::current(),
         source,
         info.clone(),
-        0,
+        start,
         settings.read,
     );
     let (tx, rx) = mpsc::channel(settings.queued_records.max(1));
     let closed = Arc::new(AtomicBool::new(false));
     let name = info.source_id();
     let version = info.last_modified_ms;
+    let etag = info.etag.clone();
     let stop = Arc::clone(&closed);
     let splitting = tokio::task::spawn_blocking(move || {
         let mut out = ChannelOutput {
@@ -160,27 +229,19 @@ pub async fn split_object<Src: ObjectSource, St: RecordStream>(
             rejects: Vec::new(),
             max_rejects: settings.max_rejects_kept,
         };
-        let mut stats = Stats::default();
-        let mut file_error = None;
+        let mut parts = Parts::new(part, etag, settings);
         let reader = StopWhenClosed::new(reader, stop);
-        let inputs = for_each_input(reader, &name, settings.limits, |input, r| {
-            match split(r, Options::new(input, version), settings.pack, &mut out) {
-                Ok(s) => {
-                    stats.add(&s);
-                    Ok(())
-                }
-                Err(SplitError::Io { source, .. }) => Err(source),
-                Err(SplitError::File(e)) => {
-                    let msg = e.to_string();
-                    file_error = Some(e);
-                    Err(io::Error::new(io::ErrorKind::InvalidData, msg))
-                }
-            }
-        });
-        (inputs, stats, out.rejects, file_error)
+        let inputs = parts.run(reader, &name, version, &mut out);
+        (
+            inputs,
+            parts.stats,
+            out.rejects,
+            parts.file_error,
+            parts.handover,
+        )
     });
     let shipped = shipper.ship(rx).await;
-    let (inputs, stats, rejects, file_error) =
+    let (inputs, stats, rejects, file_error, handover) =
         splitting.await.map_err(|_| PipelineError::Panicked)?;
     // The shipper's failure explains the splitter's (it closed the channel): report it first.
     let put = shipped.map_err(PipelineError::Put)?;
@@ -200,7 +261,141 @@ pub async fn split_object<Src: ObjectSource, St: RecordStream>(
         stats,
         put,
         rejects,
+        handover,
     })
+}
+
+/// The splitting thread's side of one part: which inputs to skip, where to start and stop.
+struct Parts {
+    part: Part,
+    etag: Option<String>,
+    settings: PipelineSettings,
+    stats: Stats,
+    file_error: Option<FileError>,
+    handover: Option<Handover>,
+}
+
+impl Parts {
+    fn new(part: Part, etag: Option<String>, settings: PipelineSettings) -> Parts {
+        Parts {
+            part,
+            etag,
+            settings,
+            stats: Stats::default(),
+            file_error: None,
+            handover: None,
+        }
+    }
+
+    /// Splits the inputs of `reader` (the object's bytes from the part's start); returns the
+    /// inputs begun, or why it stopped.
+    fn run<R: io::Read>(
+        &mut self,
+        reader: R,
+        name: &str,
+        version: i64,
+        out: &mut ChannelOutput,
+    ) -> io::Result<u64> {
+        if let Some(h) = self.part.from.clone().filter(|h| h.plain) {
+            // A plain object read on from the cut: no archive to open, and its bytes there
+            // are rows, which must not be mistaken for a compression header.
+            let mut reader = reader;
+            return match self.input(name, &mut reader, version, Some(&h.resume), true, 0, out) {
+                Err(_) if self.handover.is_some() => Ok(1),
+                other => other.map(|()| 1),
+            };
+        }
+        // The first bytes say whether the object is plain (a later part then reads it with a
+        // ranged GET from the cut).
+        let first = Rc::new(RefCell::new(Vec::with_capacity(SNIFF_LEN)));
+        let reader = FirstBytes {
+            inner: reader,
+            first: Rc::clone(&first),
+        };
+        let mut index = 0u64;
+        let settings = self.settings;
+        let handed = for_each_input(reader, name, settings.limits, |input, r| {
+            let i = index;
+            index += 1;
+            let plain = sniff(&first.borrow()) == Compression::None;
+            let from = self.part.from.clone();
+            match from {
+                Some(h) if i < h.input => Ok(()),
+                Some(h) if i == h.input => {
+                    io::copy(
+                        &mut io::Read::take(&mut *r, h.resume.offset),
+                        &mut io::sink(),
+                    )?;
+                    self.input(input, r, version, Some(&h.resume), plain, i, out)
+                }
+                _ => self.input(input, r, version, None, plain, i, out),
+            }
+        });
+        match handed {
+            Err(_) if self.handover.is_some() => Ok(index),
+            other => other,
+        }
+    }
+
+    /// Splits one input; after a cut, fails with an error that ends the object's inputs (the
+    /// handover is set, so [`Parts::run`] knows it for what it is).
+    #[allow(clippy::too_many_arguments)]
+    fn input(
+        &mut self,
+        input: &str,
+        r: &mut dyn io::Read,
+        version: i64,
+        from: Option<&Resume>,
+        plain: bool,
+        index: u64,
+        out: &mut ChannelOutput,
+    ) -> io::Result<()> {
+        let stop = Arc::clone(&self.part.stop);
+        let max = self.part.max_bytes.unwrap_or(u64::MAX);
+        let halt = |read: u64| stop.load(Ordering::Relaxed) || read >= max;
+        match split_part(
+            r,
+            Options::new(input, version),
+            from,
+            self.settings.pack,
+            out,
+            halt,
+        ) {
+            Ok((s, cut)) => {
+                self.stats.add(&s);
+                let Some(resume) = cut else { return Ok(()) };
+                self.handover = Some(Handover {
+                    etag: self.etag.clone(),
+                    input: index,
+                    plain,
+                    resume,
+                });
+                Err(io::Error::other("handed over to the next part"))
+            }
+            Err(SplitError::Io { source, .. }) => Err(source),
+            Err(SplitError::File(e)) => {
+                let msg = e.to_string();
+                self.file_error = Some(e);
+                Err(io::Error::new(io::ErrorKind::InvalidData, msg))
+            }
+        }
+    }
+}
+
+/// Keeps the first [`SNIFF_LEN`] bytes read through it.
+struct FirstBytes<R> {
+    inner: R,
+    first: Rc<RefCell<Vec<u8>>>,
+}
+
+impl<R: io::Read> io::Read for FirstBytes<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut first = self.first.borrow_mut();
+        let want = SNIFF_LEN.saturating_sub(first.len()).min(n);
+        first.extend_from_slice(&buf[..want]);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -212,7 +407,7 @@ mod tests {
     use bytes::Bytes;
     use meterflow_core::envelope::decode;
     use meterflow_core::synth::Spec;
-    use meterflow_core::{daily_totals, Format};
+    use meterflow_core::{daily_totals, Format, Fragment};
     use std::time::Duration;
 
     fn memory(data: Vec<u8>) -> Arc<InMemory> {
@@ -284,6 +479,98 @@ mod tests {
         let mut want = spec.totals(Format::Wide);
         want.sort();
         assert_eq!(got, want.iter().map(|t| t.total).collect::<Vec<_>>());
+    }
+
+    /// Default settings for a stream of 8 buckets.
+    fn eight() -> PipelineSettings {
+        let mut settings = PipelineSettings::default();
+        settings.pack.buckets = 8;
+        settings
+    }
+
+    /// Splits `data` part after part (each stopping after `max_bytes`) until one is not cut:
+    /// the reports and the fragments put.
+    async fn in_parts(data: Vec<u8>, max_bytes: u64) -> (Vec<SplitReport>, Vec<Fragment>) {
+        let src = memory(data);
+        let shipper = Shipper::new(Arc::new(Recording::default()), 8);
+        let (mut reports, mut from) = (Vec::new(), None);
+        loop {
+            let part = Part {
+                from,
+                max_bytes: Some(max_bytes),
+                ..Part::default()
+            };
+            let report = split_object_part(Arc::clone(&src), &object(), &shipper, eight(), part)
+                .await
+                .unwrap();
+            from = report.handover.clone();
+            reports.push(report);
+            if from.is_none() {
+                break;
+            }
+        }
+        let entries = shipper.stream.entries.lock().unwrap().clone();
+        let fragments = entries.iter().flat_map(|e| decode(&e.data).unwrap());
+        (reports, fragments.collect())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plain_or_gzip_object_split_in_parts_puts_every_row_once() {
+        let spec = Spec::new(60, 31);
+        let plain = spec.generate(Format::Nem12).unwrap();
+        let (whole, _) = in_parts(plain.clone(), u64::MAX).await;
+        assert_eq!(whole.len(), 1);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        for (data, compressed) in [(plain.clone(), false), (gz.finish().unwrap(), true)] {
+            let (reports, fragments) = in_parts(data, 200_000).await;
+            assert!(reports.len() > 3, "{}", reports.len());
+            let handovers: Vec<&Handover> = reports.iter().flat_map(|r| &r.handover).collect();
+            assert!(handovers
+                .iter()
+                .all(|h| h.plain != compressed && h.input == 0));
+            assert!(handovers.iter().all(|h| h.etag.as_deref() == Some("e1")));
+            let offsets: Vec<u64> = handovers.iter().map(|h| h.resume.offset).collect();
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+            let mut sum = Stats::default();
+            reports.iter().for_each(|r| sum.add(&r.stats));
+            assert_eq!(sum, whole[0].stats);
+            let mut want = spec.totals(Format::Nem12);
+            want.sort();
+            let got: Vec<i64> = daily_totals(fragments.iter())
+                .iter()
+                .map(|t| t.total)
+                .collect();
+            assert_eq!(got, want.iter().map(|t| t.total).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_part_of_a_replaced_object_fails_for_good() {
+        let src = memory(Spec::new(5, 5).generate(Format::Wide).unwrap());
+        let shipper = Shipper::new(Arc::new(Recording::default()), 8);
+        let stop = Arc::new(AtomicBool::new(true));
+        let part = Part {
+            stop,
+            ..Part::default()
+        };
+        let first = split_object_part(Arc::clone(&src), &object(), &shipper, eight(), part)
+            .await
+            .unwrap();
+        let mut from = first.handover.expect("stopped at once: handed over");
+        assert_eq!(from.resume.line, 2, "right after the header");
+        from.etag = Some("an older upload".into());
+        let part = Part {
+            from: Some(from),
+            ..Part::default()
+        };
+        let e = split_object_part(src, &object(), &shipper, eight(), part)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PipelineError::Replaced { .. }) && !e.is_retryable(),
+            "{e}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,8 @@
 use std::io::Read;
 
 use meterflow_core::envelope::{EnvelopeBuilder, MAX_RECORD_BYTES};
-use meterflow_core::partition::bucket;
 use meterflow_core::format::Resume;
+use meterflow_core::partition::bucket;
 use meterflow_core::{FileError, Fragment, Options, Parser, Reject, Sink, Stats};
 
 /// How to pack records.
@@ -363,11 +363,15 @@ mod tests {
         loop {
             let start = from.as_ref().map_or(0, |r: &Resume| r.offset as usize);
             let reader = Chunked(&input.as_bytes()[start..], 3000);
-            let (stats, cut) =
-                split_part(reader, opts(), from.as_ref(), settings, &mut parts, |read| {
-                    read >= 10_000
-                })
-                .unwrap();
+            let (stats, cut) = split_part(
+                reader,
+                opts(),
+                from.as_ref(),
+                settings,
+                &mut parts,
+                |read| read >= 10_000,
+            )
+            .unwrap();
             sum.add(&stats);
             runs += 1;
             match cut {
@@ -379,7 +383,10 @@ mod tests {
         assert_eq!(sum, all);
         assert_eq!(parts.rejects, whole.rejects);
         let fragments = |c: &Collected| -> Vec<_> {
-            c.records.iter().flat_map(|r| decode(&r.data).unwrap()).collect()
+            c.records
+                .iter()
+                .flat_map(|r| decode(&r.data).unwrap())
+                .collect()
         };
         assert_eq!(
             daily_totals(fragments(&parts).iter()),
