@@ -410,6 +410,29 @@ impl io::Read for ObjectReader {
     }
 }
 
+/// Reads a small object (a hand-over note) whole; one larger than `limit` bytes is refused,
+/// permanently, so a wrong key cannot fill the memory.
+pub async fn read_small<S: ObjectSource>(
+    source: &S,
+    bucket: &str,
+    key: &str,
+    limit: u64,
+) -> Result<(ObjectInfo, Vec<u8>), SourceError> {
+    let info = source.head(bucket, key, None).await?;
+    if info.size > limit {
+        return Err(SourceError::Permanent {
+            object: info.name(),
+            message: format!("{} bytes is more than the {limit} expected", info.size),
+        });
+    }
+    let mut body = source.get_range(&info, 0..info.size).await?;
+    let mut data = Vec::with_capacity(info.size as usize);
+    while let Some(chunk) = body.next_chunk().await {
+        data.extend_from_slice(&chunk?);
+    }
+    Ok((info, data))
+}
+
 /// Starts reading `object` from byte `start` on the current tokio runtime (`handle`), and
 /// returns the blocking reader of its bytes.
 pub fn open<S: ObjectSource>(

@@ -17,6 +17,7 @@
 pub mod aggregator;
 pub mod api;
 pub mod env;
+pub mod handover;
 pub mod report;
 pub mod splitter;
 
