@@ -111,7 +111,13 @@ pub enum NoteError {
 
 impl Note {
     /// The note for the part after one that ended at `at`, with everything done so far.
-    pub fn new(input: &ObjectRef, part: u32, at: &Handover, done: Done, rejects: &[Reject]) -> Note {
+    pub fn new(
+        input: &ObjectRef,
+        part: u32,
+        at: &Handover,
+        done: Done,
+        rejects: &[Reject],
+    ) -> Note {
         Note {
             meterflow_handover: VERSION,
             bucket: input.bucket.clone(),
@@ -231,7 +237,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if text.len() & 1 == 1 {
         return None;
     }
     (0..text.len())
@@ -298,7 +304,10 @@ mod tests {
     #[test]
     fn notes_are_found_by_suffix_and_placed_like_reports() {
         let (b, k) = location(&input(), 3, None);
-        assert_eq!((b.as_str(), k.as_str()), ("in", "a b/m.csv.part-00003.handover.json"));
+        assert_eq!(
+            (b.as_str(), k.as_str()),
+            ("in", "a b/m.csv.part-00003.handover.json")
+        );
         let p = S3Location {
             bucket: "ops".into(),
             prefix: "handover/".into(),
@@ -316,7 +325,10 @@ mod tests {
     #[test]
     fn a_foreign_or_damaged_note_is_refused_with_a_reason() {
         let e = Note::from_json(b"Meter,Date\n").unwrap_err();
-        assert!(e.to_string().contains("not a meterflow hand-over note"), "{e}");
+        assert!(
+            e.to_string().contains("not a meterflow hand-over note"),
+            "{e}"
+        );
         let e = Note::from_json(br#"{"meterflow_handover": 9}"#).unwrap_err();
         assert!(matches!(e, NoteError::Version(9)), "{e}");
         assert_eq!(unhex("4a0"), None);

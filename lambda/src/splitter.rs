@@ -10,7 +10,9 @@
 //! | `METERFLOW_PUT_CONCURRENCY` | 4 | PutRecords calls in flight (1–64) |
 //! | `METERFLOW_REJECTS_PREFIX` | unset | `s3://bucket/prefix` for rejects reports; unset: next to the input |
 //! | `METERFLOW_MAX_REJECTS` | 10000 | rejects listed per report (1–1000000); all are counted |
-//! | `METERFLOW_DEADLINE_MARGIN_SECONDS` | 10 | stop this long before the invocation's deadline (1–600), but never more than a fifth of the time an invocation has (so a function with Lambda's default 3 s timeout still works) |
+//! | `METERFLOW_DEADLINE_MARGIN_SECONDS` | 10 | hand the rest of an object over this long before the invocation's deadline (1–600), but never more than a fifth of the time an invocation has (so a function with Lambda's default 3 s timeout still works) |
+//! | `METERFLOW_MAX_BYTES_PER_INVOCATION` | unset | also hand over once an invocation has read this many bytes of an input (1048576–2^50): bounds each invocation's work whatever its timeout |
+//! | `METERFLOW_HANDOVER_PREFIX` | unset | `s3://bucket/prefix` for hand-over notes; unset: next to the input. Its `ObjectCreated` events must reach this function (see [`crate::handover`]) |
 //! | `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | set by Lambda | the execution role |
 //! | `AWS_ENDPOINT_URL` | unset | an emulator (moto) instead of AWS |
 //!
@@ -19,12 +21,16 @@
 //! idempotent, so records already put are put again under the same keys. A permanent one (a
 //! bad header, a corrupt archive, a vanished object) can never succeed: it is logged with the
 //! object, written to the rejects report, and the invocation goes on with the next object.
-//! An object that cannot finish before the deadline stops cleanly and fails the invocation
-//! with an error saying so.
+//! An object that cannot finish before the deadline is cut at a row boundary and handed over
+//! to a new invocation through a note in S3 ([`crate::handover`]): files of any size are
+//! split, in parts. Only a part that cannot even put what it read before the deadline fails
+//! the invocation (and is retried from the same start).
 //!
 //! A report belongs to the newest version of its input that was split: one that splits
-//! cleanly removes the report an earlier version left (DeleteObject on the same key).
+//! cleanly removes the report an earlier version left (DeleteObject on the same key). An
+//! object split in parts gets one report, written by its last part.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,14 +38,17 @@ use bytes::Bytes;
 use lambda_runtime::tracing::{error, info, warn};
 use meterflow_aws::event::{created_objects, EventError, ObjectRef};
 use meterflow_aws::kinesis::{RecordStream, Shipper};
-use meterflow_aws::pipeline::{split_object, PipelineError, PipelineSettings, SplitReport};
-use meterflow_aws::s3::ObjectSource;
+use meterflow_aws::pipeline::{
+    split_object_part, Handover, Part, PipelineError, PipelineSettings, SplitReport,
+};
+use meterflow_aws::s3::{read_small, ObjectSource, SourceError};
 use meterflow_aws::sink::{ObjectSink, SinkError};
 use meterflow_core::Reject;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::env::{number, required, ConfigError, S3Location, Vars};
+use crate::handover::{self, Done, Note, NoteError};
 use crate::report;
 
 /// The splitter's settings (see the module docs).
@@ -51,6 +60,8 @@ pub struct SplitterConfig {
     pub rejects_prefix: Option<S3Location>,
     pub max_rejects: usize,
     pub deadline_margin: Duration,
+    pub max_bytes_per_invocation: Option<u64>,
+    pub handover_prefix: Option<S3Location>,
 }
 
 impl SplitterConfig {
@@ -71,6 +82,16 @@ impl SplitterConfig {
                 10,
                 1..=600,
             )?),
+            max_bytes_per_invocation: match vars.get("METERFLOW_MAX_BYTES_PER_INVOCATION") {
+                None => None,
+                Some(_) => Some(number(
+                    vars,
+                    "METERFLOW_MAX_BYTES_PER_INVOCATION",
+                    1 << 30,
+                    1 << 20..=1 << 50,
+                )?),
+            },
+            handover_prefix: S3Location::from_var(vars, "METERFLOW_HANDOVER_PREFIX")?,
         })
     }
 }
@@ -88,7 +109,9 @@ pub enum SplitterError {
     },
     #[error("{0} (the rejects report; retrying the invocation)")]
     Report(SinkError),
-    #[error("s3://{bucket}/{key}{size}: not split within the invocation's time ({elapsed:?} spent, stopped {margin:?} before the deadline); raise the function's timeout (at most 900 s) or upload smaller files")]
+    #[error("{0} (a hand-over note; retrying the invocation)")]
+    Note(String),
+    #[error("s3://{bucket}/{key}{size}: told to hand over {margin:?} before the deadline, the part could not put what it had read in time ({elapsed:?} spent); raise METERFLOW_DEADLINE_MARGIN_SECONDS or the function's timeout (at most 900 s)")]
     Deadline {
         bucket: String,
         key: String,
@@ -103,7 +126,9 @@ impl From<SplitterError> for lambda_runtime::Diagnostic {
     fn from(e: SplitterError) -> Self {
         let kind = match &e {
             SplitterError::Event(_) => "InvalidEvent",
-            SplitterError::Retryable { .. } | SplitterError::Report(_) => "Retryable",
+            SplitterError::Retryable { .. } | SplitterError::Report(_) | SplitterError::Note(_) => {
+                "Retryable"
+            }
             SplitterError::Deadline { .. } => "DeadlineExceeded",
         };
         lambda_runtime::Diagnostic {
@@ -118,8 +143,12 @@ impl From<SplitterError> for lambda_runtime::Diagnostic {
 pub struct ObjectSummary {
     /// `s3://bucket/key`.
     pub object: String,
-    /// `split`, `failed` (permanently: see `error`) or `skipped` (a rejects report).
+    /// `split`, `handed_over` (the rest goes on in another invocation: see `handover_note`),
+    /// `failed` (permanently: see `error`) or `skipped` (a rejects report).
     pub outcome: &'static str,
+    /// The part of the object this invocation split (1, or more for a hand-over note); the
+    /// figures below add up all its parts so far.
+    pub part: u32,
     pub rows_read: u64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
@@ -130,6 +159,8 @@ pub struct ObjectSummary {
     pub rejects_report: Option<String>,
     /// Rejects counted but not listed in the report ([`SplitterConfig::max_rejects`]).
     pub rejects_unlisted: u64,
+    /// `s3://bucket/key` of the note the next part starts from.
+    pub handover_note: Option<String>,
     pub error: Option<String>,
 }
 
@@ -148,6 +179,21 @@ pub struct Splitter<Src, St, Snk> {
     pub settings: PipelineSettings,
     pub rejects_prefix: Option<S3Location>,
     pub deadline_margin: Duration,
+    pub max_bytes_per_invocation: Option<u64>,
+    pub handover_prefix: Option<S3Location>,
+}
+
+/// The part an invocation runs: the input, and the note it starts from (none for part 1).
+struct Run {
+    input: ObjectRef,
+    note: Option<(ObjectRef, Note)>,
+    from: Option<Handover>,
+}
+
+impl Run {
+    fn part(&self) -> u32 {
+        self.note.as_ref().map_or(1, |(_, n)| n.part)
+    }
 }
 
 impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk> {
@@ -164,6 +210,8 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
             settings,
             rejects_prefix: config.rejects_prefix.clone(),
             deadline_margin: config.deadline_margin,
+            max_bytes_per_invocation: config.max_bytes_per_invocation,
+            handover_prefix: config.handover_prefix.clone(),
         }
     }
 
@@ -199,80 +247,193 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
     ) -> Result<ObjectSummary, SplitterError> {
         let mut summary = ObjectSummary {
             object: format!("s3://{}/{}", object.bucket, object.key),
+            part: 1,
             ..ObjectSummary::default()
         };
         if report::is_report(object, self.rejects_prefix.as_ref()) {
             summary.outcome = "skipped";
             return Ok(summary);
         }
+        let run = if handover::is_note(object) {
+            match self.read_note(object).await? {
+                Ok((note, from)) => Run {
+                    input: note.input(),
+                    note: Some((object.clone(), note)),
+                    from: Some(from),
+                },
+                Err(None) => {
+                    info!(note = %summary.object, "the hand-over note is gone: an earlier delivery of its event used it");
+                    summary.outcome = "skipped";
+                    return Ok(summary);
+                }
+                Err(Some(e)) => {
+                    error!(note = %summary.object, error = %e, "the hand-over note cannot be used; the rest of its input is not split");
+                    summary.outcome = "failed";
+                    summary.error = Some(e);
+                    return Ok(summary);
+                }
+            }
+        } else {
+            Run {
+                input: object.clone(),
+                note: None,
+                from: None,
+            }
+        };
+        summary.object = format!("s3://{}/{}", run.input.bucket, run.input.key);
+        summary.part = run.part();
         let started = Instant::now();
-        let split = split_object(
+        let stop = Arc::new(AtomicBool::new(false));
+        let part = Part {
+            from: run.from.clone(),
+            stop: Arc::clone(&stop),
+            max_bytes: self.max_bytes_per_invocation,
+        };
+        let split = split_object_part(
             Arc::clone(&self.source),
-            object,
+            &run.input,
             &self.shipper,
             self.settings,
+            part,
         );
-        let result =
-            match stop_at {
-                // Dropping the split cancels the calls in flight; the splitting thread stops at
-                // its next record (see `meterflow_aws::pipeline`).
-                Some((at, margin)) => tokio::time::timeout_at(at, split).await.map_err(|_| {
-                    SplitterError::Deadline {
-                        bucket: object.bucket.clone(),
-                        key: object.key.clone(),
-                        size: object
-                            .size
-                            .map(|n| format!(" ({n} bytes)"))
-                            .unwrap_or_default(),
-                        elapsed: started.elapsed(),
-                        margin,
-                    }
-                })?,
-                None => split.await,
-            };
-        match result {
-            Ok(report) => self.split_done(object, report, summary).await,
-            Err(source) if source.is_retryable() => Err(SplitterError::Retryable {
-                bucket: object.bucket.clone(),
-                key: object.key.clone(),
-                source,
-            }),
+        let result = match stop_at {
+            // At `at` the splitting thread is told to cut at the next row boundary; it then only
+            // has to put what it packed. If even that does not end within most of the margin,
+            // dropping the split cancels the calls in flight.
+            Some((at, margin)) => {
+                let timer = tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    stop.store(true, Ordering::Relaxed);
+                });
+                let r = tokio::time::timeout_at(at + margin * 3 / 4, split).await;
+                timer.abort();
+                r.map_err(|_| SplitterError::Deadline {
+                    bucket: run.input.bucket.clone(),
+                    key: run.input.key.clone(),
+                    size: run
+                        .input
+                        .size
+                        .map(|n| format!(" ({n} bytes)"))
+                        .unwrap_or_default(),
+                    elapsed: started.elapsed(),
+                    margin,
+                })?
+            }
+            None => split.await,
+        };
+        let mut done = run.note.as_ref().map(|(_, n)| n.done).unwrap_or_default();
+        let mut rejects = run
+            .note
+            .as_ref()
+            .map(|(_, n)| n.rejects())
+            .unwrap_or_default();
+        let summary = match result {
+            Ok(report) => {
+                done.add(&report.stats, report.put.records, report.put.calls);
+                rejects.extend(report.rejects.iter().cloned());
+                rejects.truncate(self.settings.max_rejects_kept);
+                self.part_done(&run, report, done, rejects, summary).await?
+            }
+            Err(source) if source.is_retryable() => {
+                return Err(SplitterError::Retryable {
+                    bucket: run.input.bucket.clone(),
+                    key: run.input.key.clone(),
+                    source,
+                })
+            }
             Err(e) => {
-                error!(object = %summary.object, error = %e, "the object cannot be split; reported, not retried");
+                error!(object = %summary.object, part = summary.part, error = %e, "the object cannot be split; reported, not retried");
                 summary.outcome = "failed";
                 summary.error = Some(e.to_string());
-                summary.rejects_report = self
-                    .write_report(object, &[report::failure_row(object, &e)])
-                    .await?;
-                Ok(summary)
+                rejects.push(report::failure_row(&run.input, &e));
+                summary.rejects_report = self.write_report(&run.input, &rejects).await?;
+                summary
+            }
+        };
+        self.remove_note(&run).await;
+        Ok(summary)
+    }
+
+    /// Reads the note `object`. `Err` outside when it may be read later; inside, `None` when it
+    /// is gone (an earlier delivery of the event used it), else why it can never be used.
+    async fn read_note(
+        &self,
+        object: &ObjectRef,
+    ) -> Result<Result<(Note, Handover), Option<String>>, SplitterError> {
+        let read = read_small(
+            self.source.as_ref(),
+            &object.bucket,
+            &object.key,
+            handover::MAX_NOTE_BYTES,
+        )
+        .await;
+        let bytes = match read {
+            Ok((_, bytes)) => bytes,
+            Err(e) if e.is_retryable() => return Err(SplitterError::Note(e.to_string())),
+            Err(SourceError::NotFound { .. }) => return Ok(Err(None)),
+            Err(e) => return Ok(Err(Some(e.to_string()))),
+        };
+        let note = Note::from_json(&bytes).and_then(|n| Ok((n.handover()?, n)));
+        Ok(note
+            .map(|(from, note)| (note, from))
+            .map_err(|e: NoteError| Some(e.to_string())))
+    }
+
+    /// Removes the note this part started from, now that it is done with (logged if not).
+    async fn remove_note(&self, run: &Run) {
+        if let Some((note, _)) = &run.note {
+            if let Err(e) = self.sink.delete_object(&note.bucket, &note.key).await {
+                warn!(error = %e, "a used hand-over note could not be removed; check the role's s3:DeleteObject permission");
             }
         }
     }
 
-    async fn split_done(
+    async fn part_done(
         &self,
-        object: &ObjectRef,
+        run: &Run,
         report: SplitReport,
+        done: Done,
+        rejects: Vec<Reject>,
         mut summary: ObjectSummary,
     ) -> Result<ObjectSummary, SplitterError> {
+        summary.rows_read = done.rows_read;
+        summary.rows_accepted = done.rows_accepted;
+        summary.rows_rejected = done.rows_rejected;
+        summary.fragments = done.fragments;
+        summary.records = done.records;
+        summary.put_calls = done.put_calls;
+        summary.rejects_unlisted = done.rows_rejected.saturating_sub(rejects.len() as u64);
+        if let Some(at) = &report.handover {
+            let next = run.part() + 1;
+            let note = Note::new(&run.input, next, at, done, &rejects);
+            let (bucket, key) = handover::location(&run.input, next, self.handover_prefix.as_ref());
+            let body = Bytes::from(note.to_json());
+            match self
+                .sink
+                .put_object(&bucket, &key, body, "application/json")
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err(SplitterError::Note(e.to_string())),
+                // Without its note the rest cannot be split: fail the invocation so that it is
+                // retried, and say what to fix.
+                Err(e) => return Err(SplitterError::Note(format!(
+                    "{e}; check METERFLOW_HANDOVER_PREFIX and the role's s3:PutObject permission"
+                ))),
+            }
+            info!(object = %summary.object, part = summary.part, offset = at.resume.offset, line = at.resume.line, "handed over");
+            summary.outcome = "handed_over";
+            summary.handover_note = Some(format!("s3://{bucket}/{key}"));
+            return Ok(summary);
+        }
         summary.outcome = "split";
-        summary.rows_read = report.stats.rows_read;
-        summary.rows_accepted = report.stats.rows_accepted;
-        summary.rows_rejected = report.stats.rows_rejected;
-        summary.fragments = report.put.fragments;
-        summary.records = report.put.records;
-        summary.put_calls = report.put.calls;
-        summary.rejects_unlisted = report
-            .stats
-            .rows_rejected
-            .saturating_sub(report.rejects.len() as u64);
         if summary.rejects_unlisted > 0 {
             warn!(object = %summary.object, unlisted = summary.rejects_unlisted, "more rejects than METERFLOW_MAX_REJECTS: the report lists the first ones");
         }
-        if report.rejects.is_empty() {
-            self.remove_stale_report(object).await;
+        if rejects.is_empty() {
+            self.remove_stale_report(&run.input).await;
         } else {
-            summary.rejects_report = self.write_report(object, &report.rejects).await?;
+            summary.rejects_report = self.write_report(&run.input, &rejects).await?;
         }
         Ok(summary)
     }
@@ -378,6 +539,19 @@ mod tests {
             (64, 4, 10_000, Duration::from_secs(10))
         );
         assert_eq!(c.rejects_prefix, None);
+        assert_eq!(
+            (c.max_bytes_per_invocation, c.handover_prefix),
+            (None, None)
+        );
+        vars.insert("METERFLOW_MAX_BYTES_PER_INVOCATION", "4294967296");
+        vars.insert("METERFLOW_HANDOVER_PREFIX", "s3://ops/notes");
+        let c = SplitterConfig::from_vars(&vars).unwrap();
+        assert_eq!(c.max_bytes_per_invocation, Some(4 << 30));
+        assert_eq!(c.handover_prefix.unwrap().prefix, "notes/");
+        vars.insert("METERFLOW_MAX_BYTES_PER_INVOCATION", "1000");
+        let e = SplitterConfig::from_vars(&vars).unwrap_err();
+        assert!(e.to_string().contains("from 1048576"), "{e}");
+        vars.remove("METERFLOW_MAX_BYTES_PER_INVOCATION");
         vars.insert("METERFLOW_PARTITION_BUCKETS", "0");
         let e = SplitterConfig::from_vars(&vars).unwrap_err();
         assert!(

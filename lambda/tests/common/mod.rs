@@ -39,6 +39,8 @@ pub fn config() -> SplitterConfig {
         rejects_prefix: None,
         max_rejects: 1000,
         deadline_margin: Duration::from_secs(1),
+        max_bytes_per_invocation: None,
+        handover_prefix: None,
     }
 }
 
@@ -84,6 +86,22 @@ pub fn in_memory(data: impl Into<Bytes>) -> InMemory {
         data,
         chunk: 4096,
     }
+}
+
+/// The fixture's S3 event, for `key` (URL-encoded as S3 does) of the fixture's bucket.
+pub fn s3_event(key: &str) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("s3_put_encoded_key.json")).unwrap();
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_owned(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    event["Records"][0]["s3"]["object"]["key"] = encoded.into();
+    serde_json::to_vec(&event).unwrap()
 }
 
 /// A moto server with the fixture's bucket and a 4-shard stream.
