@@ -29,6 +29,8 @@ gen() { # name meters days
   [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
 }
 gen main "$meters" 365
+[ -s "$out/main.expected.csv" ] || "$mf" generate --format wide --meters "$meters" --days 365 --seed 7 \
+  --out "$out/main.csv" --expected "$out/main.expected.csv" 2>/dev/null
 size=$(stat -c %s "$out/main.csv")
 echo "file: $out/main.csv, $((size / 1000000)) MB"
 
@@ -38,6 +40,28 @@ rm -f "$out/ingest.db"*
 /usr/bin/time -f "%e %M" -o "$out/time.txt" "$mf" --store "$out/ingest.db" ingest --json "$out/main.csv" > "$out/ingest.json"
 read -r ingest_s ingest_rss < "$out/time.txt"
 ingest_mbs=$(python3 -c "print(round($size/1e6/$ingest_s))")
+
+# A fast wrong answer is no answer: every row accepted, and three meters' daily totals (first,
+# middle, last) read back through `meterflow query` equal the generator's oracle exactly.
+bench/.venv/bin/python - "$out/ingest.json" "$out/main.expected.csv" "$mf" "$out/ingest.db" "$meters" <<'PY'
+import csv, json, subprocess, sys
+from decimal import Decimal
+summary, expected, mf, db, meters = sys.argv[1:6]
+s = json.load(open(summary))
+rows = int(meters) * 365
+assert (s["rows_accepted"], s["rows_rejected"]) == (rows, 0), s
+want = {}
+with open(expected) as f:
+    for r in csv.DictReader(f):
+        want.setdefault(r["series"], {})[r["date"]] = Decimal(r["total"])
+series = sorted(want)
+for meter in (series[0], series[len(series) // 2], series[-1]):
+    out = subprocess.run([mf, "--store", db, "query", meter, "--from", "2019-01-01", "--to", "2019-12-31"],
+                         check=True, capture_output=True, text=True).stdout
+    got = {d["date"]: Decimal(str(d["total"])) for d in json.loads(out, parse_float=Decimal)["days"]}
+    assert got == want[meter], f"{meter}: totals differ from the oracle"
+print(f"checked: {rows} rows accepted, 0 rejected; 3 meters x 365 days equal the oracle", file=sys.stderr)
+PY
 
 read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/main.csv")
 
