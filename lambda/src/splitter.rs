@@ -417,9 +417,11 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
                 Err(e) if e.is_retryable() => return Err(SplitterError::Note(e.to_string())),
                 // Without its note the rest cannot be split: fail the invocation so that it is
                 // retried, and say what to fix.
-                Err(e) => return Err(SplitterError::Note(format!(
+                Err(e) => {
+                    return Err(SplitterError::Note(format!(
                     "{e}; check METERFLOW_HANDOVER_PREFIX and the role's s3:PutObject permission"
-                ))),
+                )))
+                }
             }
             info!(object = %summary.object, part = summary.part, offset = at.resume.offset, line = at.resume.line, "handed over");
             summary.outcome = "handed_over";

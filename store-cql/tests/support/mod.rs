@@ -33,7 +33,30 @@ impl Drop for Kassandra {
 impl Kassandra {
     /// Binds a fresh in-memory server and waits until it accepts connections (a bounded
     /// poll, not a sleep).
+    #[allow(dead_code)] // tests/tls.rs starts only TLS servers
     pub async fn start() -> Kassandra {
+        Self::start_with(|stream, session| tokio::spawn(serve_client(stream, session))).await
+    }
+
+    /// The same server behind TLS: every connection is a TLS handshake with `acceptor` first
+    /// (a failed handshake just drops the connection, as a real server does).
+    #[cfg(feature = "keyspaces")]
+    #[allow(dead_code)] // tests/conformance.rs starts only plain servers
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Kassandra {
+        Self::start_with(move |stream, session| {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    serve_client(tls, session).await;
+                }
+            })
+        })
+        .await
+    }
+
+    async fn start_with(
+        serve: impl Fn(TcpStream, Arc<Mutex<KassandraSession>>) -> JoinHandle<()> + Send + 'static,
+    ) -> Kassandra {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port for kassandra");
@@ -44,7 +67,7 @@ impl Kassandra {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                tokio::spawn(serve_client(stream, session.clone()));
+                serve(stream, session.clone());
             }
         });
         let server = Kassandra { addr, accept };
@@ -70,8 +93,11 @@ impl Kassandra {
     }
 }
 
-async fn serve_client(stream: TcpStream, session: Arc<Mutex<KassandraSession>>) {
-    let (read, write) = stream.into_split();
+async fn serve_client<S>(stream: S, session: Arc<Mutex<KassandraSession>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
     let mut frames = request_stream(read);
     let mut sink = response_sink(write);
     while let Some(Ok((frame, opcode, data))) = frames.next().await {
