@@ -31,6 +31,11 @@ pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// Most bytes one record may have, data and partition key together.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Bytes the splitter puts in one call: under the 5 MiB limit on purpose. Each call in flight
+/// holds its batch, the SDK's JSON body (base64: 4/3 of it) and the retry copy, so calls of
+/// 5 MiB made the Lambda's memory grow past 64 MiB with four in flight; 2 MiB calls, four at a
+/// time, still put ~8 MiB per round trip, more than a stream of eight shards takes a second.
+pub const DEFAULT_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// One PutRecords entry: an envelope record addressed to its bucket's point of the hash space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +80,18 @@ impl Entry {
 }
 
 /// Groups entries into PutRecords calls within [`MAX_RECORDS_PER_CALL`] and
-/// [`MAX_BYTES_PER_CALL`], in arrival order.
-#[derive(Debug, Default)]
+/// [`MAX_BYTES_PER_CALL`] (or a smaller byte cap), in arrival order.
+#[derive(Debug)]
 pub struct Batcher {
     entries: Vec<Entry>,
     bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Batcher::with_max_bytes(MAX_BYTES_PER_CALL)
+    }
 }
 
 impl Batcher {
@@ -87,12 +99,22 @@ impl Batcher {
         Batcher::default()
     }
 
+    /// Batches of at most `max_bytes` (capped at [`MAX_BYTES_PER_CALL`]); an entry larger
+    /// than that still goes, alone.
+    pub fn with_max_bytes(max_bytes: usize) -> Batcher {
+        Batcher {
+            entries: Vec::new(),
+            bytes: 0,
+            max_bytes: max_bytes.min(MAX_BYTES_PER_CALL),
+        }
+    }
+
     /// Adds an entry; returns the previous batch when this entry does not fit it. An entry
     /// made by [`Entry::new`] always fits an empty batch.
     pub fn push(&mut self, entry: Entry) -> Option<Vec<Entry>> {
         let full = !self.entries.is_empty()
             && (self.entries.len() >= MAX_RECORDS_PER_CALL
-                || self.bytes + entry.size() > MAX_BYTES_PER_CALL);
+                || self.bytes + entry.size() > self.max_bytes);
         let out = if full { self.take() } else { None };
         self.bytes += entry.size();
         self.entries.push(entry);
@@ -319,8 +341,10 @@ pub struct Shipper<S> {
     pub stream: Arc<S>,
     pub buckets: u32,
     pub policy: RetryPolicy,
-    /// Calls in flight: the bound on memory (each holds up to 5 MiB) and on load.
+    /// Calls in flight: with `max_batch_bytes`, the bound on memory and on load.
     pub max_in_flight: usize,
+    /// Bytes per call ([`DEFAULT_BATCH_BYTES`]; at most [`MAX_BYTES_PER_CALL`]).
+    pub max_batch_bytes: usize,
 }
 
 impl<S: RecordStream> Shipper<S> {
@@ -330,13 +354,14 @@ impl<S: RecordStream> Shipper<S> {
             buckets,
             policy: RetryPolicy::default(),
             max_in_flight: 4,
+            max_batch_bytes: DEFAULT_BATCH_BYTES,
         }
     }
 
     /// Puts every record received until the channel closes. On the first error the calls in
     /// flight are cancelled and the channel is dropped, so the producer sees it closed.
     pub async fn ship(&self, mut rx: mpsc::Receiver<StreamRecord>) -> Result<PutReport, PutError> {
-        let mut batcher = Batcher::new();
+        let mut batcher = Batcher::with_max_bytes(self.max_batch_bytes);
         let mut calls: JoinSet<Result<PutReport, PutError>> = JoinSet::new();
         let mut report = PutReport::default();
         while let Some(record) = rx.recv().await {
@@ -709,6 +734,28 @@ mod tests {
         let flat: Vec<Entry> = batches(entries.clone()).into_iter().flatten().collect();
         assert_eq!(flat, entries);
         assert!(batches(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_smaller_byte_cap_makes_smaller_calls_but_never_drops_a_large_entry() {
+        const { assert!(DEFAULT_BATCH_BYTES <= MAX_BYTES_PER_CALL) };
+        let half = Entry::new(rec(0, 600_000), 1).unwrap();
+        let mut b = Batcher::with_max_bytes(DEFAULT_BATCH_BYTES);
+        let mut calls = Vec::new();
+        for _ in 0..7 {
+            calls.extend(b.push(half.clone()));
+        }
+        calls.extend(b.take());
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 3, 1], "three 600 kB entries per 2 MiB call");
+        // A cap below one entry: each entry goes alone; a cap above the limit is the limit.
+        let mut tiny = Batcher::with_max_bytes(1000);
+        assert!(tiny.push(half.clone()).is_none());
+        assert_eq!(tiny.push(half.clone()).map(|v| v.len()), Some(1));
+        assert_eq!(
+            Batcher::with_max_bytes(usize::MAX).max_bytes,
+            MAX_BYTES_PER_CALL
+        );
     }
 
     fn entries(n: u32) -> Vec<Entry> {

@@ -37,7 +37,9 @@ pub struct PipelineSettings {
     pub pack: PackSettings,
     pub read: ReadSettings,
     pub limits: Limits,
-    /// Records queued between the splitter and the shipper (each up to 1 MiB).
+    /// Records queued between the splitter and the shipper (each up to 1 MiB): enough to
+    /// keep the shipper's next batch ready while calls are in flight, few enough to keep the
+    /// Lambda's memory flat (see `bench/splitter_rss.sh`).
     pub queued_records: usize,
     /// Rejects kept for the report; more are counted only.
     pub max_rejects_kept: usize,
@@ -49,7 +51,7 @@ impl Default for PipelineSettings {
             pack: PackSettings::default(),
             read: ReadSettings::default(),
             limits: Limits::default(),
-            queued_records: 8,
+            queued_records: 4,
             max_rejects_kept: 10_000,
         }
     }
