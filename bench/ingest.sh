@@ -8,11 +8,7 @@
 #   bench/ingest.sh            # ~1 GB main file; needs ~4 GB of disk in bench/out
 #   SIZE_METERS=1000 bench/ingest.sh   # smaller, quicker
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-out="$root/bench/out"
-mkdir -p "$out"
-target="${CARGO_TARGET_DIR:-$root/target}"
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 cargo build --release -q -p meterflow-cli -p meterflow-bench --bin meterflow --bin parse_file
 mf="$target/release/meterflow"
@@ -28,22 +24,24 @@ meters="${SIZE_METERS:-9000}"
 gen() { # name meters days
   [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
 }
-gen main "$meters" 365
-[ -s "$out/main.expected.csv" ] || "$mf" generate --format wide --meters "$meters" --days 365 --seed 7 \
-  --out "$out/main.csv" --expected "$out/main.expected.csv" 2>/dev/null
-size=$(stat -c %s "$out/main.csv")
-echo "file: $out/main.csv, $((size / 1000000)) MB"
+# Files are named by their meters, so a cached file of another size is never reused.
+main="main-$meters" half="half-$((meters / 2))" double="double-$((meters * 2))"
+gen "$main" "$meters" 365
+[ -s "$out/$main.expected.csv" ] || "$mf" generate --format wide --meters "$meters" --days 365 --seed 7 \
+  --out "$out/$main.csv" --expected "$out/$main.expected.csv" 2>/dev/null
+size=$(stat -c %s "$out/$main.csv")
+echo "file: $out/$main.csv, $((size / 1000000)) MB"
 
-cat "$out/main.csv" > /dev/null # page cache: every contender reads from memory
+cat "$out/$main.csv" > /dev/null # page cache: every contender reads from memory
 
 rm -f "$out/ingest.db"*
-/usr/bin/time -f "%e %M" -o "$out/time.txt" "$mf" --store "$out/ingest.db" ingest --json "$out/main.csv" > "$out/ingest.json"
+/usr/bin/time -f "%e %M" -o "$out/time.txt" "$mf" --store "$out/ingest.db" ingest --json "$out/$main.csv" > "$out/ingest.json"
 read -r ingest_s ingest_rss < "$out/time.txt"
 ingest_mbs=$(python3 -c "print(round($size/1e6/$ingest_s))")
 
 # A fast wrong answer is no answer: every row accepted, and three meters' daily totals (first,
 # middle, last) read back through `meterflow query` equal the generator's oracle exactly.
-bench/.venv/bin/python - "$out/ingest.json" "$out/main.expected.csv" "$mf" "$out/ingest.db" "$meters" <<'PY'
+bench/.venv/bin/python - "$out/ingest.json" "$out/$main.expected.csv" "$mf" "$out/ingest.db" "$meters" <<'PY'
 import csv, json, subprocess, sys
 from decimal import Decimal
 summary, expected, mf, db, meters = sys.argv[1:6]
@@ -63,9 +61,9 @@ for meter in (series[0], series[len(series) // 2], series[-1]):
 print(f"checked: {rows} rows accepted, 0 rejected; 3 meters x 365 days equal the oracle", file=sys.stderr)
 PY
 
-read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/main.csv")
+read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/$main.csv")
 
-duck_s=$(bench/.venv/bin/python - "$out/main.csv" <<'PY'
+duck_s=$(bench/.venv/bin/python - "$out/$main.csv" <<'PY'
 import sys, time, duckdb
 path = sys.argv[1]
 with open(path) as f:
@@ -82,17 +80,17 @@ PY
 )
 duck_mbs=$(python3 -c "print(round($size/1e6/$duck_s))")
 
-gen half $((meters / 2)) 365
-gen double $((meters * 2)) 365
+gen "$half" $((meters / 2)) 365
+gen "$double" $((meters * 2)) 365
 rss() {
   rm -f "$out/rss.db"*
   /usr/bin/time -f "%M" -o "$out/rss.txt" "$mf" --store "$out/rss.db" ingest --json "$out/$1.csv" > /dev/null
   cat "$out/rss.txt"
 }
-rss_half=$(rss half)
-rss_double=$(rss double)
-half_mb=$(( $(stat -c %s "$out/half.csv") / 1000000 ))
-double_mb=$(( $(stat -c %s "$out/double.csv") / 1000000 ))
+rss_half=$(rss "$half")
+rss_double=$(rss "$double")
+half_mb=$(( $(stat -c %s "$out/$half.csv") / 1000000 ))
+double_mb=$(( $(stat -c %s "$out/$double.csv") / 1000000 ))
 
 cat <<REPORT
 | what (same ${size} byte file, page-cached) | seconds | MB/s | vs DuckDB |

@@ -10,11 +10,7 @@
 #
 #   bench/splitter_rss.sh          # needs ~3 GB in bench/out, and cargo-lambda (pip, into bench/.venv)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-out="$root/bench/out"
-mkdir -p "$out"
-target="${CARGO_TARGET_DIR:-$root/target}"
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 delay="${DELAY_MS:-100}"
 
 moto_server="$(scripts/moto-venv)"
