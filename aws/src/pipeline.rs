@@ -84,6 +84,24 @@ pub struct Handover {
     pub resume: Resume,
 }
 
+/// A part that failed, with the rejects it had found before the failure: they belong in the
+/// report of a permanent failure too, not only the failure itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct PartError {
+    pub error: PipelineError,
+    pub rejects: Vec<Reject>,
+}
+
+impl From<PipelineError> for PartError {
+    fn from(error: PipelineError) -> Self {
+        PartError {
+            error,
+            rejects: Vec::new(),
+        }
+    }
+}
+
 /// How much of an object one call splits.
 #[derive(Debug, Clone, Default)]
 pub struct Part {
@@ -185,7 +203,9 @@ pub async fn split_object<Src: ObjectSource, St: RecordStream>(
     shipper: &Shipper<St>,
     settings: PipelineSettings,
 ) -> Result<SplitReport, PipelineError> {
-    split_object_part(source, object, shipper, settings, Part::default()).await
+    split_object_part(source, object, shipper, settings, Part::default())
+        .await
+        .map_err(|e| e.error)
 }
 
 /// [`split_object`] for one part of an object: from `part.from`, until told to stop.
@@ -195,7 +215,7 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     shipper: &Shipper<St>,
     settings: PipelineSettings,
     part: Part,
-) -> Result<SplitReport, PipelineError> {
+) -> Result<SplitReport, PartError> {
     let info = source
         .head(&object.bucket, &object.key, object.version_id.as_deref())
         .await
@@ -205,7 +225,8 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
             object: info.source_id(),
             was: h.etag.clone(),
             now: info.etag.clone(),
-        });
+        }
+        .into());
     }
     let start = match &part.from {
         Some(h) if h.plain => h.resume.offset,
@@ -245,17 +266,23 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     let shipped = shipper.ship(rx).await;
     let (inputs, stats, rejects, file_error, handover) =
         splitting.await.map_err(|_| PipelineError::Panicked)?;
+    let failed = |error| PartError {
+        error,
+        rejects: rejects.clone(),
+    };
     // The shipper's failure explains the splitter's (it closed the channel): report it first.
-    let put = shipped.map_err(PipelineError::Put)?;
+    let put = shipped.map_err(|e| failed(PipelineError::Put(e)))?;
     if let Some(e) = file_error {
-        return Err(PipelineError::File(e));
+        return Err(failed(PipelineError::File(e)));
     }
-    let inputs = inputs.map_err(|e| match SourceError::of(&e) {
-        Some(s) => PipelineError::Source(s.clone()),
-        None => PipelineError::Input {
-            input: info.source_id(),
-            source: e,
-        },
+    let inputs = inputs.map_err(|e| {
+        failed(match SourceError::of(&e) {
+            Some(s) => PipelineError::Source(s.clone()),
+            None => PipelineError::Input {
+                input: info.source_id(),
+                source: e,
+            },
+        })
     })?;
     Ok(SplitReport {
         object: info,
@@ -570,7 +597,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(e, PipelineError::Replaced { .. }) && !e.is_retryable(),
+            matches!(e.error, PipelineError::Replaced { .. }) && !e.error.is_retryable(),
             "{e}"
         );
     }

@@ -39,7 +39,7 @@ use lambda_runtime::tracing::{error, info, warn};
 use meterflow_aws::event::{created_objects, EventError, ObjectRef};
 use meterflow_aws::kinesis::{RecordStream, Shipper};
 use meterflow_aws::pipeline::{
-    split_object_part, Handover, Part, PipelineError, PipelineSettings, SplitReport,
+    split_object_part, Handover, Part, PartError, PipelineError, PipelineSettings, SplitReport,
 };
 use meterflow_aws::s3::{read_small, ObjectSource, SourceError};
 use meterflow_aws::sink::{ObjectSink, SinkError};
@@ -334,17 +334,23 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
                 rejects.truncate(self.settings.max_rejects_kept);
                 self.part_done(&run, report, done, rejects, summary).await?
             }
-            Err(source) if source.is_retryable() => {
+            Err(PartError { error: source, .. }) if source.is_retryable() => {
                 return Err(SplitterError::Retryable {
                     bucket: run.input.bucket.clone(),
                     key: run.input.key.clone(),
                     source,
                 })
             }
-            Err(e) => {
+            Err(PartError {
+                error: e,
+                rejects: found,
+            }) => {
                 error!(object = %summary.object, part = summary.part, error = %e, "the object cannot be split; reported, not retried");
                 summary.outcome = "failed";
                 summary.error = Some(e.to_string());
+                // The rows rejected before the failure are reported with it, not lost.
+                rejects.extend(found);
+                rejects.truncate(self.settings.max_rejects_kept.saturating_sub(1));
                 rejects.push(report::failure_row(&run.input, &e));
                 summary.rejects_report = self.write_report(&run.input, &rejects).await?;
                 summary

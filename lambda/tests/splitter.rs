@@ -159,6 +159,36 @@ async fn a_bad_header_is_reported_and_does_not_fail_the_invocation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_rejected_before_a_file_fails_are_reported_with_the_failure() {
+    // A bad cell on line 3, then an unterminated quote that swallows more than a record may
+    // hold (a permanent failure of the whole file at line 12).
+    let mut csv = with_field(&wide(5, 2), 3, 2, "abc");
+    csv += "\"EE9,2019-01-01";
+    csv += &"x".repeat(1_100_000);
+    let s = splitter(
+        in_memory(csv),
+        Recording::default(),
+        MemorySink::default(),
+        &common::config(),
+    );
+    let response = s
+        .handle(&fixture("s3_put_encoded_key.json"), far())
+        .await
+        .unwrap();
+    let o = &response.objects[0];
+    assert_eq!(o.outcome, "failed", "{o:?}");
+    let written = s.sink.written();
+    let body = std::str::from_utf8(&written[0].2).unwrap();
+    let rows: Vec<&str> = body.lines().collect();
+    assert_eq!(rows.len(), 3, "{body}");
+    assert!(rows[1].contains(",3,3,"), "the bad cell: {body}");
+    assert!(
+        rows[2].contains(",12,,") && rows[2].contains("longer than"),
+        "the failure: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kinesis_throttle_storm_fails_the_invocation_as_retryable() {
     let storm = (0..1000).map(|_| Some(Fault::Call(throttled()))).collect();
     let s = splitter(
