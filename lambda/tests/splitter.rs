@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use common::{fixture, in_memory, s3_event, splitter, Env, BUCKET, KEY, STREAM};
 use meterflow_aws::kinesis::{throttled, Fault, Faulty, KinesisStream, Recording};
+use meterflow_aws::s3::InMemory;
 use meterflow_aws::s3::S3Source;
 use meterflow_aws::sink::{MemorySink, S3Sink};
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
 use meterflow_lambda::env::S3Location;
-use meterflow_lambda::splitter::SplitterError;
+use meterflow_lambda::splitter::{Splitter, SplitterError, SplitterResponse};
 use tokio::time::Instant;
 
 fn wide(meters: u32, days: u32) -> String {
@@ -26,6 +27,24 @@ fn with_field(csv: &str, line: usize, field: usize, value: &str) -> String {
     fields[field] = value;
     lines[line - 1] = fields.join(",");
     lines.join("\n") + "\n"
+}
+
+/// Splits `data` as the fixture's object (in memory, records kept, reports in memory) for the
+/// fixture's event, which must not fail the invocation.
+async fn split_in_memory(
+    data: impl Into<bytes::Bytes>,
+) -> (Splitter<InMemory, Recording, MemorySink>, SplitterResponse) {
+    let s = splitter(
+        in_memory(data),
+        Recording::default(),
+        MemorySink::default(),
+        &common::config(),
+    );
+    let response = s
+        .handle(&fixture("s3_put_encoded_key.json"), far())
+        .await
+        .expect("a permanent error is not an invocation failure");
+    (s, response)
 }
 
 fn far() -> Option<Instant> {
@@ -127,16 +146,7 @@ async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_header_is_reported_and_does_not_fail_the_invocation() {
-    let s = splitter(
-        in_memory("this is not,a meter file\n1,2\n"),
-        Recording::default(),
-        MemorySink::default(),
-        &common::config(),
-    );
-    let response = s
-        .handle(&fixture("s3_put_encoded_key.json"), far())
-        .await
-        .expect("a permanent error is not an invocation failure");
+    let (s, response) = split_in_memory("this is not,a meter file\n1,2\n").await;
     let o = &response.objects[0];
     assert_eq!(o.outcome, "failed");
     let error = o.error.as_deref().unwrap_or_default();
@@ -165,16 +175,7 @@ async fn rows_rejected_before_a_file_fails_are_reported_with_the_failure() {
     let mut csv = with_field(&wide(5, 2), 3, 2, "abc");
     csv += "\"EE9,2019-01-01";
     csv += &"x".repeat(1_100_000);
-    let s = splitter(
-        in_memory(csv),
-        Recording::default(),
-        MemorySink::default(),
-        &common::config(),
-    );
-    let response = s
-        .handle(&fixture("s3_put_encoded_key.json"), far())
-        .await
-        .unwrap();
+    let (s, response) = split_in_memory(csv).await;
     let o = &response.objects[0];
     assert_eq!(o.outcome, "failed", "{o:?}");
     let written = s.sink.written();
