@@ -519,6 +519,14 @@ impl Summary {
         for f in &self.failures {
             let _ = writeln!(err, "error: {f}");
         }
+        if !self.failures.is_empty() {
+            // A file streams into the store as it is read, so one that fails part-way may be
+            // partly stored; its rows are not in the counts above.
+            let _ = writeln!(
+                err,
+                "rows read before a file failed may already be stored (and are not counted above): fix the file and ingest it again, which completes it without adding anything twice"
+            );
+        }
     }
 }
 

@@ -285,6 +285,13 @@ fn rejects_report_and_exit_codes() {
         (Some(1), Some(1))
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell the format"));
+    // A file that fails part-way may be partly stored: the text summary says how to complete it.
+    let out = env.run(&["ingest", junk.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fix the file and ingest it again"),
+        "{stderr}"
+    );
     let out = env.run(&["ingest", env.path("missing.csv").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let out = env.run(&["ingest"]);
