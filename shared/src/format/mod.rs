@@ -311,7 +311,9 @@ impl Parser {
         debug_assert_eq!(handler.stats(), Stats::default());
         let records = Box::new(Records::new(opts.source.clone(), at.line));
         Ok(Parser {
-            header: at.context.first().cloned(),
+            // A NEM12 part may start with no channel open, so with no context at all: it can
+            // still be cut (NEM12 resumes from its channel, never from the header).
+            header: Some(at.context.first().cloned().unwrap_or_default()),
             opts,
             state: State::Running { records, handler },
             format: Some(at.format),
@@ -657,6 +659,27 @@ mod tests {
         let series: Vec<&str> = sink.fragments.iter().map(|f| f.series.as_str()).collect();
         assert_eq!(series, ["NEM1201009-E1", "NEM1201009-E1"]);
         assert_eq!(sink.fragments[0].quality, crate::Quality(1 | 2));
+    }
+
+    #[test]
+    fn a_nem12_part_that_starts_between_files_can_be_cut_again() {
+        let values = ",1".repeat(48);
+        let file = |nmi: &str| {
+            format!(
+                "100,NEM12,200405011135,MDA1,Ret1\n200,{nmi},E1,1,E1,N1,01009,kWh,30,\n\
+300,20050301{values},A,,,20050310121004,\n300,20050302{values},A,,,20050310121004,\n900\n"
+            )
+        };
+        let input = file("NMI0000001") + &file("NMI0000002");
+        let second = input.rfind("100,NEM12").unwrap();
+        let last_300 = input.rfind("300,").unwrap();
+        let (sink, stats, resumes) =
+            parse_in_parts(input.as_bytes(), &[second, last_300], Options::new("n", 1));
+        assert_eq!(resumes.len(), 2, "{resumes:?}");
+        assert!(resumes[0].context.is_empty(), "no channel open after a 900");
+        assert_eq!(resumes[1].context.len(), 1, "the second file's 200");
+        assert_eq!((stats.rows_read, stats.rows_accepted), (4, 4));
+        assert!(sink.rejects.is_empty(), "{:?}", sink.rejects);
     }
 
     #[test]
