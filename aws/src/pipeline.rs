@@ -24,7 +24,9 @@ use meterflow_core::decompress::{
 };
 use meterflow_core::format::Resume;
 use meterflow_core::{FileError, Options, Reject, Stats};
-use meterflow_splitter::{split_part, Output, PackSettings, SplitError, StreamRecord};
+use meterflow_splitter::{
+    split_part, Output, PackSettings, SplitError, SplitErrorKind, StreamRecord,
+};
 use tokio::sync::mpsc;
 
 use crate::event::ObjectRef;
@@ -91,6 +93,8 @@ pub struct Handover {
 pub struct PartError {
     pub error: PipelineError,
     pub rejects: Vec<Reject>,
+    /// The rows split before the failure (their records were put unless putting failed).
+    pub stats: Stats,
 }
 
 impl From<PipelineError> for PartError {
@@ -98,6 +102,7 @@ impl From<PipelineError> for PartError {
         PartError {
             error,
             rejects: Vec::new(),
+            stats: Stats::default(),
         }
     }
 }
@@ -269,6 +274,7 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     let failed = |error| PartError {
         error,
         rejects: rejects.clone(),
+        stats,
     };
     // The shipper's failure explains the splitter's (it closed the channel): report it first.
     let put = shipped.map_err(|e| failed(PipelineError::Put(e)))?;
@@ -401,11 +407,17 @@ impl Parts {
                 });
                 Err(io::Error::other("handed over to the next part"))
             }
-            Err(SplitError::Io { source, .. }) => Err(source),
-            Err(SplitError::File(e)) => {
-                let msg = e.to_string();
-                self.file_error = Some(e);
-                Err(io::Error::new(io::ErrorKind::InvalidData, msg))
+            Err(SplitError { kind, stats }) => {
+                // The rows before the failure were put: they count.
+                self.stats.add(&stats);
+                match kind {
+                    SplitErrorKind::Io { source, .. } => Err(source),
+                    SplitErrorKind::File(e) => {
+                        let msg = e.to_string();
+                        self.file_error = Some(e);
+                        Err(io::Error::new(io::ErrorKind::InvalidData, msg))
+                    }
+                }
             }
         }
     }

@@ -168,8 +168,10 @@ fn ingest_input(
     packing: PackSettings,
     out: &mut LocalOutput<'_>,
     counter: &Arc<AtomicU64>,
-) -> Result<(Stats, u64), String> {
-    let opened = input.open(cfg.s3.as_deref())?;
+) -> Result<(Stats, u64), Failed> {
+    let opened = input
+        .open(cfg.s3.as_deref())
+        .map_err(|e| (e, Stats::default()))?;
     let reader = Counting {
         inner: StopWhenClosed::new(opened.reader, out.halt.clone()),
         counter: counter.clone(),
@@ -188,18 +190,25 @@ fn ingest_input(
                 Ok(())
             }
             Err(e) => {
+                // The rows before the failure reached the store: they count.
+                stats.add(&e.stats);
                 failure = Some(e.to_string());
                 Err(io::Error::other(e.to_string()))
             }
         }
     });
     if let Some(f) = failure {
-        return Err(f);
+        return Err((f, stats));
     }
-    result.map_err(|e| e.to_string())?;
+    if let Err(e) = result {
+        return Err((e.to_string(), stats));
+    }
     stats.bytes = opened.size;
     Ok((stats, inputs))
 }
+
+/// Why a file failed, and the accounting of its rows before the failure.
+type Failed = (String, Stats);
 
 /// Groups of records applied concurrently (each a validating walk, regrouping into packs, and
 /// one store write).
@@ -306,7 +315,7 @@ async fn store_all<S: Store + 'static>(
 
 /// What each parser thread did: per input, its stats and archive entry count, or why it
 /// could not be read.
-type ParserResults = Vec<(String, Result<(Stats, u64), String>)>;
+type ParserResults = Vec<(String, Result<(Stats, u64), Failed>)>;
 
 /// One parser thread: takes inputs from the shared queue until it is empty or the records'
 /// consumer has stopped.
@@ -334,7 +343,10 @@ fn parse_inputs(
         if let Some(e) = out.write_error {
             results.push((
                 input.to_string(),
-                Err(format!("cannot write the rejects report: {e}")),
+                Err((
+                    format!("cannot write the rejects report: {e}"),
+                    Stats::default(),
+                )),
             ));
             break;
         }
@@ -423,9 +435,14 @@ pub async fn run<S: Store + 'static>(
                     stats.add(&s);
                     summary.inputs += inputs;
                 }
-                Err(e) => {
+                Err((e, before)) => {
                     summary.files_failed += 1;
-                    summary.failures.push(format!("{input}: {e}"));
+                    stats.add(&before);
+                    let stored = match before.rows_read {
+                        0 => String::new(),
+                        n => format!(" ({n} rows before the failure were read and are counted)"),
+                    };
+                    summary.failures.push(format!("{input}: {e}{stored}"));
                 }
             }
         }
@@ -520,11 +537,11 @@ impl Summary {
             let _ = writeln!(err, "error: {f}");
         }
         if !self.failures.is_empty() {
-            // A file streams into the store as it is read, so one that fails part-way may be
-            // partly stored; its rows are not in the counts above.
+            // A file streams into the store as it is read, so one that fails part-way is
+            // partly stored: the rows before the failure, which the counts above include.
             let _ = writeln!(
                 err,
-                "rows read before a file failed may already be stored (and are not counted above): fix the file and ingest it again, which completes it without adding anything twice"
+                "the rows of a failed file before its failure are stored (and counted above): fix the file and ingest it again, which completes it without adding anything twice"
             );
         }
     }

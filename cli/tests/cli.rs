@@ -326,6 +326,46 @@ fn demo_shows_totals_from_every_format() {
 }
 
 #[test]
+fn a_file_that_fails_part_way_counts_exactly_the_rows_it_stored() {
+    let env = Env::new();
+    let (data, expected) = (env.path("w.csv"), env.path("w.expected.csv"));
+    common::generate("wide", 20, 60, "2019-01-01", &data, &expected);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &std::fs::read(&data).unwrap()).unwrap();
+    let gz = gz.finish().unwrap();
+    // An upload cut short: two thirds of the compressed bytes.
+    let cut = env.path("cut.csv.gz");
+    std::fs::write(&cut, &gz[..gz.len() * 2 / 3]).unwrap();
+    let out = env.run(&["ingest", "--json", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files_failed"].as_u64(), Some(1));
+    let accepted = v["rows_accepted"].as_u64().unwrap();
+    assert!(accepted > 100 && accepted < 1200, "{v}");
+    assert!(
+        v["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("rows before the failure"),
+        "{v}"
+    );
+    let oracle = std::fs::read_to_string(&expected).unwrap();
+    let meters: std::collections::BTreeSet<&str> = oracle
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    let stored: usize = meters
+        .iter()
+        .map(|m| env.totals(m, "2019-01-01", "2019-03-01").len())
+        .sum();
+    assert_eq!(
+        stored as u64, accepted,
+        "the store holds exactly the rows counted"
+    );
+}
+
+#[test]
 fn generated_data_matches_its_oracle() {
     let env = Env::new();
     for (format, n) in [("wide", 3), ("long", 2), ("nem12", 2)] {

@@ -344,10 +344,17 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
             Err(PartError {
                 error: e,
                 rejects: found,
+                stats,
             }) => {
                 error!(object = %summary.object, part = summary.part, error = %e, "the object cannot be split; reported, not retried");
                 summary.outcome = "failed";
                 summary.error = Some(e.to_string());
+                // The rows before the failure were put: the summary counts them.
+                done.add(&stats, 0, 0);
+                summary.rows_read = done.rows_read;
+                summary.rows_accepted = done.rows_accepted;
+                summary.rows_rejected = done.rows_rejected;
+                summary.fragments = done.fragments;
                 // The rows rejected before the failure are reported with it, not lost.
                 rejects.extend(found);
                 rejects.truncate(self.settings.max_rejects_kept.saturating_sub(1));

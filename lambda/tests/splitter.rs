@@ -178,6 +178,21 @@ async fn rows_rejected_before_a_file_fails_are_reported_with_the_failure() {
     let (s, response) = split_in_memory(csv).await;
     let o = &response.objects[0];
     assert_eq!(o.outcome, "failed", "{o:?}");
+    assert_eq!(
+        (o.rows_read, o.rows_accepted, o.rows_rejected),
+        (10, 9, 1),
+        "the rows before the failure were put and count"
+    );
+    let fragments: u32 = s
+        .shipper
+        .stream
+        .entries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| meterflow_core::envelope::decode(&e.data).unwrap().len() as u32)
+        .sum();
+    assert_eq!(fragments, 9, "and their records were put");
     let written = s.sink.written();
     let body = std::str::from_utf8(&written[0].2).unwrap();
     let rows: Vec<&str> = body.lines().collect();

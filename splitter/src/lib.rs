@@ -153,9 +153,19 @@ impl<O: Output> Sink for Packer<'_, O> {
     }
 }
 
-/// Why an input could not be split.
+/// Why an input could not be split, with the accounting of the rows before the failure: all
+/// their records were given to the output (a consumer that stores records as they come holds
+/// exactly those rows of the failed input).
 #[derive(Debug, thiserror::Error)]
-pub enum SplitError {
+#[error("{kind}")]
+pub struct SplitError {
+    pub kind: SplitErrorKind,
+    pub stats: Stats,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitErrorKind {
     #[error(transparent)]
     File(#[from] FileError),
     #[error("reading {input}: {source}")]
@@ -193,33 +203,25 @@ pub fn split_part<R: Read, O: Output>(
     out: &mut O,
     mut stop: impl FnMut(u64) -> bool,
 ) -> Result<(Stats, Option<Resume>), SplitError> {
-    let input = opts.source.to_string();
     let mut parser = match from {
-        Some(at) => Parser::resume(opts, at)?,
-        None => Parser::new(opts),
+        Some(at) => Parser::resume(opts.clone(), at).map_err(|e| SplitError {
+            kind: e.into(),
+            stats: Stats::default(),
+        })?,
+        None => Parser::new(opts.clone()),
     };
     let mut packer = Packer::new(settings, out);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let (mut read, mut cut, mut stopping) = (0u64, None, false);
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(SplitError::Io { input, source }),
-        };
-        read += n as u64;
-        stopping = stopping || stop(read);
-        if !stopping {
-            parser.feed(&buf[..n], &mut packer)?;
-        } else if let Some(at) = parser.feed_until_cut(&buf[..n], &mut packer)? {
-            cut = Some(at);
-            break;
-        }
-    }
-    let mut stats = match cut {
-        Some(_) => parser.stats(),
-        None => parser.finish(&mut packer)?,
+    let outcome = drive(
+        &mut reader,
+        &mut parser,
+        &mut packer,
+        &mut stop,
+        &opts.source,
+    );
+    // Whatever happened, the rows read so far are shipped and counted alike.
+    let mut stats = match &outcome {
+        Err(SplitErrorKind::Io { .. }) => parser.abandon(&mut packer),
+        _ => parser.stats(),
     };
     packer.flush();
     let oversize = packer.take_oversize().len() as u64;
@@ -227,7 +229,43 @@ pub fn split_part<R: Read, O: Output>(
     stats.rows_rejected += oversize;
     stats.fragments -= oversize.min(stats.fragments);
     record(&stats);
-    Ok((stats, cut))
+    match outcome {
+        Ok(cut) => Ok((stats, cut)),
+        Err(kind) => Err(SplitError { kind, stats }),
+    }
+}
+
+/// Feeds the parser until the input ends (finished), `stop` cuts it (the resume point), or
+/// reading or parsing fails.
+fn drive<R: Read>(
+    reader: &mut R,
+    parser: &mut Parser,
+    packer: &mut dyn Sink,
+    stop: &mut impl FnMut(u64) -> bool,
+    input: &str,
+) -> Result<Option<Resume>, SplitErrorKind> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut read, mut stopping) = (0u64, false);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                let input = input.to_owned();
+                return Err(SplitErrorKind::Io { input, source });
+            }
+        };
+        read += n as u64;
+        stopping = stopping || stop(read);
+        if !stopping {
+            parser.feed(&buf[..n], packer)?;
+        } else if let Some(at) = parser.feed_until_cut(&buf[..n], packer)? {
+            return Ok(Some(at));
+        }
+    }
+    parser.finish(packer)?;
+    Ok(None)
 }
 
 /// Adds one input's accounting to the metrics: once per input, so the parser's per-row path

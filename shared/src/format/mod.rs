@@ -223,7 +223,12 @@ enum State {
         records: Box<Records>,
         handler: Box<dyn DynHandler>,
     },
-    Failed(FileError),
+    /// An error ended the input; `stats` counts the rows before it (their fragments and
+    /// rejects were given to the sink, held rows included).
+    Failed {
+        error: FileError,
+        stats: Stats,
+    },
 }
 
 /// Object-safe bridge so one [`Parser`] holds any format.
@@ -334,7 +339,7 @@ impl Parser {
         match &mut self.state {
             State::Running { records, handler } => {
                 let r = handler.feed(records, chunk, sink);
-                self.fail_on(r)
+                self.fail_on(r, sink)
             }
             State::Detecting(buf) => {
                 buf.extend_from_slice(chunk);
@@ -347,7 +352,7 @@ impl Parser {
                             input: self.opts.source.clone(),
                             reason: format!("no line break in the first {DETECT_LIMIT} bytes: not a CSV meter-data file"),
                         };
-                        return self.fail_on(Err(err));
+                        return self.fail_on(Err(err), sink);
                     }
                     return Ok(());
                 };
@@ -357,7 +362,7 @@ impl Parser {
                 self.header = Some((line, first.clone()));
                 self.start(&first, start, sink)
             }
-            State::Failed(e) => Err(e.clone()),
+            State::Failed { error, .. } => Err(error.clone()),
         }
     }
 
@@ -370,10 +375,13 @@ impl Parser {
         let format = match detect(first) {
             Ok(f) => f,
             Err(reason) => {
-                return self.fail_on(Err(FileError::Format {
-                    input: self.opts.source.clone(),
-                    reason,
-                }))
+                return self.fail_on(
+                    Err(FileError::Format {
+                        input: self.opts.source.clone(),
+                        reason,
+                    }),
+                    sink,
+                )
             }
         };
         self.format = Some(format);
@@ -385,9 +393,23 @@ impl Parser {
         self.feed(&buf[bom..], sink)
     }
 
-    fn fail_on(&mut self, r: Result<(), FileError>) -> Result<(), FileError> {
+    /// Ends the input on an error: the rows the format holds back are flushed first, so that
+    /// everything [`Parser::stats`] then counts has reached the sink.
+    fn fail_on(&mut self, r: Result<(), FileError>, sink: &mut dyn Sink) -> Result<(), FileError> {
         if let Err(e) = &r {
-            self.state = State::Failed(e.clone());
+            let stats = match &mut self.state {
+                State::Running { handler, .. } => {
+                    // A second error (a header never seen) changes nothing: the first is reported.
+                    let _ = handler.flush_rows(sink);
+                    handler.stats()
+                }
+                State::Failed { stats, .. } => *stats,
+                State::Detecting(_) => Stats::default(),
+            };
+            self.state = State::Failed {
+                error: e.clone(),
+                stats,
+            };
         }
         r
     }
@@ -415,10 +437,10 @@ impl Parser {
         match &mut self.state {
             State::Running { records, handler } => {
                 let r = handler.finish(records, sink);
-                self.fail_on(r)?;
+                self.fail_on(r, sink)?;
                 Ok(self.stats())
             }
-            State::Failed(e) => Err(e.clone()),
+            State::Failed { error, .. } => Err(error.clone()),
             State::Detecting(_) => unreachable!("detection ended above"),
         }
     }
@@ -451,7 +473,7 @@ impl Parser {
         let held = held.len() as u64;
         let line = records.next_line();
         let r = handler.flush_rows(sink);
-        self.fail_on(r)?;
+        self.fail_on(r, sink)?;
         self.bytes -= held;
         self.cut = true;
         Ok(Some(Resume {
@@ -484,11 +506,26 @@ impl Parser {
         }
     }
 
-    /// Accounting so far (complete after [`Parser::finish`]).
+    /// Ends the input early, where its reader failed: the rows the format holds back are
+    /// flushed into `sink` (a line the failure cut short is not read), so that the accounting
+    /// returned counts exactly what reached the sink. Only [`Parser::stats`] may follow.
+    pub fn abandon(&mut self, sink: &mut dyn Sink) -> Stats {
+        if let State::Running { handler, .. } = &mut self.state {
+            // A format error here (a header never seen) adds nothing: the read failure is
+            // what the caller reports.
+            let _ = handler.flush_rows(sink);
+        }
+        self.cut = true;
+        self.stats()
+    }
+
+    /// Accounting so far: complete after [`Parser::finish`]; after an error, the rows before
+    /// it (all of which reached the sink).
     pub fn stats(&self) -> Stats {
         let mut s = match &self.state {
             State::Running { handler, .. } => handler.stats(),
-            _ => Stats::default(),
+            State::Failed { stats, .. } => *stats,
+            State::Detecting(_) => Stats::default(),
         };
         s.bytes = self.bytes;
         s
