@@ -8,7 +8,7 @@
 //! - [`api`]: Function URL requests → the HTTP API over the store.
 //!
 //! Configuration comes only from environment variables, listed in each module's docs and
-//! validated at start ([`env`]). The store is `AnyStore::from_env()`: `METERFLOW_STORE` (a
+//! validated at start ([`mod@env`]). The store is `AnyStore::from_env()`: `METERFLOW_STORE` (a
 //! SQLite path or `cql://` URL) for local runs, else the `METERFLOW_CQL_*` variables
 //! (Keyspaces, with the `keyspaces` feature for TLS). Logs are `tracing` through the
 //! runtime's subscriber ([`init_logs`]): JSON when the function's log format is JSON

@@ -100,8 +100,8 @@ const MISSING: i64 = i64::MIN;
 /// The sum and the count of present values are cached: sinks ask for the total of every
 /// fragment, and the parsers already have both in hand as they fill the slots, so a second
 /// pass over the values per fragment is wasted work. The cache is maintained by `set`, `clear`
-/// and `reset`; [`Slots::raw_mut`] marks it stale (recomputed on demand) until a parser
-/// commits the figures it computed with [`Slots::commit_raw`]. Equality and hashing look at
+/// and `reset`; `Slots::raw_mut` marks it stale (recomputed on demand) until a parser
+/// commits the figures it computed with `Slots::commit_raw`. Equality and hashing look at
 /// the values only.
 #[derive(Debug, Clone)]
 pub struct Slots {

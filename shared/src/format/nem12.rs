@@ -32,7 +32,7 @@
 //! * A record that is wrong in itself and is not part of a row — a bad 200, a 100 that does
 //!   not say NEM12, a 400 with no 300 before it, an unknown record indicator — is reported as
 //!   one uncounted reject at its own line (sent straight to the sink, not through
-//!   [`Tally::reject`], which counts rows). So a sink may hold more rejects than
+//!   `Tally::reject`, which counts rows). So a sink may hold more rejects than
 //!   `rows_rejected`; the difference is exactly these record-level reports.
 //!
 //! # Known real-world quirks accepted
