@@ -586,6 +586,30 @@ mod tests {
         }
     }
 
+    /// A zip of two inputs (a wide file, then a NEM12 file) cut in many parts: later parts
+    /// skip to the right entry and offset, and the whole adds up to one split's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_zip_split_in_parts_resumes_in_the_right_entry() {
+        let zip = include_bytes!("../tests/fixtures/two_inputs.zip").to_vec();
+        let (whole, whole_fragments) = in_parts(zip.clone(), u64::MAX).await;
+        assert_eq!((whole.len(), whole[0].inputs), (1, 2));
+        let (reports, fragments) = in_parts(zip, 60_000).await;
+        let handovers: Vec<&Handover> = reports.iter().flat_map(|r| &r.handover).collect();
+        let entries: Vec<u64> = handovers.iter().map(|h| h.input).collect();
+        assert!(entries.contains(&0) && entries.contains(&1), "{entries:?}");
+        assert!(entries.windows(2).all(|w| w[0] <= w[1]), "{entries:?}");
+        assert!(handovers.iter().all(|h| !h.plain));
+        let formats: Vec<Format> = handovers.iter().map(|h| h.resume.format).collect();
+        assert!(formats.contains(&Format::Wide) && formats.contains(&Format::Nem12));
+        let mut sum = Stats::default();
+        reports.iter().for_each(|r| sum.add(&r.stats));
+        assert_eq!(sum, whole[0].stats);
+        assert_eq!(
+            daily_totals(fragments.iter()),
+            daily_totals(whole_fragments.iter())
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_later_part_of_a_replaced_object_fails_for_good() {
         let src = memory(Spec::new(5, 5).generate(Format::Wide).unwrap());
