@@ -246,9 +246,7 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     );
     let (tx, rx) = mpsc::channel(settings.queued_records.max(1));
     let closed = Arc::new(AtomicBool::new(false));
-    let name = info.source_id();
-    let version = info.last_modified_ms;
-    let etag = info.etag.clone();
+    let object = info.clone();
     let stop = Arc::clone(&closed);
     let splitting = tokio::task::spawn_blocking(move || {
         let mut out = ChannelOutput {
@@ -257,9 +255,9 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
             rejects: Vec::new(),
             max_rejects: settings.max_rejects_kept,
         };
-        let mut parts = Parts::new(part, etag, settings);
+        let mut parts = Parts::new(part, &object, settings);
         let reader = StopWhenClosed::new(reader, stop);
-        let inputs = parts.run(reader, &name, version, &mut out);
+        let inputs = parts.run(reader, &object.source_id(), &mut out);
         (
             inputs,
             parts.stats,
@@ -303,7 +301,9 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
 /// The splitting thread's side of one part: which inputs to skip, where to start and stop.
 struct Parts {
     part: Part,
+    /// The object's, for the handover and for the fragments.
     etag: Option<String>,
+    version: i64,
     settings: PipelineSettings,
     stats: Stats,
     file_error: Option<FileError>,
@@ -311,10 +311,11 @@ struct Parts {
 }
 
 impl Parts {
-    fn new(part: Part, etag: Option<String>, settings: PipelineSettings) -> Parts {
+    fn new(part: Part, object: &ObjectInfo, settings: PipelineSettings) -> Parts {
         Parts {
             part,
-            etag,
+            etag: object.etag.clone(),
+            version: object.last_modified_ms,
             settings,
             stats: Stats::default(),
             file_error: None,
@@ -328,14 +329,13 @@ impl Parts {
         &mut self,
         reader: R,
         name: &str,
-        version: i64,
         out: &mut ChannelOutput,
     ) -> io::Result<u64> {
         if let Some(h) = self.part.from.clone().filter(|h| h.plain) {
             // A plain object read on from the cut: no archive to open, and its bytes there
             // are rows, which must not be mistaken for a compression header.
             let mut reader = reader;
-            return match self.input(name, &mut reader, version, Some(&h.resume), true, 0, out) {
+            return match self.input(name, &mut reader, Some(&h.resume), true, 0, out) {
                 Err(_) if self.handover.is_some() => Ok(1),
                 other => other.map(|()| 1),
             };
@@ -361,9 +361,9 @@ impl Parts {
                         &mut io::Read::take(&mut *r, h.resume.offset),
                         &mut io::sink(),
                     )?;
-                    self.input(input, r, version, Some(&h.resume), plain, i, out)
+                    self.input(input, r, Some(&h.resume), plain, i, out)
                 }
-                _ => self.input(input, r, version, None, plain, i, out),
+                _ => self.input(input, r, None, plain, i, out),
             }
         });
         match handed {
@@ -374,12 +374,10 @@ impl Parts {
 
     /// Splits one input; after a cut, fails with an error that ends the object's inputs (the
     /// handover is set, so [`Parts::run`] knows it for what it is).
-    #[allow(clippy::too_many_arguments)]
     fn input(
         &mut self,
         input: &str,
         r: &mut dyn io::Read,
-        version: i64,
         from: Option<&Resume>,
         plain: bool,
         index: u64,
@@ -390,7 +388,7 @@ impl Parts {
         let halt = |read: u64| stop.load(Ordering::Relaxed) || read >= max;
         match split_part(
             r,
-            Options::new(input, version),
+            Options::new(input, self.version),
             from,
             self.settings.pack,
             out,
