@@ -1,4 +1,4 @@
-//! SDK clients for S3 and Kinesis, pointed at AWS or at an emulator.
+//! SDK clients for S3, Kinesis and SSM, pointed at AWS or at an emulator.
 //!
 //! The SDK crates are built without default features: their default HTTPS client brings
 //! `aws-lc-rs`, a large C build, for nothing we need. We build the same hyper + rustls client on
@@ -71,16 +71,27 @@ pub fn http_client() -> SharedHttpClient {
         .build_https()
 }
 
+/// A client's configuration builder with what every client shares: the region, the role's
+/// credentials, our HTTPS client, and the emulator's endpoint when there is one.
+macro_rules! config_builder {
+    ($sdk:ident, $settings:expr, $http:expr) => {{
+        let settings: &ClientSettings = $settings;
+        let mut b = $sdk::Config::builder()
+            .region(Region::new(settings.region.clone()))
+            .credentials_provider(settings.credentials())
+            .http_client($http);
+        if let Some(url) = &settings.endpoint_url {
+            b = b.endpoint_url(url);
+        }
+        b
+    }};
+}
+
 /// An S3 client. Path-style addressing against an emulator (`http://host:port/bucket/key`):
 /// virtual-host style would need DNS for `bucket.127.0.0.1`.
 pub fn s3_client(settings: &ClientSettings, http: SharedHttpClient) -> aws_sdk_s3::Client {
-    let mut b = aws_sdk_s3::Config::builder()
-        .region(Region::new(settings.region.clone()))
-        .credentials_provider(settings.credentials())
-        .http_client(http);
-    if let Some(url) = &settings.endpoint_url {
-        b = b.endpoint_url(url).force_path_style(true);
-    }
+    let b = config_builder!(aws_sdk_s3, settings, http);
+    let b = b.force_path_style(settings.endpoint_url.is_some());
     aws_sdk_s3::Client::from_conf(b.build())
 }
 
@@ -89,12 +100,10 @@ pub fn kinesis_client(
     settings: &ClientSettings,
     http: SharedHttpClient,
 ) -> aws_sdk_kinesis::Client {
-    let mut b = aws_sdk_kinesis::Config::builder()
-        .region(Region::new(settings.region.clone()))
-        .credentials_provider(settings.credentials())
-        .http_client(http);
-    if let Some(url) = &settings.endpoint_url {
-        b = b.endpoint_url(url);
-    }
-    aws_sdk_kinesis::Client::from_conf(b.build())
+    aws_sdk_kinesis::Client::from_conf(config_builder!(aws_sdk_kinesis, settings, http).build())
+}
+
+/// An SSM client (Parameter Store).
+pub fn ssm_client(settings: &ClientSettings, http: SharedHttpClient) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::from_conf(config_builder!(aws_sdk_ssm, settings, http).build())
 }

@@ -13,6 +13,8 @@
 //! - [`sink`]: whole small objects written to S3 (rejects reports, dead letters), behind the
 //!   [`sink::ObjectSink`] trait.
 //! - [`pipeline`]: one object from S3 through the splitter into Kinesis.
+//! - [`secrets`]: SSM parameters (Keyspaces service-specific credentials), behind the
+//!   [`secrets::SecretSource`] trait.
 //! - [`client`]: SDK clients on a lean HTTPS stack, pointed at AWS or at an emulator.
 //! - [`moto`]: starts a `moto_server` for tests (this crate's and the Lambdas').
 //! - [`emf`]: the Lambdas' metrics exporter, CloudWatch Embedded Metric Format on stdout.
@@ -29,4 +31,5 @@ pub mod moto;
 pub mod pipeline;
 pub mod retry;
 pub mod s3;
+pub mod secrets;
 pub mod sink;

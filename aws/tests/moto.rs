@@ -454,3 +454,38 @@ async fn the_sink_writes_and_overwrites_objects_and_a_missing_bucket_is_permanen
     assert!(!e.is_retryable(), "{e}");
     assert!(e.to_string().contains("s3://no-such-bucket/k"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_secure_strings_are_read_decrypted_and_a_missing_one_is_named() {
+    use meterflow_aws::secrets::{SecretSource, SsmParameters};
+    let moto = tokio::task::spawn_blocking(Moto::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = meterflow_aws::client::ssm_client(&moto.client_settings(), http_client());
+    client
+        .put_parameter()
+        .name("/meterflow/keyspaces/password")
+        .value("s3cr3t, with a comma")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let ssm = SsmParameters { client };
+    assert_eq!(
+        ssm.secure_string("/meterflow/keyspaces/password")
+            .await
+            .unwrap(),
+        "s3cr3t, with a comma"
+    );
+    let e = ssm
+        .secure_string("/meterflow/keyspaces/nope")
+        .await
+        .unwrap_err();
+    assert!(!e.retryable);
+    let text = e.to_string();
+    assert!(
+        text.contains("/meterflow/keyspaces/nope") && text.contains("no such parameter"),
+        "{text}"
+    );
+}

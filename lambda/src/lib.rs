@@ -8,9 +8,9 @@
 //! - [`api`]: Function URL requests → the HTTP API over the store.
 //!
 //! Configuration comes only from environment variables, listed in each module's docs and
-//! validated at start ([`mod@env`]). The store is `AnyStore::from_env()`: `METERFLOW_STORE` (a
+//! validated at start ([`mod@env`]). The store is [`store::from_env`]: `METERFLOW_STORE` (a
 //! SQLite path or `cql://` URL) for local runs, else the `METERFLOW_CQL_*` variables
-//! (Keyspaces, with the `keyspaces` feature for TLS). Logs are `tracing` through the
+//! (Keyspaces, with the `keyspaces` feature for TLS; credentials by SigV4 or from SSM). Logs are `tracing` through the
 //! runtime's subscriber ([`init_logs`]): JSON when the function's log format is JSON
 //! (`AWS_LAMBDA_LOG_FORMAT=JSON`), level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
 
@@ -20,6 +20,7 @@ pub mod env;
 pub mod handover;
 pub mod report;
 pub mod splitter;
+pub mod store;
 
 /// Starts the runtime's log subscriber (see the crate docs).
 pub fn init_logs() {

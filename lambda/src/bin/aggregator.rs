@@ -10,13 +10,12 @@ use meterflow_aws::sink::S3Sink;
 use meterflow_lambda::aggregator::{Aggregator, AggregatorConfig};
 use meterflow_lambda::env::ProcessEnv;
 use meterflow_lambda::StartError;
-use meterflow_store_cql::AnyStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     meterflow_lambda::init_observability()?;
     let config = AggregatorConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
-    let store = AnyStore::from_env().await.map_err(StartError::of)?;
+    let store = meterflow_lambda::store::from_env().await?;
     // S3 credentials only matter with a dead-letter prefix.
     let dead_letter = match config.dead_letter {
         Some(at) => {
