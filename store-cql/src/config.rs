@@ -19,8 +19,9 @@
 //!
 //! Why credentials never come from the URL: a `--store` argument ends up in shell history and
 //! process listings. On Lambda, prefer `METERFLOW_CQL_AUTH=sigv4` (no secret to keep at all);
-//! service-specific credentials (kept in SSM or Secrets Manager and exported into the two
-//! variables) are the fallback.
+//! service-specific credentials kept in SSM Parameter Store are the fallback: the Lambdas read
+//! them at start from the parameters `METERFLOW_CQL_USERNAME_SSM`/`_PASSWORD_SSM` name
+//! (`meterflow_lambda::store`).
 
 use std::path::PathBuf;
 use std::time::Duration;
