@@ -149,6 +149,18 @@ pub struct DayReport {
     /// dropped silently. Omitted when zero.
     #[serde(skip_serializing_if = "is_zero")]
     pub superseded: usize,
+    /// This day's unit, when it is not the report's (a series delivered in two units, say
+    /// kVArh data once sent labelled kWh): shown on the day rather than a total silently
+    /// counted in the wrong unit. Omitted when it is the report's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+impl DayReport {
+    /// The unit of this day, given the report's.
+    pub fn unit_or<'a>(&'a self, report_unit: &'a str) -> &'a str {
+        self.unit.as_deref().unwrap_or(report_unit)
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -163,12 +175,13 @@ pub async fn daily_report<S: Store>(
     to: Day,
 ) -> Result<DailyReport, StoreError> {
     let totals = daily_totals(store, series, from, to).await?;
+    let totals: Vec<_> = totals.iter().filter(|t| t.intervals > 0).collect();
+    // The series' unit is its first day's; a day in another unit says so itself.
     let unit = totals
         .first()
         .map_or_else(|| "kWh".to_string(), |t| t.unit.to_string());
     let days = totals
         .iter()
-        .filter(|t| t.intervals > 0)
         .map(|t| DayReport {
             date: t.day.to_string(),
             total: amount(t.total),
@@ -176,6 +189,7 @@ pub async fn daily_report<S: Store>(
             complete: t.complete(),
             quality: t.quality.label(),
             superseded: t.superseded,
+            unit: (t.unit.as_str() != unit).then(|| t.unit.to_string()),
         })
         .collect();
     Ok(DailyReport {

@@ -27,6 +27,16 @@ async fn start() -> SocketAddr {
         &[Some(2_222_000); 48],
     );
     q1.unit = meterflow_core::Unit::normalise("kVArh").0;
+    // The next day of that reactive channel delivered labelled kWh: a unit mix-up the answer
+    // must show, not hide in a total.
+    let q1_kwh = fragment(
+        "VABD000163-Q1",
+        "2004-02-02",
+        1,
+        "mislabelled.csv",
+        2,
+        &[Some(1_000_000); 48],
+    );
     // An older 5-minute delivery of a day later re-sent as half-hourly data: it cannot merge
     // slot by slot, so the day is the newer resolution's and the old fragment is superseded.
     let mut five = fragment("EE00027", "2019-01-05", 1, "old.csv", 2, &[]);
@@ -104,6 +114,7 @@ async fn start() -> SocketAddr {
             five,
             nem,
             q1,
+            q1_kwh,
         ])
         .await
         .expect("put");
@@ -167,6 +178,22 @@ async fn daily_totals_are_exact_and_merged() {
     .await;
     assert_eq!(json["unit"], "kVArh");
     assert_eq!(json["days"][0]["total"].to_string(), "106.656");
+    // A day delivered in another unit carries its own.
+    let (_, json, _) = get(
+        addr,
+        "/meters/VABD000163-Q1/daily?from=2004-02-01&to=2004-02-02",
+    )
+    .await;
+    assert_eq!(json["unit"], "kVArh");
+    assert!(json["days"][0].get("unit").is_none(), "{json}");
+    assert_eq!(
+        (
+            json["days"][1]["unit"].as_str(),
+            json["days"][1]["total"].to_string()
+        ),
+        (Some("kWh"), "48".to_string()),
+        "{json}"
+    );
     let (status, json, _) = get(addr, "/meters/NOPE/daily?from=2019-01-01&to=2019-01-31").await;
     assert_eq!(
         (status, json["days"].as_array().map(Vec::len)),

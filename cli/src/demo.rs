@@ -112,7 +112,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
                 report.meter,
                 d.date,
                 d.total.get(),
-                report.unit,
+                d.unit_or(&report.unit),
                 d.intervals,
                 if d.complete { "complete" } else { "partial" },
                 d.quality

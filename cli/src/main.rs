@@ -136,13 +136,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "complete"
                 )?;
                 for d in &report.days {
+                    let other_unit = match &d.unit {
+                        Some(u) => format!("  (in {u})"),
+                        None => String::new(),
+                    };
                     out!(
-                        "{:<12} {:>16} {:>9} {:>8}  {}",
+                        "{:<12} {:>16} {:>9} {:>8}  {}{}",
                         d.date,
                         d.total.get(),
                         d.intervals,
                         d.complete,
-                        d.quality
+                        d.quality,
+                        other_unit
                     )?;
                 }
             } else {
