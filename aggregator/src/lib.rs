@@ -106,8 +106,15 @@ fn walk(record: &[u8], observe: &mut impl FnMut(&RawFragment<'_>)) -> Result<usi
 /// The ids (Kinesis sequence numbers) to report as `batchItemFailures`: every record from the
 /// first failed one on, or none. `ids[i]` names `records[i]`.
 pub fn batch_item_failures<'a>(ids: &[&'a str], outcome: &Outcome) -> Vec<&'a str> {
-    match &outcome.failed {
-        Some((first, _)) => ids.get(*first..).unwrap_or_default().to_vec(),
+    retry_from(ids, outcome.failed.as_ref().map(|(first, _)| *first))
+}
+
+/// The ids of every record from index `first` on (none for `None`): Lambda checkpoints at the
+/// lowest sequence number reported, so the batch is redelivered from there. The aggregator
+/// Lambda also retries from a record whose dead letter could not be written yet.
+pub fn retry_from<'a>(ids: &[&'a str], first: Option<usize>) -> Vec<&'a str> {
+    match first {
+        Some(first) => ids.get(first..).unwrap_or_default().to_vec(),
         None => Vec::new(),
     }
 }

@@ -135,12 +135,15 @@ impl<S: Store, K: ObjectSink> Aggregator<S, K> {
                 }
             }
         }
-        if let Some(from) = retry_from {
-            let ids = event.records[from..]
+        if retry_from.is_some() {
+            let ids: Vec<&str> = event
+                .records
                 .iter()
-                .map(|r| r.kinesis.sequence_number.clone());
-            response.set_failures(ids);
-            summary.retried = event.records.len() - from;
+                .map(|r| r.kinesis.sequence_number.as_str())
+                .collect();
+            let failures = meterflow_aggregator::retry_from(&ids, retry_from);
+            summary.retried = failures.len();
+            response.set_failures(failures);
         }
         (response, summary)
     }

@@ -16,6 +16,7 @@
 //! | `METERFLOW_CQL_CONCURRENCY` | `32` | writes in flight per `put` |
 //! | `METERFLOW_CQL_REQUEST_TIMEOUT_MS` | `10000` | client-side timeout of one request |
 //! | `METERFLOW_CQL_CREATE_SCHEMA` | `false` | create the keyspace (SimpleStrategy, RF 1) and table if missing: dev clusters only |
+//! | `METERFLOW_CQL_AWAIT_SCHEMA_AGREEMENT` | `true` | wait for every node to agree on a schema change; `false` only for test servers that cannot take part |
 //!
 //! Why credentials never come from the URL: a `--store` argument ends up in shell history and
 //! process listings. On Lambda, prefer `METERFLOW_CQL_AUTH=sigv4` (no secret to keep at all);
@@ -193,6 +194,9 @@ impl CqlConfig {
         }
         if let Some(v) = get("METERFLOW_CQL_CREATE_SCHEMA") {
             config.create_schema = parse_bool("METERFLOW_CQL_CREATE_SCHEMA", &v)?;
+        }
+        if let Some(v) = get("METERFLOW_CQL_AWAIT_SCHEMA_AGREEMENT") {
+            config.await_schema_agreement = parse_bool("METERFLOW_CQL_AWAIT_SCHEMA_AGREEMENT", &v)?;
         }
         Ok(config)
     }
@@ -497,6 +501,7 @@ mod tests {
             ("METERFLOW_CQL_CONCURRENCY", "64"),
             ("METERFLOW_CQL_REQUEST_TIMEOUT_MS", "1500"),
             ("METERFLOW_CQL_CREATE_SCHEMA", "no"),
+            ("METERFLOW_CQL_AWAIT_SCHEMA_AGREEMENT", "off"),
         ])
         .expect("parse");
         assert_eq!(c.nodes, ["cassandra.us-east-1.amazonaws.com:9142"]);
@@ -515,6 +520,7 @@ mod tests {
         assert_eq!(c.concurrency, 64);
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
         assert!(!c.create_schema);
+        assert!(!c.await_schema_agreement);
     }
 
     #[test]
