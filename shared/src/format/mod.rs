@@ -357,8 +357,7 @@ impl Parser {
                     return Ok(());
                 };
                 let first = body[skip..skip + nl].to_vec();
-                let line = self.opts.first_line
-                    + body[..skip].iter().filter(|&&b| b == b'\n').count() as u64;
+                let line = line_after(self.opts.first_line, &body[..skip]);
                 self.header = Some((line, first.clone()));
                 self.start(&first, start, sink)
             }
@@ -426,11 +425,7 @@ impl Parser {
                 });
             }
             let skip = buf[start..].len() - buf[start..].trim_ascii_start().len();
-            let line = self.opts.first_line
-                + buf[start..start + skip]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count() as u64;
+            let line = line_after(self.opts.first_line, &buf[start..start + skip]);
             self.header = Some((line, body.clone()));
             self.start(&body, start, sink)?;
         }
@@ -530,6 +525,12 @@ impl Parser {
         s.bytes = self.bytes;
         s
     }
+}
+
+/// The line of the byte after `prefix` (the input's blank start), the input's first byte
+/// being on line `first_line`.
+fn line_after(first_line: u64, prefix: &[u8]) -> u64 {
+    first_line + prefix.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 fn handler_for(format: Format, opts: &Options) -> Box<dyn DynHandler> {
