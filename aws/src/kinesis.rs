@@ -629,6 +629,18 @@ pub struct Recording {
     pub entries: Mutex<Vec<Entry>>,
 }
 
+impl Recording {
+    /// Every fragment of every entry put, decoded (tests compare them with a direct parse).
+    /// Panics on an undecodable entry: this stream only ever holds the splitter's records.
+    pub fn fragments(&self) -> Vec<meterflow_core::Fragment> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .flat_map(|e| meterflow_core::envelope::decode(&e.data).expect("a splitter record"))
+            .collect()
+    }
+}
+
 impl RecordStream for Recording {
     async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
         let mut all = self.entries.lock().map_err(|_| CallError {

@@ -115,8 +115,8 @@ pub struct Part {
     /// Set to stop (the invocation's deadline is near): the input is cut at the next row
     /// boundary and the report carries the [`Handover`].
     pub stop: Arc<AtomicBool>,
-    /// Stop once this many bytes (of the input being parsed) were read in this part: bounds
-    /// an invocation's work whatever its deadline.
+    /// Stop once this many bytes (of the inputs parsed, decompressed) were read in this part:
+    /// bounds an invocation's work whatever its deadline.
     pub max_bytes: Option<u64>,
 }
 
@@ -385,7 +385,9 @@ impl Parts {
     ) -> io::Result<()> {
         let stop = Arc::clone(&self.part.stop);
         let max = self.part.max_bytes.unwrap_or(u64::MAX);
-        let halt = |read: u64| stop.load(Ordering::Relaxed) || read >= max;
+        // The budget is the part's, across a zip's inputs, not each input's.
+        let before = self.stats.bytes;
+        let halt = |read: u64| stop.load(Ordering::Relaxed) || before + read >= max;
         match split_part(
             r,
             Options::new(input, self.version),
@@ -444,7 +446,6 @@ mod tests {
     use crate::retry::RetryPolicy;
     use crate::s3::InMemory;
     use bytes::Bytes;
-    use meterflow_core::envelope::decode;
     use meterflow_core::synth::Spec;
     use meterflow_core::{daily_totals, Format, Fragment};
     use std::time::Duration;
@@ -502,12 +503,9 @@ mod tests {
             .unwrap();
         assert_eq!(report.stats.rows_accepted, 500);
         assert_eq!(report.inputs, 1);
-        let entries = shipper.stream.entries.lock().unwrap().clone();
-        assert_eq!(report.put.records, entries.len() as u64);
-        let fragments: Vec<_> = entries
-            .iter()
-            .flat_map(|e| decode(&e.data).unwrap())
-            .collect();
+        let records = shipper.stream.entries.lock().unwrap().len();
+        assert_eq!(report.put.records, records as u64);
+        let fragments = shipper.stream.fragments();
         assert!(fragments
             .iter()
             .all(|f| &*f.source == "s3://b/k.csv#e1" && f.version == 1_546_300_800_000));
@@ -548,9 +546,7 @@ mod tests {
                 break;
             }
         }
-        let entries = shipper.stream.entries.lock().unwrap().clone();
-        let fragments = entries.iter().flat_map(|e| decode(&e.data).unwrap());
-        (reports, fragments.collect())
+        (reports, shipper.stream.fragments())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
