@@ -425,8 +425,12 @@ pub async fn read_small<S: ObjectSource>(
             message: format!("{} bytes is more than the {limit} expected", info.size),
         });
     }
-    let mut body = source.get_range(&info, 0..info.size).await?;
     let mut data = Vec::with_capacity(info.size as usize);
+    if info.size == 0 {
+        // No range of an empty object exists to ask for.
+        return Ok((info, data));
+    }
+    let mut body = source.get_range(&info, 0..info.size).await?;
     while let Some(chunk) = body.next_chunk().await {
         data.extend_from_slice(&chunk?);
     }
