@@ -8,6 +8,8 @@ use std::future::Future;
 
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 
+use crate::s3::{classify, SourceError};
+
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("SSM parameter {name}: {message}")]
@@ -47,19 +49,26 @@ impl SecretSource for SsmParameters {
             .send()
             .await
             .map_err(|e| {
-                let code = e.code().unwrap_or_default().to_owned();
-                let message = aws_sdk_ssm::error::DisplayErrorContext(&e).to_string();
-                match code.as_str() {
-                    "ParameterNotFound" => fail(
-                        "no such parameter: check its name (a full path, /like/this) and the region".into(),
-                        false,
+                let advice = match e.code() {
+                    Some("ParameterNotFound") => {
+                        Some("no such parameter: check its name (a full path, /like/this) and the region")
+                    }
+                    Some("AccessDeniedException") => Some(
+                        "access denied: give the role ssm:GetParameter on it, and kms:Decrypt on its key",
                     ),
-                    "AccessDeniedException" => fail(
-                        format!("access denied ({message}): give the role ssm:GetParameter on it, and kms:Decrypt on its key"),
-                        false,
-                    ),
-                    "ThrottlingException" | "InternalServerError" => fail(message, true),
-                    _ => fail(message, !matches!(e, aws_sdk_ssm::error::SdkError::ServiceError(_))),
+                    _ => None,
+                };
+                // Retryable or not by the same rules as every other AWS call here.
+                let source = classify(format!("ssm:{name}"), e);
+                let retryable = source.is_retryable();
+                let detail = match source {
+                    SourceError::Transient { message, .. }
+                    | SourceError::Permanent { message, .. } => message,
+                    other => other.to_string(),
+                };
+                match advice {
+                    Some(advice) => fail(format!("{advice} ({detail})"), retryable),
+                    None => fail(detail, retryable),
                 }
             })?;
         out.parameter
