@@ -17,7 +17,7 @@
 
 use meterflow_aws::client::{http_client, ssm_client, ClientSettings};
 use meterflow_aws::secrets::{SecretSource, SsmParameters};
-use meterflow_store_cql::{AnyStore, CqlConfig, CqlStore, Credentials};
+use meterflow_store_cql::{AnyStore, CqlConfig, Credentials};
 
 use crate::env::{ProcessEnv, Vars};
 use crate::StartError;
@@ -28,19 +28,22 @@ const PASSWORD_SSM: &str = "METERFLOW_CQL_PASSWORD_SSM";
 /// Opens the store the process environment names, reading SSM credentials if asked to.
 pub async fn from_env() -> Result<AnyStore, StartError> {
     let vars = ProcessEnv;
-    if vars.get("METERFLOW_STORE").is_some()
-        || (vars.get(USERNAME_SSM).is_none() && vars.get(PASSWORD_SSM).is_none())
-    {
-        return AnyStore::from_env().await.map_err(StartError::of);
+    let ssm = vars.get(USERNAME_SSM).is_some() || vars.get(PASSWORD_SSM).is_some();
+    match (AnyStore::spec_from_env(), ssm) {
+        (Some(_), true) => Err(StartError::of(format!(
+            "{USERNAME_SSM}/{PASSWORD_SSM} sign in to the CQL store of the METERFLOW_CQL_* variables, but METERFLOW_STORE names another store: unset one or the other"
+        ))),
+        (_, false) => AnyStore::from_env().await.map_err(StartError::of),
+        (None, true) => {
+            let mut config = AnyStore::cql_config_from_env().map_err(StartError::of)?;
+            let settings = ClientSettings::from_env().map_err(StartError::of)?;
+            let ssm = SsmParameters {
+                client: ssm_client(&settings, http_client()),
+            };
+            credentials_from_ssm(&mut config, &vars, &ssm).await?;
+            AnyStore::cql(&config).await.map_err(StartError::of)
+        }
     }
-    let mut config = CqlConfig::from_env().map_err(StartError::of)?;
-    let settings = ClientSettings::from_env().map_err(StartError::of)?;
-    let ssm = SsmParameters {
-        client: ssm_client(&settings, http_client()),
-    };
-    credentials_from_ssm(&mut config, &vars, &ssm).await?;
-    let store = CqlStore::connect(&config).await.map_err(StartError::of)?;
-    Ok(AnyStore::Cql(Box::new(store)))
 }
 
 /// Fills `config.credentials` from the parameters `METERFLOW_CQL_USERNAME_SSM` and

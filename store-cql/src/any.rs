@@ -33,7 +33,7 @@ impl AnyStore {
             let config = CqlConfig::from_url(spec)
                 .and_then(CqlConfig::with_env_credentials)
                 .map_err(|e| StoreError::Permanent(e.to_string()))?;
-            return Ok(AnyStore::Cql(Box::new(CqlStore::connect(&config).await?)));
+            return Self::cql(&config).await;
         }
         Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(spec))?))
     }
@@ -42,17 +42,31 @@ impl AnyStore {
     /// it is unset, the CQL store of `METERFLOW_CQL_NODES` and its companion variables
     /// ([`CqlConfig::from_env`]), which is how the Lambdas are configured on AWS.
     pub async fn from_env() -> Result<AnyStore, StoreError> {
-        match std::env::var("METERFLOW_STORE") {
-            Ok(spec) if !spec.is_empty() => Self::open(&spec).await,
-            _ => {
-                let config = CqlConfig::from_env().map_err(|e| {
-                    StoreError::Permanent(format!(
-                        "no store configured: set METERFLOW_STORE to a SQLite path or a cql:// URL, or configure the CQL store ({e})"
-                    ))
-                })?;
-                Ok(AnyStore::Cql(Box::new(CqlStore::connect(&config).await?)))
-            }
+        match Self::spec_from_env() {
+            Some(spec) => Self::open(&spec).await,
+            None => Self::cql(&Self::cql_config_from_env()?).await,
         }
+    }
+
+    /// `METERFLOW_STORE`, when it is set.
+    pub fn spec_from_env() -> Option<String> {
+        std::env::var("METERFLOW_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The CQL store's settings from the `METERFLOW_CQL_*` variables, or what to set.
+    pub fn cql_config_from_env() -> Result<CqlConfig, StoreError> {
+        CqlConfig::from_env().map_err(|e| {
+            StoreError::Permanent(format!(
+                "no store configured: set METERFLOW_STORE to a SQLite path or a cql:// URL, or configure the CQL store ({e})"
+            ))
+        })
+    }
+
+    /// Connects to the CQL store `config` describes.
+    pub async fn cql(config: &CqlConfig) -> Result<AnyStore, StoreError> {
+        Ok(AnyStore::Cql(Box::new(CqlStore::connect(config).await?)))
     }
 
     /// Which backend, for logs and banners.
