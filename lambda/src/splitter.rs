@@ -149,12 +149,9 @@ pub struct ObjectSummary {
     /// The part of the object this invocation split (1, or more for a hand-over note); the
     /// figures below add up all its parts so far.
     pub part: u32,
-    pub rows_read: u64,
-    pub rows_accepted: u64,
-    pub rows_rejected: u64,
-    pub fragments: u64,
-    pub records: u64,
-    pub put_calls: u64,
+    /// Rows, fragments, records and calls of all the object's parts so far (flat in the JSON).
+    #[serde(flatten)]
+    pub counts: Done,
     /// `s3://bucket/key` of the rejects report, when one was written.
     pub rejects_report: Option<String>,
     /// Rejects counted but not listed in the report ([`SplitterConfig::max_rejects`]).
@@ -230,9 +227,9 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
             info!(
                 object = %summary.object,
                 outcome = summary.outcome,
-                rows_read = summary.rows_read,
-                rows_rejected = summary.rows_rejected,
-                records = summary.records,
+                rows_read = summary.counts.rows_read,
+                rows_rejected = summary.counts.rows_rejected,
+                records = summary.counts.records,
                 "object done"
             );
             response.objects.push(summary);
@@ -351,10 +348,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
                 summary.error = Some(e.to_string());
                 // The rows before the failure were put: the summary counts them.
                 done.add(&stats, 0, 0);
-                summary.rows_read = done.rows_read;
-                summary.rows_accepted = done.rows_accepted;
-                summary.rows_rejected = done.rows_rejected;
-                summary.fragments = done.fragments;
+                summary.counts = done;
                 // The rows rejected before the failure are reported with it, not lost.
                 rejects.extend(found);
                 rejects.truncate(self.settings.max_rejects_kept.saturating_sub(1));
@@ -409,12 +403,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         rejects: Vec<Reject>,
         mut summary: ObjectSummary,
     ) -> Result<ObjectSummary, SplitterError> {
-        summary.rows_read = done.rows_read;
-        summary.rows_accepted = done.rows_accepted;
-        summary.rows_rejected = done.rows_rejected;
-        summary.fragments = done.fragments;
-        summary.records = done.records;
-        summary.put_calls = done.put_calls;
+        summary.counts = done;
         summary.rejects_unlisted = done.rows_rejected.saturating_sub(rejects.len() as u64);
         if let Some(at) = &report.handover {
             let next = run.part() + 1;

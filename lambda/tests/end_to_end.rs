@@ -14,10 +14,8 @@ mod support;
 use std::collections::BTreeSet;
 
 use common::{ask, fixture, kinesis_event, splitter, Env, BUCKET, KEY, SHARDS, STREAM};
-use meterflow_aws::kinesis::KinesisStream;
 use meterflow_aws::moto::{read_shard, ShardRecord};
-use meterflow_aws::s3::S3Source;
-use meterflow_aws::sink::{MemorySink, S3Sink};
+use meterflow_aws::sink::MemorySink;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Format, Options};
 use meterflow_lambda::aggregator::Aggregator;
@@ -179,19 +177,7 @@ async fn a_file_goes_from_s3_through_the_three_lambdas_to_the_same_totals_as_loc
     let csv = spec.generate(Format::Wide).unwrap();
     env.upload(BUCKET, KEY, csv.clone()).await;
 
-    let splitter = splitter(
-        S3Source {
-            client: env.s3.clone(),
-        },
-        KinesisStream {
-            client: env.kinesis.clone(),
-            stream_name: STREAM.into(),
-        },
-        S3Sink {
-            client: env.s3.clone(),
-        },
-        &common::config(),
-    );
+    let splitter = splitter(env.source(), env.stream(), env.sink(), &common::config());
     let deadline = Instant::now() + Duration::from_secs(600);
     let response = splitter
         .handle(&fixture("s3_put_encoded_key.json"), Some(deadline))
@@ -200,14 +186,21 @@ async fn a_file_goes_from_s3_through_the_three_lambdas_to_the_same_totals_as_loc
     let object = &response.objects[0];
     assert_eq!(object.object, format!("s3://{BUCKET}/{KEY}"));
     assert_eq!(object.outcome, "split");
-    assert_eq!(object.rows_accepted, u64::from(spec.meters * spec.days));
     assert_eq!(
-        (object.rows_rejected, object.rejects_report.as_ref()),
+        object.counts.rows_accepted,
+        u64::from(spec.meters * spec.days)
+    );
+    assert_eq!(
+        (object.counts.rows_rejected, object.rejects_report.as_ref()),
         (0, None)
     );
 
     let records = read_shards(&env).await;
-    assert_eq!(records.len() as u64, object.records, "each record once");
+    assert_eq!(
+        records.len() as u64,
+        object.counts.records,
+        "each record once"
+    );
     let shards: BTreeSet<&str> = records.iter().map(|r| r.shard.as_str()).collect();
     assert_eq!(shards.len(), SHARDS as usize, "records on every shard");
     let events = events_by_shard(&records);

@@ -5,11 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, in_memory, s3_event, splitter, Env, BUCKET, KEY, STREAM};
-use meterflow_aws::kinesis::{throttled, Fault, Faulty, KinesisStream, Recording};
+use common::{fixture, in_memory, s3_event, splitter, Env, BUCKET, KEY};
+use meterflow_aws::kinesis::{
+    throttled, CallError, Entry, EntryOutcome, Fault, Faulty, RecordStream, Recording,
+};
 use meterflow_aws::s3::InMemory;
-use meterflow_aws::s3::S3Source;
-use meterflow_aws::sink::{MemorySink, S3Sink};
+use meterflow_aws::sink::MemorySink;
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
 use meterflow_lambda::env::S3Location;
@@ -75,22 +76,16 @@ async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
     let csv = with_field(&wide(3, 2), 3, 2, "abc");
     let csv = with_field(&csv, 6, 11, "1.1234567");
     env.upload(BUCKET, KEY, csv.into_bytes()).await;
-    let stream = || KinesisStream {
-        client: env.kinesis.clone(),
-        stream_name: STREAM.into(),
-    };
-    let source = || S3Source {
-        client: env.s3.clone(),
-    };
-    let sink = || S3Sink {
-        client: env.s3.clone(),
-    };
+    let (stream, source, sink) = (|| env.stream(), || env.source(), || env.sink());
     let event = fixture("s3_put_encoded_key.json");
 
     let s = splitter(source(), stream(), sink(), &common::config());
     let response = s.handle(&event, far()).await.unwrap();
     let o = &response.objects[0];
-    assert_eq!((o.outcome, o.rows_read, o.rows_rejected), ("split", 6, 2));
+    assert_eq!(
+        (o.outcome, o.counts.rows_read, o.counts.rows_rejected),
+        ("split", 6, 2)
+    );
     let report_key = "incoming/meter data.csv.rejects.csv";
     assert_eq!(
         o.rejects_report.as_deref(),
@@ -132,7 +127,7 @@ async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
     env.upload(BUCKET, KEY, wide(3, 2).into_bytes()).await;
     let s = splitter(source(), stream(), sink(), &common::config());
     let response = s.handle(&event, far()).await.unwrap();
-    assert_eq!(response.objects[0].rows_rejected, 0);
+    assert_eq!(response.objects[0].counts.rows_rejected, 0);
     assert_eq!(response.objects[0].rejects_report, None);
     let gone = env
         .s3
@@ -179,20 +174,19 @@ async fn rows_rejected_before_a_file_fails_are_reported_with_the_failure() {
     let o = &response.objects[0];
     assert_eq!(o.outcome, "failed", "{o:?}");
     assert_eq!(
-        (o.rows_read, o.rows_accepted, o.rows_rejected),
+        (
+            o.counts.rows_read,
+            o.counts.rows_accepted,
+            o.counts.rows_rejected
+        ),
         (10, 9, 1),
         "the rows before the failure were put and count"
     );
-    let fragments: u32 = s
-        .shipper
-        .stream
-        .entries
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| meterflow_core::envelope::decode(&e.data).unwrap().len() as u32)
-        .sum();
-    assert_eq!(fragments, 9, "and their records were put");
+    assert_eq!(
+        s.shipper.stream.fragments().len(),
+        9,
+        "and their records were put"
+    );
     let written = s.sink.written();
     let body = std::str::from_utf8(&written[0].2).unwrap();
     let rows: Vec<&str> = body.lines().collect();
@@ -258,17 +252,39 @@ async fn an_object_that_cannot_finish_stops_before_the_deadline() {
     );
 }
 
+/// A stream whose calls complete only after `open_at`: Kinesis slower than the parser, so
+/// the splitting thread is still reading when the deadline's stop comes, however fast the
+/// machine (the test does not race the parser against the clock).
+struct SlowUntil {
+    inner: Recording,
+    open_at: Instant,
+}
+
+impl RecordStream for SlowUntil {
+    async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
+        tokio::time::sleep_until(self.open_at).await;
+        self.inner.put_records(entries).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_too_large_for_the_time_left_is_handed_over_at_a_row_boundary() {
-    // ~25 MB: far more than an unoptimised test build parses in the 320 ms before the stop.
-    let csv = wide(2000, 30);
-    let s = splitter(
+    let csv = wide(400, 30);
+    // 2 s left: the 1 s margin is capped at 400 ms, so the splitter is told to stop at 1.6 s
+    // and must be done by 1.9 s. Puts stall until just after the stop.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let stream = SlowUntil {
+        inner: Recording::default(),
+        open_at: deadline - Duration::from_millis(390),
+    };
+    let mut s = splitter(
         in_memory(csv.clone()),
-        Recording::default(),
+        stream,
         MemorySink::default(),
         &common::config(),
     );
-    let deadline = Instant::now() + Duration::from_millis(400);
+    // Small calls, one at a time: the stalled stream holds back the parser within kilobytes.
+    (s.shipper.max_in_flight, s.shipper.max_batch_bytes) = (1, 4096);
     let response = s
         .handle(&fixture("s3_put_encoded_key.json"), Some(deadline))
         .await
@@ -287,11 +303,16 @@ async fn an_object_too_large_for_the_time_left_is_handed_over_at_a_row_boundary(
     let line = note["line"].as_u64().unwrap();
     assert_eq!(line as usize, csv[..offset].matches('\n').count() + 1);
     assert_eq!(
-        summary.rows_read,
+        summary.counts.rows_read,
         line - 2,
         "every row before it was read here"
     );
-    assert_eq!(note["done"]["rows_read"], summary.rows_read);
+    assert_eq!(
+        s.shipper.stream.inner.fragments().len() as u64,
+        line - 2,
+        "and put"
+    );
+    assert_eq!(note["done"]["rows_read"], summary.counts.rows_read);
     assert_eq!(note["part"], 2);
 }
 
@@ -313,7 +334,7 @@ async fn a_function_with_a_timeout_shorter_than_the_margin_still_splits() {
         )
         .await
         .unwrap();
-    assert_eq!(response.objects[0].rows_accepted, 10);
+    assert_eq!(response.objects[0].counts.rows_accepted, 10);
     assert!(!s.shipper.stream.entries.lock().unwrap().is_empty());
 }
 
@@ -350,7 +371,7 @@ async fn every_object_of_an_event_is_split_in_order() {
     let got: Vec<(&str, &str, u64)> = response
         .objects
         .iter()
-        .map(|o| (o.object.as_str(), o.outcome, o.rows_accepted))
+        .map(|o| (o.object.as_str(), o.outcome, o.counts.rows_accepted))
         .collect();
     assert_eq!(
         got,
@@ -359,7 +380,7 @@ async fn every_object_of_an_event_is_split_in_order() {
             ("s3://meter-uploads/incoming/second file.csv", "split", 12)
         ]
     );
-    let put: u64 = response.objects.iter().map(|o| o.records).sum();
+    let put: u64 = response.objects.iter().map(|o| o.counts.records).sum();
     assert_eq!(s.shipper.stream.entries.lock().unwrap().len() as u64, put);
 }
 
@@ -372,12 +393,7 @@ async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
     env.upload(BUCKET, KEY, csv.into_bytes()).await;
     let mut config = common::config();
     config.max_bytes_per_invocation = Some(1 << 20);
-    let source = || S3Source {
-        client: env.s3.clone(),
-    };
-    let sink = || S3Sink {
-        client: env.s3.clone(),
-    };
+    let (source, sink) = (|| env.source(), || env.sink());
     let s = splitter(source(), Recording::default(), sink(), &config);
     let mut event = fixture("s3_put_encoded_key.json");
     let mut parts = Vec::new();
@@ -402,7 +418,11 @@ async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
     assert!(parts.len() >= 3, "{} parts", parts.len());
     let last = parts.last().unwrap();
     assert_eq!(
-        (last.rows_read, last.rows_accepted, last.rows_rejected),
+        (
+            last.counts.rows_read,
+            last.counts.rows_accepted,
+            last.counts.rows_rejected
+        ),
         (9000, 8998, 2),
         "the last part reports the whole object"
     );
@@ -421,14 +441,7 @@ async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
         .await
         .unwrap();
     assert_eq!(response.objects[0].part, 1);
-    let totals = |stream: &Recording| {
-        let entries = stream.entries.lock().unwrap();
-        let fragments: Vec<_> = entries
-            .iter()
-            .flat_map(|e| meterflow_core::envelope::decode(&e.data).unwrap())
-            .collect();
-        meterflow_core::daily_totals(fragments.iter())
-    };
+    let totals = |stream: &Recording| meterflow_core::daily_totals(stream.fragments().iter());
     let in_parts = totals(&s.shipper.stream);
     assert_eq!(in_parts.len(), 8998);
     assert_eq!(in_parts, totals(&whole.shipper.stream));

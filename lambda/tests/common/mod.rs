@@ -136,6 +136,26 @@ impl Env {
         env
     }
 
+    /// The real adapters on this server: S3 source and sink, the stream.
+    pub fn source(&self) -> meterflow_aws::s3::S3Source {
+        meterflow_aws::s3::S3Source {
+            client: self.s3.clone(),
+        }
+    }
+
+    pub fn sink(&self) -> meterflow_aws::sink::S3Sink {
+        meterflow_aws::sink::S3Sink {
+            client: self.s3.clone(),
+        }
+    }
+
+    pub fn stream(&self) -> meterflow_aws::kinesis::KinesisStream {
+        meterflow_aws::kinesis::KinesisStream {
+            client: self.kinesis.clone(),
+            stream_name: STREAM.into(),
+        }
+    }
+
     pub async fn upload(&self, bucket: &str, key: &str, body: Vec<u8>) {
         meterflow_aws::moto::upload(&self.s3, bucket, key, body)
             .await
