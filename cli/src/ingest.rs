@@ -99,6 +99,9 @@ pub struct Summary {
     /// The first rejects, for the console when no `--rejects` report was asked for.
     #[serde(skip)]
     pub sample_rejects: Vec<Reject>,
+    /// Rows of failed files read (and stored) before their failure.
+    #[serde(skip)]
+    pub rows_before_failures: u64,
 }
 
 /// Writes the rejects report as CSV: `file,line,column,reason`.
@@ -438,6 +441,7 @@ pub async fn run<S: Store + 'static>(
                 Err((e, before)) => {
                     summary.files_failed += 1;
                     stats.add(&before);
+                    summary.rows_before_failures += before.rows_read;
                     let stored = match before.rows_read {
                         0 => String::new(),
                         n => format!(" ({n} rows before the failure were read and are counted)"),
@@ -536,7 +540,7 @@ impl Summary {
         for f in &self.failures {
             let _ = writeln!(err, "error: {f}");
         }
-        if !self.failures.is_empty() {
+        if self.rows_before_failures > 0 {
             // A file streams into the store as it is read, so one that fails part-way is
             // partly stored: the rows before the failure, which the counts above include.
             let _ = writeln!(
