@@ -21,6 +21,21 @@ pub struct ObjectRef {
     pub sequencer: Option<String>,
 }
 
+impl ObjectRef {
+    /// `bucket`/`key`, with nothing else known of it (an object named by configuration or by
+    /// a note, not by an event).
+    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> ObjectRef {
+        ObjectRef {
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id: None,
+            etag: None,
+            size: None,
+            sequencer: None,
+        }
+    }
+}
+
 /// Why an event could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {

@@ -466,14 +466,7 @@ mod tests {
     }
 
     fn object() -> ObjectRef {
-        ObjectRef {
-            bucket: "b".into(),
-            key: "k.csv".into(),
-            version_id: None,
-            etag: None,
-            size: None,
-            sequencer: None,
-        }
+        ObjectRef::new("b", "k.csv")
     }
 
     fn fast() -> RetryPolicy {

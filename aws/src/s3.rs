@@ -153,6 +153,9 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
     "RequestTimeout",
     "ThrottlingException",
+    // A conditional PutObject that raced another write of the same key (409): S3 asks for a
+    // retry.
+    "ConditionalRequestConflict",
 ];
 
 pub(crate) fn classify<E>(object: String, e: SdkError<E, HttpResponse>) -> SourceError

@@ -6,6 +6,7 @@
 //! upload to resume. Keys are deterministic (from the input key, or from the stream position),
 //! so a retried invocation overwrites what an earlier attempt wrote instead of adding copies.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -43,6 +44,17 @@ pub trait ObjectSink: Send + Sync + 'static {
         content_type: &str,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// Writes `body` as `bucket`/`key` only if no object is there (`If-None-Match: *`):
+    /// `Ok(false)`, with nothing written, when one is. Of two such writes racing for one key,
+    /// exactly one succeeds.
+    fn put_object_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<bool, SinkError>> + Send;
+
     /// Removes `bucket`/`key`; removing an object that is not there succeeds.
     fn delete_object(
         &self,
@@ -57,6 +69,35 @@ pub struct S3Sink {
     pub client: aws_sdk_s3::Client,
 }
 
+impl S3Sink {
+    /// PutObject, with `If-None-Match: *` when `if_absent`: `Ok(false)` when that condition
+    /// failed (412).
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        if_absent: bool,
+    ) -> Result<bool, SinkError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_if_none_match(if_absent.then(|| "*".to_owned()))
+            .body(body.into())
+            .send()
+            .await;
+        match result.map_err(|e| classify(format!("s3://{bucket}/{key}"), e)) {
+            Ok(_) => Ok(true),
+            Err(SourceError::Changed { .. }) if if_absent => Ok(false),
+            Err(e) => Err(sink_error(bucket, key, e)),
+        }
+    }
+}
+
 impl ObjectSink for S3Sink {
     async fn put_object(
         &self,
@@ -65,18 +106,19 @@ impl ObjectSink for S3Sink {
         body: Bytes,
         content_type: &str,
     ) -> Result<(), SinkError> {
-        let result = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(body.into())
-            .send()
-            .await;
-        result
+        self.put(bucket, key, body, content_type, false)
+            .await
             .map(|_| ())
-            .map_err(|e| sink_error(bucket, key, classify(format!("s3://{bucket}/{key}"), e)))
+    }
+
+    async fn put_object_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<bool, SinkError> {
+        self.put(bucket, key, body, content_type, true).await
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
@@ -118,6 +160,8 @@ pub struct MemorySink {
     pub objects: Mutex<Vec<(String, String, Bytes)>>,
     /// `(bucket, key)` of each delete, in order.
     pub deleted: Mutex<Vec<(String, String)>>,
+    /// `(bucket, key)` of each object there now (written and not deleted since).
+    pub present: Mutex<BTreeSet<(String, String)>>,
     /// Fails every write with this retryability when set.
     pub fail: Option<bool>,
 }
@@ -153,13 +197,38 @@ impl ObjectSink for MemorySink {
         if let Ok(mut o) = self.objects.lock() {
             o.push((bucket.to_owned(), key.to_owned(), body));
         }
+        if let Ok(mut p) = self.present.lock() {
+            p.insert((bucket.to_owned(), key.to_owned()));
+        }
         Ok(())
+    }
+
+    async fn put_object_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<bool, SinkError> {
+        self.injected(bucket, key)?;
+        let there = self
+            .present
+            .lock()
+            .is_ok_and(|p| p.contains(&(bucket.to_owned(), key.to_owned())));
+        if there {
+            return Ok(false);
+        }
+        self.put_object(bucket, key, body, content_type).await?;
+        Ok(true)
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
         self.injected(bucket, key)?;
         if let Ok(mut d) = self.deleted.lock() {
             d.push((bucket.to_owned(), key.to_owned()));
+        }
+        if let Ok(mut p) = self.present.lock() {
+            p.remove(&(bucket.to_owned(), key.to_owned()));
         }
         Ok(())
     }

@@ -65,14 +65,7 @@ async fn upload(env: &Env, key: &str, body: Vec<u8>) {
 }
 
 fn object(key: &str) -> ObjectRef {
-    ObjectRef {
-        bucket: BUCKET.into(),
-        key: key.into(),
-        version_id: None,
-        etag: None,
-        size: None,
-        sequencer: None,
-    }
+    ObjectRef::new(BUCKET, key)
 }
 
 /// Small records and ranges, so a few MB exercise several GETs and PutRecords calls.

@@ -17,6 +17,14 @@
 //! Notes live next to the input as `<key>.part-00002.handover.json`, or under
 //! `METERFLOW_HANDOVER_PREFIX` as `<prefix><bucket>/<key>.part-00002.handover.json`. A part
 //! removes its own note once the next one is written (or the object is done).
+//!
+//! S3 may deliver an event twice, and Lambda may run an asynchronous event twice. Without a
+//! guard both runs would write the next note, and two chains would split the rest of the file
+//! side by side: the totals stay exact (every write is idempotent), but all the work from
+//! there on is done twice. So a note is written with `If-None-Match: *`; when a note is
+//! already there, it is read, and if it carries the same chain (the upload event's
+//! `sequencer`, [`Note::chain`]) this run stops as a `duplicate`: only the one part is split
+//! twice. A note of another chain (left by an earlier upload whose chain broke) is replaced.
 
 use meterflow_aws::event::ObjectRef;
 use meterflow_aws::pipeline::Handover;
@@ -87,6 +95,11 @@ pub struct Note {
     pub version_id: Option<String>,
     /// The part this note starts (2 for the first hand-over).
     pub part: u32,
+    /// Which run of the input this note belongs to: the `sequencer` of the upload event that
+    /// started it (unset when an invocation named no sequencer). Two deliveries of one event
+    /// share it; a new upload of the key, even of the same bytes, has another.
+    #[serde(default)]
+    pub chain: Option<String>,
     etag: Option<String>,
     input: u64,
     plain: bool,
@@ -124,6 +137,7 @@ impl Note {
             key: input.key.clone(),
             version_id: input.version_id.clone(),
             part,
+            chain: input.sequencer.clone(),
             etag: at.etag.clone(),
             input: at.input,
             plain: at.plain,
@@ -171,16 +185,34 @@ impl Note {
         Ok(note)
     }
 
-    /// The input the note continues.
+    /// The input the note continues, with the sequencer of the upload that started the chain
+    /// (so that the next note carries it on).
     pub fn input(&self) -> ObjectRef {
         ObjectRef {
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
             version_id: self.version_id.clone(),
-            etag: None,
-            size: None,
-            sequencer: None,
+            sequencer: self.chain.clone(),
+            ..ObjectRef::new(&self.bucket, &self.key)
         }
+    }
+
+    /// Whether `other` hands over the same object in the same chain: a second delivery of
+    /// one event split the same part. Never true without a chain, where the runs cannot be
+    /// told apart.
+    pub fn same_chain(&self, other: &Note) -> bool {
+        self.chain.is_some()
+            && (
+                &self.chain,
+                &self.etag,
+                &self.bucket,
+                &self.key,
+                &self.version_id,
+            ) == (
+                &other.chain,
+                &other.etag,
+                &other.bucket,
+                &other.key,
+                &other.version_id,
+            )
     }
 
     /// Where the part starts.
@@ -252,12 +284,8 @@ mod tests {
 
     fn input() -> ObjectRef {
         ObjectRef {
-            bucket: "in".into(),
-            key: "a b/m.csv".into(),
             version_id: Some("v1".into()),
-            etag: None,
-            size: None,
-            sequencer: None,
+            ..ObjectRef::new("in", "a b/m.csv")
         }
     }
 
@@ -299,6 +327,50 @@ mod tests {
         assert_eq!(back.rejects(), rejects);
         assert_eq!(back.input(), input());
         assert_eq!((back.done.parts, back.done.rows_read), (1, 10));
+    }
+
+    #[test]
+    fn a_chain_is_the_upload_events_sequencer_carried_from_note_to_note() {
+        let at = |offset| Handover {
+            etag: Some("e1".into()),
+            input: 0,
+            plain: true,
+            resume: Resume {
+                format: Format::Wide,
+                offset,
+                line: 9,
+                context: vec![],
+            },
+        };
+        let upload = ObjectRef {
+            sequencer: Some("0055AED6DCD90281E5".into()),
+            ..input()
+        };
+        let first = Note::new(&upload, 2, &at(100), Done::default(), &[]);
+        // A second delivery of the event cut elsewhere: the same chain all the same.
+        let again = Note::new(&upload, 2, &at(200), Done::default(), &[]);
+        assert!(first.same_chain(&again));
+        // The chain goes on in the next note.
+        let next = Note::new(&first.input(), 3, &at(300), Done::default(), &[]);
+        assert_eq!(next.chain.as_deref(), Some("0055AED6DCD90281E5"));
+        assert!(next.same_chain(&first));
+        // Another upload of the same key, or another version of the object: another chain.
+        let reupload = ObjectRef {
+            sequencer: Some("0055AED6DCD90281F0".into()),
+            ..input()
+        };
+        assert!(!Note::new(&reupload, 2, &at(100), Done::default(), &[]).same_chain(&first));
+        let mut changed = at(100);
+        changed.etag = Some("e2".into());
+        assert!(!Note::new(&upload, 2, &changed, Done::default(), &[]).same_chain(&first));
+        // Without a sequencer no two runs can be told apart.
+        let bare = Note::new(&input(), 2, &at(100), Done::default(), &[]);
+        assert!(!bare.same_chain(&bare.clone()));
+        // A note written before chains existed still reads.
+        let mut old: serde_json::Value = serde_json::from_slice(&first.to_json()).unwrap();
+        old.as_object_mut().unwrap().remove("chain");
+        let back = Note::from_json(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(back.chain, None);
     }
 
     #[test]

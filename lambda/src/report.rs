@@ -70,14 +70,7 @@ mod tests {
     use super::*;
 
     fn object(bucket: &str, key: &str) -> ObjectRef {
-        ObjectRef {
-            bucket: bucket.into(),
-            key: key.into(),
-            version_id: None,
-            etag: None,
-            size: None,
-            sequencer: None,
-        }
+        ObjectRef::new(bucket, key)
     }
 
     #[test]

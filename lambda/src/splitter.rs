@@ -144,7 +144,9 @@ pub struct ObjectSummary {
     /// `s3://bucket/key`.
     pub object: String,
     /// `split`, `handed_over` (the rest goes on in another invocation: see `handover_note`),
-    /// `failed` (permanently: see `error`) or `skipped` (a rejects report).
+    /// `duplicate` (another delivery of the same event had already handed the rest over:
+    /// this run stopped there), `failed` (permanently: see `error`) or `skipped` (a rejects
+    /// report, or a note already used).
     pub outcome: &'static str,
     /// The part of the object this invocation split (1, or more for a hand-over note); the
     /// figures below add up all its parts so far.
@@ -395,6 +397,56 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         }
     }
 
+    /// Writes `note` as `bucket`/`key` for the next part; `false` when a note of the same
+    /// chain is already there (another run of this event wrote it: see [`crate::handover`]),
+    /// so that this run stops instead of starting a second chain.
+    async fn write_note(
+        &self,
+        bucket: &str,
+        key: &str,
+        note: &Note,
+    ) -> Result<bool, SplitterError> {
+        // Without its note the rest cannot be split: fail the invocation so that it is
+        // retried, and say what to fix.
+        let failed = |e: SinkError| {
+            SplitterError::Note(if e.is_retryable() {
+                e.to_string()
+            } else {
+                format!(
+                    "{e}; check METERFLOW_HANDOVER_PREFIX and the role's s3:PutObject permission"
+                )
+            })
+        };
+        let body = Bytes::from(note.to_json());
+        let content_type = "application/json";
+        if note.chain.is_some() {
+            let there = ObjectRef::new(bucket, key);
+            // Twice at most: a note that was there may be used and removed before it is read.
+            for _ in 0..2 {
+                let written = self
+                    .sink
+                    .put_object_if_absent(bucket, key, body.clone(), content_type)
+                    .await
+                    .map_err(failed)?;
+                if written {
+                    return Ok(true);
+                }
+                match self.read_note(&there).await? {
+                    Ok((other, _)) if other.same_chain(note) => return Ok(false),
+                    // Gone meanwhile: try again.
+                    Err(None) => continue,
+                    // Another chain's, or unreadable: replaced below.
+                    _ => break,
+                }
+            }
+        }
+        self.sink
+            .put_object(bucket, key, body, content_type)
+            .await
+            .map_err(failed)?;
+        Ok(true)
+    }
+
     async fn part_done(
         &self,
         run: &Run,
@@ -409,25 +461,14 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
             let next = run.part() + 1;
             let note = Note::new(&run.input, next, at, done, &rejects);
             let (bucket, key) = handover::location(&run.input, next, self.handover_prefix.as_ref());
-            let body = Bytes::from(note.to_json());
-            match self
-                .sink
-                .put_object(&bucket, &key, body, "application/json")
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.is_retryable() => return Err(SplitterError::Note(e.to_string())),
-                // Without its note the rest cannot be split: fail the invocation so that it is
-                // retried, and say what to fix.
-                Err(e) => {
-                    return Err(SplitterError::Note(format!(
-                    "{e}; check METERFLOW_HANDOVER_PREFIX and the role's s3:PutObject permission"
-                )))
-                }
-            }
-            info!(object = %summary.object, part = summary.part, offset = at.resume.offset, line = at.resume.line, "handed over");
-            summary.outcome = "handed_over";
             summary.handover_note = Some(format!("s3://{bucket}/{key}"));
+            if self.write_note(&bucket, &key, &note).await? {
+                info!(object = %summary.object, part = summary.part, offset = at.resume.offset, line = at.resume.line, "handed over");
+                summary.outcome = "handed_over";
+            } else {
+                info!(object = %summary.object, part = summary.part, note = ?summary.handover_note, "another delivery of this event already handed the rest over; this run's writes repeated its idempotent ones");
+                summary.outcome = "duplicate";
+            }
             return Ok(summary);
         }
         summary.outcome = "split";

@@ -10,11 +10,13 @@ use meterflow_aws::kinesis::{
     throttled, CallError, Entry, EntryOutcome, Fault, Faulty, RecordStream, Recording,
 };
 use meterflow_aws::s3::InMemory;
+use meterflow_aws::s3::ObjectSource;
 use meterflow_aws::sink::MemorySink;
+use meterflow_aws::sink::ObjectSink;
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
 use meterflow_lambda::env::S3Location;
-use meterflow_lambda::splitter::{Splitter, SplitterError, SplitterResponse};
+use meterflow_lambda::splitter::{ObjectSummary, Splitter, SplitterError, SplitterResponse};
 use tokio::time::Instant;
 
 fn wide(meters: u32, days: u32) -> String {
@@ -384,19 +386,13 @@ async fn every_object_of_an_event_is_split_in_order() {
     assert_eq!(s.shipper.stream.entries.lock().unwrap().len() as u64, put);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
-    let env = Env::start().await;
-    // ~3 MB, a bad row near the start and one near the end: parts of 1 MiB or so.
-    let csv = with_field(&wide(3000, 3), 3, 2, "abc");
-    let csv = with_field(&csv, 8000, 5, "x");
-    env.upload(BUCKET, KEY, csv.into_bytes()).await;
-    let mut config = common::config();
-    config.max_bytes_per_invocation = Some(1 << 20);
-    let (source, sink) = (|| env.source(), || env.sink());
-    let s = splitter(source(), Recording::default(), sink(), &config);
-    let mut event = fixture("s3_put_encoded_key.json");
-    let mut parts = Vec::new();
+/// Runs `event` (an upload), then the event of each note it leads to, until the object is
+/// split: every part's summary, and the event of the last note.
+async fn split_chain<Src: ObjectSource, St: RecordStream, Snk: ObjectSink>(
+    s: &Splitter<Src, St, Snk>,
+    mut event: Vec<u8>,
+) -> (Vec<ObjectSummary>, Vec<u8>) {
+    let mut parts: Vec<ObjectSummary> = Vec::new();
     loop {
         let response = s.handle(&event, far()).await.unwrap();
         let o = response.objects[0].clone();
@@ -410,11 +406,25 @@ async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
                 assert_eq!(key, format!("{KEY}.part-{:05}.handover.json", o.part + 1));
                 event = s3_event(key);
             }
-            "split" => break,
+            "split" => return (parts, event),
             other => panic!("part {}: {other} {:?}", o.part, o.error),
         }
         assert!(parts.len() < 10, "no end to the parts");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
+    let env = Env::start().await;
+    // ~3 MB, a bad row near the start and one near the end: parts of 1 MiB or so.
+    let csv = with_field(&wide(3000, 3), 3, 2, "abc");
+    let csv = with_field(&csv, 8000, 5, "x");
+    env.upload(BUCKET, KEY, csv.into_bytes()).await;
+    let mut config = common::config();
+    config.max_bytes_per_invocation = Some(1 << 20);
+    let (source, sink) = (|| env.source(), || env.sink());
+    let s = splitter(source(), Recording::default(), sink(), &config);
+    let (parts, event) = split_chain(&s, fixture("s3_put_encoded_key.json")).await;
     assert!(parts.len() >= 3, "{} parts", parts.len());
     let last = parts.last().unwrap();
     assert_eq!(
@@ -452,4 +462,72 @@ async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
     assert_eq!(keys, [KEY.to_owned(), format!("{KEY}.rejects.csv")]);
     let response = s.handle(&event, far()).await.unwrap();
     assert_eq!(response.objects[0].outcome, "skipped");
+}
+
+/// S3 may deliver an event twice, and Lambda may run one twice. The second run of a part
+/// finds the next note already written by the same chain and stops there, instead of
+/// splitting the rest of the object a second time; a note left by another chain is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_an_event_stops_at_the_note_the_first_wrote() {
+    let env = Env::start().await;
+    env.upload(BUCKET, KEY, wide(3000, 3).into_bytes()).await;
+    let with_budget = |bytes| {
+        let mut config = common::config();
+        config.max_bytes_per_invocation = Some(bytes);
+        splitter(env.source(), Recording::default(), env.sink(), &config)
+    };
+    let s = with_budget(1 << 20);
+    let upload = fixture("s3_put_encoded_key.json");
+    let note_key = format!("{KEY}.part-00002.handover.json");
+    let note_url = format!("s3://{BUCKET}/{note_key}");
+    let outcome = |r: SplitterResponse| (r.objects[0].part, r.objects[0].outcome);
+    assert_eq!(
+        outcome(s.handle(&upload, far()).await.unwrap()),
+        (1, "handed_over")
+    );
+    let note = env.download(BUCKET, &note_key).await;
+
+    // The upload's event again, on a run that cuts elsewhere: it does not replace the note.
+    let again = with_budget(2 << 20);
+    let r = again.handle(&upload, far()).await.unwrap();
+    assert_eq!(
+        r.objects[0].handover_note.as_deref(),
+        Some(note_url.as_str())
+    );
+    assert_eq!(outcome(r), (1, "duplicate"));
+    assert_eq!(env.download(BUCKET, &note_key).await, note);
+
+    // The note's event twice at once: the second run read the note before the first removed
+    // it (put back here), and stops at the third part's note.
+    let note_event = s3_event(&note_key);
+    assert_eq!(
+        outcome(s.handle(&note_event, far()).await.unwrap()),
+        (2, "handed_over")
+    );
+    env.upload(BUCKET, &note_key, note.clone().into_bytes())
+        .await;
+    assert_eq!(
+        outcome(s.handle(&note_event, far()).await.unwrap()),
+        (2, "duplicate")
+    );
+
+    // A new upload of the same key (another sequencer) meets the notes of the chain above,
+    // left as if it had broken there (the second part's put back again): it replaces them
+    // and splits the whole object.
+    env.upload(BUCKET, &note_key, note.into_bytes()).await;
+    let mut reupload: serde_json::Value = serde_json::from_slice(&upload).unwrap();
+    reupload["Records"][0]["s3"]["object"]["sequencer"] = "0055AED6DCD90281F0".into();
+    let fresh = with_budget(1 << 20);
+    let (parts, _) = split_chain(&fresh, serde_json::to_vec(&reupload).unwrap()).await;
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let last = parts.last().unwrap();
+    assert_eq!(
+        (last.counts.rows_read, last.counts.rows_accepted),
+        (9000, 9000)
+    );
+    assert_eq!(
+        meterflow_core::daily_totals(fresh.shipper.stream.fragments().iter()).len(),
+        9000
+    );
+    assert_eq!(env.source().list_keys(BUCKET, "").await.unwrap(), [KEY]);
 }
