@@ -95,6 +95,8 @@ pub struct PartError {
     pub rejects: Vec<Reject>,
     /// The rows split before the failure (their records were put unless putting failed).
     pub stats: Stats,
+    /// What was put before the failure (nothing is known when putting failed).
+    pub put: PutReport,
 }
 
 impl From<PipelineError> for PartError {
@@ -103,6 +105,7 @@ impl From<PipelineError> for PartError {
             error,
             rejects: Vec::new(),
             stats: Stats::default(),
+            put: PutReport::default(),
         }
     }
 }
@@ -269,24 +272,26 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     let shipped = shipper.ship(rx).await;
     let (inputs, stats, rejects, file_error, handover) =
         splitting.await.map_err(|_| PipelineError::Panicked)?;
-    let failed = |error| PartError {
+    let failed = |error, put| PartError {
         error,
         rejects: rejects.clone(),
         stats,
+        put,
     };
     // The shipper's failure explains the splitter's (it closed the channel): report it first.
-    let put = shipped.map_err(|e| failed(PipelineError::Put(e)))?;
+    let put = shipped.map_err(|e| failed(PipelineError::Put(e), PutReport::default()))?;
     if let Some(e) = file_error {
-        return Err(failed(PipelineError::File(e)));
+        return Err(failed(PipelineError::File(e), put));
     }
     let inputs = inputs.map_err(|e| {
-        failed(match SourceError::of(&e) {
+        let error = match SourceError::of(&e) {
             Some(s) => PipelineError::Source(s.clone()),
             None => PipelineError::Input {
                 input: info.source_id(),
                 source: e,
             },
-        })
+        };
+        failed(error, put)
     })?;
     Ok(SplitReport {
         object: info,

@@ -344,12 +344,14 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
                 error: e,
                 rejects: found,
                 stats,
+                put,
             }) => {
                 error!(object = %summary.object, part = summary.part, error = %e, "the object cannot be split; reported, not retried");
                 summary.outcome = "failed";
                 summary.error = Some(e.to_string());
-                // The rows before the failure were put: the summary counts them.
-                done.add(&stats, 0, 0);
+                // The rows before the failure were put: the summary counts them, and their
+                // records and calls.
+                done.add(&stats, put.records, put.calls);
                 summary.counts = done;
                 // The rows rejected before the failure are reported with it, not lost.
                 rejects.extend(found);

@@ -189,6 +189,12 @@ async fn rows_rejected_before_a_file_fails_are_reported_with_the_failure() {
         9,
         "and their records were put"
     );
+    let entries = s.shipper.stream.entries.lock().unwrap().len() as u64;
+    assert_eq!(
+        (o.counts.records, o.counts.put_calls),
+        (entries, 1),
+        "the summary counts them"
+    );
     let written = s.sink.written();
     let body = std::str::from_utf8(&written[0].2).unwrap();
     let rows: Vec<&str> = body.lines().collect();
