@@ -9,7 +9,7 @@
 //! | `METERFLOW_PARTITION_BUCKETS` | 64 | buckets series are hashed into (1–65536); at least the stream's shard count, more spreads better; changing it moves series between shards |
 //! | `METERFLOW_PUT_CONCURRENCY` | 4 | PutRecords calls in flight (1–64) |
 //! | `METERFLOW_REJECTS_PREFIX` | unset | `s3://bucket/prefix` for rejects reports; unset: next to the input |
-//! | `METERFLOW_MAX_REJECTS` | 10000 | rejects listed per report (1–1000000); all are counted |
+//! | `METERFLOW_MAX_REJECTS` | 10000 | rejects listed per report (1–1000000); all are counted. They are held in memory (a few hundred bytes each): raise the function's memory with it |
 //! | `METERFLOW_DEADLINE_MARGIN_SECONDS` | 10 | hand the rest of an object over this long before the invocation's deadline (1–600), but never more than a fifth of the time an invocation has (so a function with Lambda's default 3 s timeout still works) |
 //! | `METERFLOW_MAX_BYTES_PER_INVOCATION` | unset | also hand over once an invocation has read this many bytes of an input (1048576–2^50): bounds each invocation's work whatever its timeout |
 //! | `METERFLOW_HANDOVER_PREFIX` | unset | `s3://bucket/prefix` for hand-over notes; unset: next to the input. Its `ObjectCreated` events must reach this function (see [`crate::handover`]) |
