@@ -452,7 +452,7 @@ impl Parser {
         else {
             return Ok(None);
         };
-        let Some(held) = records.held_at_boundary() else {
+        let Some(held) = records.held_at_boundary(next) else {
             return Ok(None);
         };
         if records.next_line() <= header.0 {
@@ -495,7 +495,8 @@ impl Parser {
             if rest.is_empty() {
                 return Ok(None);
             }
-            let n = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            // A `\r` too: in a file of old Mac line ends it is the only line end there is.
+            let n = memchr::memchr2(b'\n', b'\r', rest).map_or(rest.len(), |i| i + 1);
             self.feed(&rest[..n], sink)?;
             rest = &rest[n..];
         }
@@ -530,7 +531,7 @@ impl Parser {
 /// The line of the byte after `prefix` (the input's blank start), the input's first byte
 /// being on line `first_line`.
 fn line_after(first_line: u64, prefix: &[u8]) -> u64 {
-    first_line + prefix.iter().filter(|&&b| b == b'\n').count() as u64
+    first_line + record::line_ends(prefix, false).0
 }
 
 fn handler_for(format: Format, opts: &Options) -> Box<dyn DynHandler> {

@@ -106,17 +106,18 @@ pub fn csv_line<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
 pub trait Handler {
     /// Offers `input`, which starts at the beginning of line `lineno`: the handler takes as
     /// many whole lines from its start as it fully understands and returns `(bytes, lines)`
-    /// taken. Every line taken must end with its `\n` inside `input` and hold no other `\n`;
-    /// taking a line has the same effect as [`Handler::line`] on it (trailing CRs stripped).
+    /// taken. Every line taken must end with its `\n` or `\r\n` inside `input` and hold no
+    /// other `\r` or `\n` (each is one line: see [`line_ends`]); taking a line has the same
+    /// effect as [`Handler::line`] on it (its `\r` stripped).
     /// The first line it does not understand (or an incomplete one) it leaves untouched.
     fn lines(&mut self, _input: &[u8], _lineno: u64, _sink: &mut dyn Sink) -> (usize, u64) {
         (0, 0)
     }
 
-    /// Offers a complete line without its terminator (trailing CRs stripped) that is not empty.
-    /// It may still hold quotes or a bare `\r` (an old Mac line end): a handler that meets
-    /// anything it does not fully understand returns
-    /// `false`, having changed nothing, so that `csv-core` parses it and calls [`Handler::record`].
+    /// Offers a complete line without its terminator (`\n` or `\r\n`) that is not empty.
+    /// It may still hold quotes or a `\r` (an old Mac line end, so really more than one
+    /// line): a handler must take only a line without either, and otherwise return `false`,
+    /// having changed nothing, so that `csv-core` parses it and calls [`Handler::record`].
     fn line(&mut self, _line: &[u8], _lineno: u64, _sink: &mut dyn Sink) -> bool {
         false
     }
@@ -130,6 +131,25 @@ pub trait Handler {
     ) -> Result<(), FileError>;
 }
 
+/// The line ends in `bytes` and whether its last byte is a `\r`, `after_cr` telling whether
+/// the byte before them was one. `\n`, `\r\n` and a lone `\r` each end one line, as
+/// `csv-core` ends records and as editors number lines, so that a row of a file saved with old
+/// Mac line ends (Excel's "CSV (Macintosh)") is reported on its own line, not all on line 1.
+pub fn line_ends(bytes: &[u8], after_cr: bool) -> (u64, bool) {
+    let Some(&last) = bytes.last() else {
+        return (0, after_cr);
+    };
+    let mut n = memchr::memchr_iter(b'\n', bytes).count() as u64;
+    if after_cr && bytes[0] == b'\n' {
+        n -= 1;
+    }
+    // A `\r` ends a line unless a `\n` follows (then that `\n` ended it, counted above).
+    n += memchr::memchr_iter(b'\r', bytes)
+        .filter(|&i| bytes.get(i + 1) != Some(&b'\n'))
+        .count() as u64;
+    (n, last == b'\r')
+}
+
 /// Resumable record splitter over pushed chunks.
 pub struct Records {
     csv: Reader,
@@ -137,8 +157,10 @@ pub struct Records {
     out_len: usize,
     ends: Vec<usize>,
     ends_len: usize,
-    /// `\n` bytes consumed so far: the line of the next byte is `newlines + 1`.
+    /// Line ends consumed so far ([`line_ends`]): the line of the next byte is `newlines + 1`.
     newlines: u64,
+    /// The last byte consumed was a `\r`, so a `\n` right after it ends no other line.
+    after_cr: bool,
     record_line: u64,
     /// `csv-core` holds part of a record.
     in_record: bool,
@@ -159,6 +181,7 @@ impl Records {
             ends: vec![0; 320],
             ends_len: 0,
             newlines: first_line.saturating_sub(1),
+            after_cr: false,
             record_line: 0,
             in_record: false,
             held: Vec::new(),
@@ -172,9 +195,20 @@ impl Records {
     }
 
     /// Outside any record, the start of the next line held back so far (possibly empty; it
-    /// has no `\n` and begins at line [`Records::next_line`]); `None` inside a record.
-    pub fn held_at_boundary(&self) -> Option<&[u8]> {
-        (!self.in_record).then_some(self.held.as_slice())
+    /// has no `\n` and begins at line [`Records::next_line`]); `None` inside a record, and
+    /// between a `\r` and the `\n` that may end its line (`next`, the bytes that follow, does
+    /// not show otherwise): a run started there would count that `\n` as another line.
+    pub fn held_at_boundary(&self, next: &[u8]) -> Option<&[u8]> {
+        let mid_crlf =
+            self.after_cr && self.held.is_empty() && next.first().is_none_or(|&b| b == b'\n');
+        (!self.in_record && !mid_crlf).then_some(self.held.as_slice())
+    }
+
+    /// Counts the line ends in `consumed`, the bytes read after all those before.
+    fn consume(&mut self, consumed: &[u8]) {
+        let (n, after_cr) = line_ends(consumed, self.after_cr);
+        self.newlines += n;
+        self.after_cr = after_cr;
     }
 
     pub fn feed<H: Handler>(
@@ -220,24 +254,24 @@ impl Records {
                 let mut complete = true;
                 loop {
                     let (used, lines) = h.lines(input, self.newlines + 1, sink);
-                    debug_assert_eq!(
-                        memchr::memchr_iter(b'\n', &input[..used]).count() as u64,
-                        lines
-                    );
-                    self.newlines += lines;
+                    if used > 0 {
+                        // Lines the fast path takes end in `\n` and hold no other line end.
+                        debug_assert_eq!(line_ends(&input[..used], self.after_cr), (lines, false));
+                        self.newlines += lines;
+                        self.after_cr = false;
+                    }
                     input = &input[used..];
                     let Some(nl) = memchr(b'\n', input) else {
                         complete = false;
                         break;
                     };
-                    let mut line = &input[..nl];
-                    while let [rest @ .., b'\r'] = line {
-                        line = rest;
-                    }
+                    let line = &input[..nl];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
                     if !line.is_empty() && !h.line(line, self.newlines + 1, sink) {
                         break;
                     }
-                    self.newlines += 1;
+                    // A line taken holds no `\r`; an empty one may be the `\n` of a `\r\n`.
+                    self.consume(&input[..=nl]);
                     input = &input[nl + 1..];
                 }
                 // Terminators before a record are blank lines; skipping them here keeps the
@@ -246,7 +280,7 @@ impl Records {
                     .iter()
                     .take_while(|&&b| b == b'\r' || b == b'\n')
                     .count();
-                self.newlines += input[..skip].iter().filter(|&&b| b == b'\n').count() as u64;
+                self.consume(&input[..skip]);
                 input = &input[skip..];
                 if input.is_empty() {
                     return Ok(());
@@ -266,7 +300,7 @@ impl Records {
                 &mut self.out[self.out_len..],
                 &mut self.ends[self.ends_len..],
             );
-            self.newlines += memchr::memchr_iter(b'\n', &input[..nin]).count() as u64;
+            self.consume(&input[..nin]);
             input = &input[nin..];
             self.out_len += nout;
             self.ends_len += nend;
@@ -355,10 +389,8 @@ mod tests {
         fn lines(&mut self, input: &[u8], lineno: u64, sink: &mut dyn Sink) -> (usize, u64) {
             let (mut used, mut n) = (0, 0);
             while let Some(nl) = memchr(b'\n', &input[used..]) {
-                let mut line = &input[used..used + nl];
-                while let [rest @ .., b'\r'] = line {
-                    line = rest;
-                }
+                let line = &input[used..used + nl];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.is_empty() || !self.line(line, lineno + n, sink) {
                     break;
                 }
@@ -449,7 +481,74 @@ mod tests {
         }
     }
 
+    /// The records of an input without quotes, numbered by a plain reading of universal
+    /// newlines (`\r\n`, `\r`, `\n`), blank ones left out: what [`run`] must give.
+    fn reference(input: &[u8]) -> Vec<String> {
+        let (mut out, mut line, mut start, mut i) = (Vec::new(), 1, 0, 0);
+        while start < input.len() {
+            let end = match input[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+                Some(p) => i + p,
+                None => input.len(),
+            };
+            let text = std::str::from_utf8(&input[start..end]).unwrap();
+            if text.split(',').any(|f| !f.trim().is_empty()) {
+                out.push(format!(
+                    "{line}:{}",
+                    text.split(',').collect::<Vec<_>>().join("|")
+                ));
+            }
+            let eol = match input.get(end..end + 2) {
+                Some(b"\r\n") => 2,
+                _ => 1,
+            };
+            (start, i, line) = (end + eol, end + eol, line + 1);
+        }
+        out
+    }
+
+    /// `lines`, each ended by its `eols` entry, the last one only with `final_eol`.
+    fn joined(lines: &[String], eols: &[&str], final_eol: bool) -> String {
+        let mut input = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            input.push_str(l);
+            if i + 1 < lines.len() || final_eol {
+                input.push_str(eols[i]);
+            }
+        }
+        input
+    }
+
+    #[test]
+    fn bare_cr_line_ends_number_lines() {
+        let input = b"a,b\rc,d\r\r\ne,f\r\rg,h\n\ni,j\r";
+        let want = ["1:a|b", "2:c|d", "4:e|f", "6:g|h", "8:i|j"];
+        assert_eq!(reference(input), want);
+        for cut in 0..=input.len() {
+            assert_eq!(run(input, &[cut], false), want, "cut at {cut}");
+            assert_eq!(run(input, &[cut], true), want, "cut at {cut}");
+        }
+        assert_eq!(line_ends(b"\r", false), (1, true));
+        assert_eq!(line_ends(b"\n", true), (0, false));
+        assert_eq!(line_ends(b"\r\r\n\n", false), (3, false));
+        assert_eq!(line_ends(b"", true), (0, true));
+    }
+
     proptest! {
+        /// Lines ended any way (old Mac `\r` and a doubled `\r\r\n` included), cut anywhere,
+        /// with and without the fast path: each record on the line an editor shows it on.
+        #[test]
+        fn records_are_numbered_by_universal_newlines(
+            lines in proptest::collection::vec("[a-c,]{0,6}", 0..12),
+            eols in proptest::collection::vec(prop_oneof![Just("\n"), Just("\r\n"), Just("\r"), Just("\r\r\n")], 12),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+            final_eol in any::<bool>(),
+        ) {
+            let input = joined(&lines, &eols, final_eol);
+            let want = reference(input.as_bytes());
+            prop_assert_eq!(&run(input.as_bytes(), &cuts, false), &want);
+            prop_assert_eq!(&run(input.as_bytes(), &cuts, true), &want);
+        }
+
         #[test]
         fn chunking_and_fast_path_never_change_records(
             lines in proptest::collection::vec("[a-c,\" ]{0,6}", 0..12),
@@ -457,13 +556,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..200, 0..6),
             final_eol in any::<bool>(),
         ) {
-            let mut input = String::new();
-            for (i, l) in lines.iter().enumerate() {
-                input.push_str(l);
-                if i + 1 < lines.len() || final_eol {
-                    input.push_str(eols[i]);
-                }
-            }
+            let input = joined(&lines, &eols, final_eol);
             let whole = run(input.as_bytes(), &[], false);
             prop_assert_eq!(&run(input.as_bytes(), &cuts, false), &whole);
             prop_assert_eq!(&run(input.as_bytes(), &cuts, true), &whole);

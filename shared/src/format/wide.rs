@@ -614,6 +614,71 @@ mod tests {
         format!("{meter},{date},{}", values.join(","))
     }
 
+    /// A file saved with old Mac line ends (`\r` only, as Excel's "CSV (Macintosh)" writes):
+    /// each row is reported on its own line, and a hand-over anywhere resumes exactly, also
+    /// past the 16 KiB that the record splitter holds back before `csv-core` takes over.
+    #[test]
+    fn old_mac_line_ends_number_rows_and_hand_over_anywhere() {
+        let ones = vec!["1"; 48];
+        let mut bad = ones.clone();
+        bad[5] = "x";
+        let rows: Vec<String> = (0..300)
+            .map(|i| {
+                row(
+                    &format!("EE{i}"),
+                    "2019-01-01",
+                    if i % 100 == 7 { &bad } else { &ones },
+                )
+            })
+            .collect();
+        let head = header(48, false, ",");
+        let input = format!("{head}\r{}\r", rows.join("\r"));
+        assert!(input.len() > 2 * crate::format::record::MAX_HELD_BYTES);
+        let (whole, stats) = parse(&input);
+        assert_eq!((stats.rows_read, stats.rows_rejected), (300, 3));
+        let rejected: Vec<u64> = whole.rejects.iter().map(|r| r.line).collect();
+        assert_eq!(
+            rejected,
+            [9, 109, 209],
+            "the header is line 1, row i is line i + 2"
+        );
+        assert_eq!(whole.fragments.last().map(|f| f.line), Some(301));
+        let mut handed_over = 0;
+        for cut in (0..=input.len())
+            .step_by(37)
+            .chain([head.len(), head.len() + 1])
+        {
+            let (parts, part_stats, resumes) =
+                crate::format::parse_in_parts(input.as_bytes(), &[cut], test_opts());
+            assert_eq!(parts.fragments, whole.fragments, "cut at {cut}");
+            assert_eq!(parts.rejects, whole.rejects, "cut at {cut}");
+            assert_eq!(part_stats, stats, "cut at {cut}");
+            for r in &resumes {
+                // Each resumes at the start of a row, on that row's line.
+                let at = r.offset as usize;
+                assert_eq!(input.as_bytes()[at - 1], b'\r', "cut at {cut}");
+                let line = 1 + input[..at].matches('\r').count() as u64;
+                assert_eq!(r.line, line, "cut at {cut}");
+                handed_over += 1;
+            }
+        }
+        assert!(handed_over > 100, "only {handed_over} hand-overs");
+
+        // Blank CRLF lines: a cut never falls between a `\r` and its `\n`, where the next
+        // part would count the `\n` as one more line.
+        let crlf = format!("{head}\r\n\r\n{}\r\n", rows[..8].join("\r\n\r\n"));
+        let (whole, stats) = parse(&crlf);
+        let rejected: Vec<u64> = whole.rejects.iter().map(|r| r.line).collect();
+        assert_eq!(rejected, [17]);
+        for cut in 0..=crlf.len() {
+            let (parts, part_stats, _) =
+                crate::format::parse_in_parts(crlf.as_bytes(), &[cut], test_opts());
+            assert_eq!(parts.rejects, whole.rejects, "cut at {cut}");
+            assert_eq!(parts.fragments, whole.fragments, "cut at {cut}");
+            assert_eq!(part_stats, stats, "cut at {cut}");
+        }
+    }
+
     #[test]
     fn time_labels() {
         assert_eq!(parse_time_label(b"0:00"), Some(0));
