@@ -270,8 +270,15 @@ impl Records {
                     if !line.is_empty() && !h.line(line, self.newlines + 1, sink) {
                         break;
                     }
-                    // A line taken holds no `\r`; an empty one may be the `\n` of a `\r\n`.
-                    self.consume(&input[..=nl]);
+                    if line.is_empty() {
+                        // Maybe the `\n` of a `\r\n` cut by the end of a chunk.
+                        self.consume(&input[..=nl]);
+                    } else {
+                        // A line taken holds no `\r`: it ends exactly one line.
+                        debug_assert_eq!(line_ends(&input[..=nl], self.after_cr), (1, false));
+                        self.newlines += 1;
+                        self.after_cr = false;
+                    }
                     input = &input[nl + 1..];
                 }
                 // Terminators before a record are blank lines; skipping them here keeps the
