@@ -96,6 +96,10 @@ impl SplitterConfig {
     }
 }
 
+/// Conditional writes of a hand-over note before this invocation gives up (and S3's
+/// asynchronous invocation retries it).
+const NOTE_WRITE_ATTEMPTS: u32 = 3;
+
 /// Why an invocation fails (so that S3's asynchronous invocation retries it).
 #[derive(Debug, thiserror::Error)]
 pub enum SplitterError {
@@ -423,15 +427,23 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         let content_type = "application/json";
         if note.chain.is_some() {
             let there = ObjectRef::new(bucket, key);
-            // Twice at most: a note that was there may be used and removed before it is read.
-            for _ in 0..2 {
-                let written = self
+            // A few times at most: a note that was there may be used and removed before it is
+            // read, and S3 answers 409 to a conditional write that races another write of the
+            // key, asking for a retry.
+            for attempt in 1..=NOTE_WRITE_ATTEMPTS {
+                match self
                     .sink
                     .put_object_if_absent(bucket, key, body.clone(), content_type)
                     .await
-                    .map_err(failed)?;
-                if written {
-                    return Ok(true);
+                {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {}
+                    Err(e) if e.is_retryable() && attempt < NOTE_WRITE_ATTEMPTS => {
+                        warn!(error = %e, attempt, "writing the hand-over note failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(failed(e)),
                 }
                 match self.read_note(&there).await? {
                     Ok((other, _)) if other.same_chain(note) => return Ok(false),

@@ -12,7 +12,7 @@ use meterflow_aws::kinesis::{
 use meterflow_aws::s3::InMemory;
 use meterflow_aws::s3::ObjectSource;
 use meterflow_aws::sink::MemorySink;
-use meterflow_aws::sink::ObjectSink;
+use meterflow_aws::sink::{ObjectSink, SinkError};
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
 use meterflow_lambda::env::S3Location;
@@ -536,4 +536,78 @@ async fn a_second_run_of_an_event_stops_at_the_note_the_first_wrote() {
         9000
     );
     assert_eq!(env.source().list_keys(BUCKET, "").await.unwrap(), [KEY]);
+}
+
+/// A sink whose first conditional writes fail as S3 fails one that races another write of
+/// the same key (409 `ConditionalRequestConflict`, which S3 asks callers to retry).
+struct Conflicted<S> {
+    inner: S,
+    conflicts: std::sync::atomic::AtomicU32,
+}
+
+impl<S: ObjectSink> ObjectSink for Conflicted<S> {
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        content_type: &str,
+    ) -> Result<(), SinkError> {
+        self.inner.put_object(bucket, key, body, content_type).await
+    }
+
+    async fn put_object_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        content_type: &str,
+    ) -> Result<bool, SinkError> {
+        use std::sync::atomic::Ordering;
+        let left = self.conflicts.load(Ordering::Relaxed);
+        if left > 0 {
+            self.conflicts.store(left - 1, Ordering::Relaxed);
+            return Err(SinkError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "409 ConditionalRequestConflict".to_owned(),
+                retryable: true,
+            });
+        }
+        self.inner
+            .put_object_if_absent(bucket, key, body, content_type)
+            .await
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
+        self.inner.delete_object(bucket, key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_write_that_races_another_is_tried_again_not_the_whole_part() {
+    let env = Env::start().await;
+    env.upload(BUCKET, KEY, wide(3000, 3).into_bytes()).await;
+    let mut config = common::config();
+    config.max_bytes_per_invocation = Some(1 << 20);
+    let upload = fixture("s3_put_encoded_key.json");
+    let with_conflicts = |conflicts: u32| {
+        let sink = Conflicted {
+            inner: env.sink(),
+            conflicts: conflicts.into(),
+        };
+        splitter(env.source(), Recording::default(), sink, &config)
+    };
+    // Two conflicts, then the write goes through: handed over in this invocation.
+    let r = with_conflicts(2).handle(&upload, far()).await.unwrap();
+    assert_eq!(r.objects[0].outcome, "handed_over", "{:?}", r.objects[0]);
+    assert!(env
+        .download(BUCKET, &format!("{KEY}.part-00002.handover.json"))
+        .await
+        .contains("\"chain\": \"0055AED6DCD90281E5\""));
+    // Conflicts every time: the invocation fails as retryable, so S3 runs it again.
+    match with_conflicts(10).handle(&upload, far()).await {
+        Err(e @ SplitterError::Note(_)) => assert!(e.to_string().contains("409"), "{e}"),
+        other => panic!("{other:?}"),
+    }
 }
