@@ -6,3 +6,9 @@ cd "$root"
 out="$root/bench/out"
 mkdir -p "$out"
 target="${CARGO_TARGET_DIR:-$root/target}"
+
+# gen NAME METERS DAYS: bench/out/NAME.csv, a wide file from `$mf generate` (seed 7), kept
+# between runs. Name files by their size so that a cached file of another size is never used.
+gen() {
+  [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
+}

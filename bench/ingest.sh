@@ -21,9 +21,6 @@ fi
 
 # ~308 bytes per meter-day: 9000 meters x 365 days ≈ 1 GB.
 meters="${SIZE_METERS:-9000}"
-gen() { # name meters days
-  [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
-}
 # Files are named by their meters, so a cached file of another size is never reused.
 main="main-$meters" half="half-$((meters / 2))" double="double-$((meters * 2))"
 gen "$main" "$meters" 365
