@@ -185,6 +185,32 @@ impl MemorySink {
     }
 }
 
+impl MemorySink {
+    /// Keeps `body` as `bucket`/`key`; with `if_absent`, only if no object is there, checked
+    /// and recorded under one lock so that of two racing writes exactly one succeeds.
+    fn write(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        if_absent: bool,
+    ) -> Result<bool, SinkError> {
+        self.injected(bucket, key)?;
+        let fresh = self
+            .present
+            .lock()
+            .map(|mut p| p.insert((bucket.to_owned(), key.to_owned())))
+            .unwrap_or(true);
+        if if_absent && !fresh {
+            return Ok(false);
+        }
+        if let Ok(mut o) = self.objects.lock() {
+            o.push((bucket.to_owned(), key.to_owned(), body));
+        }
+        Ok(true)
+    }
+}
+
 impl ObjectSink for MemorySink {
     async fn put_object(
         &self,
@@ -193,14 +219,7 @@ impl ObjectSink for MemorySink {
         body: Bytes,
         _content_type: &str,
     ) -> Result<(), SinkError> {
-        self.injected(bucket, key)?;
-        if let Ok(mut o) = self.objects.lock() {
-            o.push((bucket.to_owned(), key.to_owned(), body));
-        }
-        if let Ok(mut p) = self.present.lock() {
-            p.insert((bucket.to_owned(), key.to_owned()));
-        }
-        Ok(())
+        self.write(bucket, key, body, false).map(|_| ())
     }
 
     async fn put_object_if_absent(
@@ -208,18 +227,9 @@ impl ObjectSink for MemorySink {
         bucket: &str,
         key: &str,
         body: Bytes,
-        content_type: &str,
+        _content_type: &str,
     ) -> Result<bool, SinkError> {
-        self.injected(bucket, key)?;
-        let there = self
-            .present
-            .lock()
-            .is_ok_and(|p| p.contains(&(bucket.to_owned(), key.to_owned())));
-        if there {
-            return Ok(false);
-        }
-        self.put_object(bucket, key, body, content_type).await?;
-        Ok(true)
+        self.write(bucket, key, body, true)
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), SinkError> {
@@ -231,5 +241,25 @@ impl ObjectSink for MemorySink {
             p.remove(&(bucket.to_owned(), key.to_owned()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_sink_writes_if_absent_only_when_nothing_is_there() {
+        let s = MemorySink::default();
+        let put = |body: &'static str| s.put_object_if_absent("b", "k", Bytes::from(body), "");
+        assert!(put("first").await.unwrap());
+        assert!(!put("second").await.unwrap(), "a second write is refused");
+        s.put_object("b", "k", Bytes::from("over"), "")
+            .await
+            .unwrap();
+        s.delete_object("b", "k").await.unwrap();
+        assert!(put("third").await.unwrap(), "written again once deleted");
+        let bodies: Vec<Bytes> = s.written().into_iter().map(|(_, _, b)| b).collect();
+        assert_eq!(bodies, ["first", "over", "third"]);
     }
 }
