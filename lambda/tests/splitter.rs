@@ -9,10 +9,8 @@ use common::{fixture, in_memory, s3_event, splitter, Env, BUCKET, KEY};
 use meterflow_aws::kinesis::{
     throttled, CallError, Entry, EntryOutcome, Fault, Faulty, RecordStream, Recording,
 };
-use meterflow_aws::s3::InMemory;
-use meterflow_aws::s3::ObjectSource;
-use meterflow_aws::sink::MemorySink;
-use meterflow_aws::sink::{ObjectSink, SinkError};
+use meterflow_aws::s3::{InMemory, ObjectSource};
+use meterflow_aws::sink::{MemorySink, ObjectSink, SinkError};
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
 use meterflow_lambda::env::S3Location;
@@ -563,10 +561,12 @@ impl<S: ObjectSink> ObjectSink for Conflicted<S> {
         body: bytes::Bytes,
         content_type: &str,
     ) -> Result<bool, SinkError> {
-        use std::sync::atomic::Ordering;
-        let left = self.conflicts.load(Ordering::Relaxed);
-        if left > 0 {
-            self.conflicts.store(left - 1, Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        if self
+            .conflicts
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1))
+            .is_ok()
+        {
             return Err(SinkError {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
