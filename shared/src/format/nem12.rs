@@ -591,7 +591,9 @@ fn parse_small(t: &[u8]) -> Option<u32> {
 }
 
 /// Converts a NEM12 `YYYYMMDDhhmmss` market-time stamp (AEST, UTC+10) to Unix epoch
-/// milliseconds. `Ok(None)` for an empty field.
+/// milliseconds. `Ok(None)` for an empty field. Twelve digits (`YYYYMMDDhhmm`, seconds 00) are
+/// accepted too: the standard's 100 header uses that form, and some distributors write their
+/// 300 records' UpdateDateTime that way; refusing it lost every reading of such a file.
 fn parse_market_time(raw: &[u8]) -> Result<Option<Version>, String> {
     let t = raw.trim_ascii();
     if t.is_empty() {
@@ -603,12 +605,13 @@ fn parse_market_time(raw: &[u8]) -> Result<Option<Version>, String> {
             lossy(raw)
         )
     };
-    if t.len() != 14 || !t.iter().all(u8::is_ascii_digit) {
-        return Err(err("is not 14 digits"));
+    if !matches!(t.len(), 12 | 14) || !t.iter().all(u8::is_ascii_digit) {
+        return Err(err("is not 14 digits (or 12, without seconds)"));
     }
     let num = |r: std::ops::Range<usize>| parse_small(&t[r]).unwrap_or(u32::MAX);
     let (y, mo, d) = (num(0..4), num(4..6), num(6..8));
-    let (h, mi, s) = (num(8..10), num(10..12), num(12..14));
+    let (h, mi) = (num(8..10), num(10..12));
+    let s = if t.len() == 14 { num(12..14) } else { 0 };
     let day = i32::try_from(y)
         .ok()
         .and_then(|y| Day::from_ymd(y, mo, d))
@@ -1089,9 +1092,18 @@ mod tests {
             "10:00 AEST is the epoch"
         );
         assert_eq!(parse_market_time(b" "), Ok(None));
+        // Twelve digits, as a real distributor writes them: seconds 00.
+        assert_eq!(
+            parse_market_time(b"202311302114"),
+            parse_market_time(b"20231130211400")
+        );
+        assert!(parse_market_time(b"202311302114").unwrap().is_some());
         for bad in [
             "2004020212002",
+            "20040202120",
             "200402021200250",
+            "200402021260",
+            "200402302100",
             "20041302120025",
             "20040230120025",
             "20040202240000",
@@ -1106,10 +1118,15 @@ mod tests {
             c200("NMI0000001", "E1", "kWh", 30),
             c300("20200101", &ones, "A", "20040202120025"),
             c300("20200102", &ones, "A", ""),
+            c300("20200103", &ones, "A", "200402021200"),
         ]);
-        let (sink, _) = parse(input.as_bytes());
+        let (sink, stats) = parse(input.as_bytes());
+        assert_eq!(stats.rows_accepted, 3, "{:?}", sink.rejects);
         let versions: Vec<_> = sink.fragments.iter().map(|f| f.version).collect();
-        assert_eq!(versions, vec![1_075_687_225_000, OPTS_VERSION]);
+        assert_eq!(
+            versions,
+            vec![1_075_687_225_000, OPTS_VERSION, 1_075_687_200_000]
+        );
     }
 
     #[test]

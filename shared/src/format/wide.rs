@@ -339,9 +339,12 @@ impl Wide {
             .is_none_or(|n| Key::new(&n.iso_bytes()).word == self.next_date_key.word));
     }
 
+    // An empty cell is parsed (and refused) even when the previous row's was empty too: before
+    // the first row `last_meter` and `last_date` are empty, and an empty cell matching them
+    // would keep the placeholder series `-` and day 1970-01-01.
     fn set_meter(&mut self, raw: &[u8]) -> Result<(), String> {
         let raw = raw.trim_ascii();
-        if raw != self.last_meter.as_slice() {
+        if raw.is_empty() || raw != self.last_meter.as_slice() {
             let series = SeriesId::parse(raw).map_err(|e| e.to_string())?;
             self.remember_meter(raw, series);
         }
@@ -349,7 +352,7 @@ impl Wide {
     }
 
     fn set_day(&mut self, raw: &[u8]) -> Result<(), String> {
-        if raw != self.last_date.as_slice() {
+        if raw.is_empty() || raw != self.last_date.as_slice() {
             let day = Day::parse(raw).map_err(|e| e.to_string())?;
             self.remember_date(raw, day);
         }
@@ -383,6 +386,9 @@ impl Wide {
                         .take(MAX_SERIES_LEN + 1)
                         .position(|&b| b == b',')?;
                 let meter = &buf[start..c1];
+                if meter.is_empty() {
+                    return None;
+                }
                 if meter != self.last_meter.as_slice() {
                     SeriesId::check(meter).ok()?;
                 }
@@ -407,6 +413,9 @@ impl Wide {
                     return None;
                 }
                 let date = &buf[d0..c2];
+                if date.is_empty() {
+                    return None;
+                }
                 if date == self.last_date.as_slice() {
                     (c2, None)
                 } else {
@@ -902,6 +911,47 @@ mod tests {
             (stats.rows_read, stats.rows_accepted, stats.rows_rejected),
             (10, 2, 8)
         );
+    }
+
+    /// Before the first row the remembered meter and date are empty: an empty cell there must
+    /// be refused, not taken for "the same as the previous row" (it was stored as meter `-` on
+    /// 1970-01-01). Both paths, every position of the blank cell.
+    #[test]
+    fn an_empty_meter_or_date_is_rejected_even_on_the_first_row() {
+        let h = header(48, false, ",");
+        let ones = vec!["1"; 48];
+        for (rows, bad_column) in [
+            (vec![row("", "2019-01-01", &ones)], 1),
+            (vec![row("EE1", "", &ones)], 2),
+            (vec![row(" ", "2019-01-01", &ones)], 1),
+            (vec![row("\"\"", "2019-01-01", &ones)], 1),
+        ] {
+            let input = [h.clone()]
+                .into_iter()
+                .chain(rows)
+                .chain([row("EE1", "", &ones), row("", "2019-01-02", &ones)])
+                .chain([row("EE2", "2019-01-03", &ones)])
+                .collect::<Vec<_>>()
+                .join("\n");
+            let (fast, stats) = parse(&input);
+            let fast_counts = (stats.rows_read, stats.rows_accepted, stats.rows_rejected);
+            for (sink, counts) in [(fast, fast_counts), parse_slow(&input)] {
+                let rejects: Vec<(u64, Option<u32>)> =
+                    sink.rejects.iter().map(|r| (r.line, r.column)).collect();
+                assert_eq!(
+                    rejects,
+                    vec![(2, Some(bad_column)), (3, Some(2)), (4, Some(1))],
+                    "{input}"
+                );
+                let kept: Vec<(String, String)> = sink
+                    .fragments
+                    .iter()
+                    .map(|f| (f.series.to_string(), f.day.to_string()))
+                    .collect();
+                assert_eq!(kept, [("EE2".to_string(), "2019-01-03".to_string())]);
+                assert_eq!(counts, (4, 1, 3));
+            }
+        }
     }
 
     #[test]
