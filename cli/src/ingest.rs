@@ -79,6 +79,11 @@ pub struct Summary {
     pub rows_read: u64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
+    /// Records that are not rows and were refused (a bad NEM12 200 record, say); each is a
+    /// line of the rejects report, as each rejected row is.
+    pub records_rejected: u64,
+    /// Warnings (a NEM12 file without its 900 end record, say): lines of the report too.
+    pub warnings: u64,
     pub fragments: u64,
     pub records: u64,
     pub records_quarantined: u64,
@@ -104,7 +109,7 @@ pub struct Summary {
     pub rows_before_failures: u64,
 }
 
-/// Writes the rejects report as CSV: `file,line,column,reason`.
+/// Writes the rejects report as CSV: `file,line,column,kind,reason`.
 struct RejectLog {
     file: Option<io::BufWriter<File>>,
     count: u64,
@@ -462,6 +467,8 @@ pub async fn run<S: Store + 'static>(
     summary.rows_read = stats.rows_read;
     summary.rows_accepted = stats.rows_accepted;
     summary.rows_rejected = stats.rows_rejected;
+    summary.records_rejected = stats.records_rejected;
+    summary.warnings = stats.warnings;
     summary.fragments = stats.fragments;
     summary.records = aggregated.records;
     summary.records_quarantined = aggregated.quarantined;
@@ -480,6 +487,11 @@ pub async fn run<S: Store + 'static>(
 }
 
 impl Summary {
+    /// Lines of the rejects report: rejected rows, refused records, warnings.
+    pub fn reported(&self) -> u64 {
+        self.rows_rejected + self.records_rejected + self.warnings
+    }
+
     /// The human summary (stderr for `ingest`, keeping stdout for `--json`; stdout for the demo).
     pub fn print_text(&self, err: &mut dyn Write, rejects_report: Option<&Path>) {
         // With --stream the series and days are the aggregator Lambda's to count.
@@ -506,10 +518,21 @@ impl Summary {
                 p.report.throttled_calls
             );
         }
-        if self.rows_rejected > 0 {
+        if self.records_rejected > 0 || self.warnings > 0 {
+            let _ = writeln!(
+                err,
+                "{} records that are not rows refused, {} warnings",
+                self.records_rejected, self.warnings
+            );
+        }
+        if self.reported() > 0 {
             match rejects_report {
                 Some(p) => {
-                    let _ = writeln!(err, "rejected rows are listed in {}", p.display());
+                    let _ = writeln!(
+                        err,
+                        "rejected rows, refused records and warnings are listed in {}",
+                        p.display()
+                    );
                 }
                 None => {
                     for r in &self.sample_rejects {

@@ -40,7 +40,7 @@ pub struct Args {
     /// Write every rejected row (file, line, column, reason) to this CSV file.
     #[arg(long)]
     rejects: Option<PathBuf>,
-    /// Exit with status 3 if any row was rejected.
+    /// Exit with status 3 if any row or record was rejected (warnings do not count).
     #[arg(long)]
     strict: bool,
     /// Print the summary as JSON on stdout.
@@ -110,7 +110,7 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
     }
     Ok(if summary.files_failed > 0 {
         ExitCode::from(1)
-    } else if args.strict && summary.rows_rejected > 0 {
+    } else if args.strict && summary.rows_rejected + summary.records_rejected > 0 {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS

@@ -251,15 +251,15 @@ fn rejects_report_and_exit_codes() {
     );
     let text = std::fs::read_to_string(&report).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "file,line,column,reason");
+    assert_eq!(lines[0], "file,line,column,kind,reason");
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
-        lines[1].contains("mixed.csv,3,2,") && lines[1].contains("2019-02-30"),
+        lines[1].contains("mixed.csv,3,2,row,") && lines[1].contains("2019-02-30"),
         "{}",
         lines[1]
     );
     assert!(
-        lines[2].contains("mixed.csv,4,8,") && lines[2].contains("1.2.3"),
+        lines[2].contains("mixed.csv,4,8,row,") && lines[2].contains("1.2.3"),
         "{}",
         lines[2]
     );

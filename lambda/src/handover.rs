@@ -29,7 +29,7 @@
 use meterflow_aws::event::ObjectRef;
 use meterflow_aws::pipeline::Handover;
 use meterflow_core::format::Resume;
-use meterflow_core::{Format, Reject, Stats};
+use meterflow_core::{Format, Reject, RejectKind, Stats};
 use serde::{Deserialize, Serialize};
 
 use crate::env::S3Location;
@@ -49,6 +49,11 @@ pub struct Done {
     pub rows_read: u64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
+    /// Records that are not rows refused, and warnings (notes of older splitters lack them).
+    #[serde(default)]
+    pub records_rejected: u64,
+    #[serde(default)]
+    pub warnings: u64,
     pub fragments: u64,
     pub records: u64,
     pub put_calls: u64,
@@ -62,6 +67,8 @@ impl Done {
         self.rows_read += stats.rows_read;
         self.rows_accepted += stats.rows_accepted;
         self.rows_rejected += stats.rows_rejected;
+        self.records_rejected += stats.records_rejected;
+        self.warnings += stats.warnings;
         self.fragments += stats.fragments;
         self.records += records;
         self.put_calls += put_calls;
@@ -82,6 +89,9 @@ struct RejectRow {
     source: String,
     line: u64,
     column: Option<u32>,
+    /// [`RejectKind::as_str`]; a row when absent (notes of older splitters).
+    #[serde(default)]
+    kind: Option<String>,
     reason: String,
 }
 
@@ -160,6 +170,7 @@ impl Note {
                     source: r.source.to_string(),
                     line: r.line,
                     column: r.column,
+                    kind: Some(r.kind.as_str().to_owned()),
                     reason: r.reason.clone(),
                 })
                 .collect(),
@@ -244,6 +255,11 @@ impl Note {
                 source: r.source.as_str().into(),
                 line: r.line,
                 column: r.column,
+                kind: r
+                    .kind
+                    .as_deref()
+                    .and_then(RejectKind::from_name)
+                    .unwrap_or_default(),
                 reason: r.reason.clone(),
             })
             .collect()
@@ -302,20 +318,32 @@ mod tests {
                 context: vec![(1, b"Z\xe4hler,Datum,0:00".to_vec())],
             },
         };
-        let rejects = vec![Reject {
-            source: "s3://in/a b/m.csv#v1".into(),
-            line: 7,
-            column: Some(3),
-            reason: "bad \"value\", here".into(),
-        }];
+        let rejects = vec![
+            Reject {
+                source: "s3://in/a b/m.csv#v1".into(),
+                line: 7,
+                column: Some(3),
+                kind: RejectKind::Row,
+                reason: "bad \"value\", here".into(),
+            },
+            Reject {
+                source: "s3://in/a b/m.csv#v1".into(),
+                line: 9,
+                column: None,
+                kind: RejectKind::Warning,
+                reason: "no 900".into(),
+            },
+        ];
         let mut done = Done::default();
         done.add(
             &Stats {
                 rows_read: 10,
                 rows_accepted: 9,
                 rows_rejected: 1,
+                warnings: 1,
                 fragments: 9,
                 bytes: 5000,
+                ..Stats::default()
             },
             2,
             1,
@@ -327,6 +355,7 @@ mod tests {
         assert_eq!(back.rejects(), rejects);
         assert_eq!(back.input(), input());
         assert_eq!((back.done.parts, back.done.rows_read), (1, 10));
+        assert_eq!(back.done.warnings, 1);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The splitter's rejects report: where it goes and what it holds.
 //!
-//! The report is the CLI's `--rejects` CSV (`file,line,column,reason`, one writer in
+//! The report is the CLI's `--rejects` CSV (`file,line,column,kind,reason`, one writer in
 //! `meterflow_core::Reject`), written as one object per input: next to the input as
 //! `<key>.rejects.csv` by default, or under `METERFLOW_REJECTS_PREFIX` as
 //! `<prefix><bucket>/<key>.rejects.csv`. Its key is a function of the input's, so a retried
@@ -10,7 +10,7 @@
 
 use meterflow_aws::event::ObjectRef;
 use meterflow_aws::pipeline::PipelineError;
-use meterflow_core::{FileError, Reject};
+use meterflow_core::{FileError, Reject, RejectKind};
 
 use crate::env::S3Location;
 
@@ -61,6 +61,7 @@ pub fn failure_row(object: &ObjectRef, error: &PipelineError) -> Reject {
         source: format!("s3://{}/{}", object.bucket, object.key).into(),
         line,
         column: None,
+        kind: RejectKind::File,
         reason: error.to_string(),
     }
 }

@@ -470,7 +470,8 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         mut summary: ObjectSummary,
     ) -> Result<ObjectSummary, SplitterError> {
         summary.counts = done;
-        summary.rejects_unlisted = done.rows_rejected.saturating_sub(rejects.len() as u64);
+        summary.rejects_unlisted = (done.rows_rejected + done.records_rejected + done.warnings)
+            .saturating_sub(rejects.len() as u64);
         if let Some(at) = &report.handover {
             let next = run.part() + 1;
             let note = Note::new(&run.input, next, at, done, &rejects);

@@ -94,9 +94,9 @@ async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
     let report = env.download(BUCKET, report_key).await;
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines.len(), 3, "{report}");
-    assert_eq!(lines[0], "file,line,column,reason");
+    assert_eq!(lines[0], "file,line,column,kind,reason");
     let source_id = format!("s3://{BUCKET}/{KEY}#");
-    for (row, want) in lines[1..].iter().zip([",3,3,", ",6,12,"]) {
+    for (row, want) in lines[1..].iter().zip([",3,3,row,", ",6,12,row,"]) {
         assert!(row.starts_with(&source_id), "{row}");
         assert!(row.contains(want), "{row} should hold {want}");
     }

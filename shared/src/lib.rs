@@ -19,5 +19,5 @@ pub use day::Day;
 pub use format::{parse_all, Format, Options, Parser, TimestampLabel};
 pub use fragment::{Fragment, Quality, Slots, Version};
 pub use merge::{daily_totals, DayTotal};
-pub use reject::{Collect, FileError, Reject, Sink, Stats};
+pub use reject::{Collect, FileError, Reject, RejectKind, Sink, Stats};
 pub use series::{SeriesId, Unit};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::fragment::Fragment;
 
-/// One input row that was not counted, and why. Every row read is either accepted into a
-/// fragment or becomes exactly one of these.
+/// One line of the rejects report: a row that was not counted, a record that was refused, a
+/// warning about an input, or an input that failed as a whole; and why. Every row read is
+/// either accepted into a fragment or becomes exactly one reject of kind [`RejectKind::Row`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub source: Arc<str>,
@@ -15,7 +16,52 @@ pub struct Reject {
     pub line: u64,
     /// 1-based column (field) at fault, when one is.
     pub column: Option<u32>,
+    pub kind: RejectKind,
     pub reason: String,
+}
+
+/// What a report line is about; each kind has its own count in [`Stats`], so the report's
+/// lines and the summary's counts always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RejectKind {
+    /// A row (a wide or long row, a NEM12 300 with its 400s) that was not counted
+    /// ([`Stats::rows_rejected`]).
+    #[default]
+    Row,
+    /// A record that is not a row and was refused: a NEM12 200, 100 or 400 record, or one of
+    /// an unknown kind ([`Stats::records_rejected`]). The rows it affects are reported on their
+    /// own lines.
+    Record,
+    /// Nothing was refused, but the input deserves a look: a NEM12 file without its 900 end
+    /// record may have lost its tail ([`Stats::warnings`]).
+    Warning,
+    /// The input as a whole could not be read from this line on (the Lambda's report; the CLI
+    /// lists such failures in its summary).
+    File,
+}
+
+impl RejectKind {
+    /// The report's `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Row => "row",
+            RejectKind::Record => "record",
+            RejectKind::Warning => "warning",
+            RejectKind::File => "file",
+        }
+    }
+
+    /// The kind a report's `kind` column names.
+    pub fn from_name(name: &str) -> Option<RejectKind> {
+        [
+            RejectKind::Row,
+            RejectKind::Record,
+            RejectKind::Warning,
+            RejectKind::File,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
 }
 
 impl fmt::Display for Reject {
@@ -24,14 +70,20 @@ impl fmt::Display for Reject {
         if let Some(c) = self.column {
             write!(f, ": column {c}")?;
         }
-        write!(f, ": {}", self.reason)
+        let prefix = match self.kind {
+            RejectKind::Row => "",
+            RejectKind::Record => "record refused: ",
+            RejectKind::Warning => "warning: ",
+            RejectKind::File => "input failed: ",
+        };
+        write!(f, ": {prefix}{}", self.reason)
     }
 }
 
 /// The rejects report is CSV with these columns, written by [`Reject::write_csv_header`] and
 /// [`Reject::write_csv`]: one writer for the CLI's `--rejects` file and the splitter Lambda's
-/// report object, so both read the same way.
-pub const CSV_HEADER: &str = "file,line,column,reason";
+/// report object, so both read the same way. `kind` is [`RejectKind::as_str`].
+pub const CSV_HEADER: &str = "file,line,column,kind,reason";
 
 impl Reject {
     /// Writes the report's header line.
@@ -46,7 +98,7 @@ impl Reject {
         if let Some(c) = self.column {
             write!(w, "{c}")?;
         }
-        w.write_all(b",")?;
+        write!(w, ",{},", self.kind.as_str())?;
         write_csv_field(w, &self.reason)?;
         writeln!(w)
     }
@@ -88,12 +140,18 @@ pub trait Sink {
     fn reject(&mut self, reject: Reject);
 }
 
-/// Row accounting for one input: `rows_read == rows_accepted + rows_rejected` always holds.
+/// Accounting for one input: `rows_read == rows_accepted + rows_rejected` always holds, and
+/// every report line is counted by exactly one of `rows_rejected`, `records_rejected` and
+/// `warnings` (by its [`RejectKind`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub rows_read: u64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
+    /// Records that are not rows and were refused ([`RejectKind::Record`]).
+    pub records_rejected: u64,
+    /// Warnings reported ([`RejectKind::Warning`]).
+    pub warnings: u64,
     pub fragments: u64,
     pub bytes: u64,
 }
@@ -103,8 +161,15 @@ impl Stats {
         self.rows_read += o.rows_read;
         self.rows_accepted += o.rows_accepted;
         self.rows_rejected += o.rows_rejected;
+        self.records_rejected += o.records_rejected;
+        self.warnings += o.warnings;
         self.fragments += o.fragments;
         self.bytes += o.bytes;
+    }
+
+    /// Report lines these counts stand for: rejected rows and records, and warnings.
+    pub fn reported(&self) -> u64 {
+        self.rows_rejected + self.records_rejected + self.warnings
     }
 }
 
@@ -146,12 +211,14 @@ mod tests {
                 source: "data/a.csv".into(),
                 line: 7,
                 column: Some(3),
+                kind: RejectKind::Row,
                 reason: "not a number".into(),
             },
             Reject {
                 source: "s3://b/x, \"y\".csv".into(),
                 line: 1,
                 column: None,
+                kind: RejectKind::Warning,
                 reason: "two\nlines".into(),
             },
         ];
@@ -160,9 +227,9 @@ mod tests {
         }
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "file,line,column,reason\n\
-             data/a.csv,7,3,not a number\n\
-             \"s3://b/x, \"\"y\"\".csv\",1,,\"two\nlines\"\n"
+            "file,line,column,kind,reason\n\
+             data/a.csv,7,3,row,not a number\n\
+             \"s3://b/x, \"\"y\"\".csv\",1,,warning,\"two\nlines\"\n"
         );
     }
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use meterflow_core::envelope::{EnvelopeBuilder, MAX_RECORD_BYTES};
 use meterflow_core::format::Resume;
 use meterflow_core::partition::bucket;
-use meterflow_core::{FileError, Fragment, Options, Parser, Reject, Sink, Stats};
+use meterflow_core::{FileError, Fragment, Options, Parser, Reject, RejectKind, Sink, Stats};
 
 /// How to pack records.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +140,7 @@ impl<O: Output> Sink for Packer<'_, O> {
                     source: f.source.clone(),
                     line: f.line,
                     column: None,
+                    kind: RejectKind::Row,
                     reason: format!("the row's fragment cannot fit one stream record: {e}"),
                 };
                 self.oversize.push(reject.clone());

@@ -61,7 +61,7 @@ use super::record::{Handler, Record};
 use super::{FormatHandler, Options, Tally};
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Slots, Version};
-use crate::reject::{FileError, Reject, Sink};
+use crate::reject::{FileError, Sink};
 use crate::series::{SeriesId, Unit};
 use crate::value::{parse_decimal, scan_plain_kwh};
 
@@ -190,6 +190,14 @@ pub struct Nem12 {
     /// The 200 record of `channel` (open or rejected) as a line and its line number: what a
     /// resumed parse replays to be in the same channel.
     channel_record: Option<(u64, Vec<u8>)>,
+    /// A record was handled, or this parse resumed a cut one (the file's start is elsewhere).
+    started: bool,
+    /// The last record handled was a 900.
+    ended: bool,
+    /// Line of the input's first 900 record.
+    first_900: Option<u64>,
+    /// Line of the last record handled.
+    last_line: u64,
 }
 
 impl Nem12 {
@@ -213,27 +221,55 @@ impl Nem12 {
             covered: Vec::new(),
             ends: Vec::new(),
             channel_record: None,
+            started: false,
+            ended: false,
+            first_900: None,
+            last_line: 0,
         }
     }
 
-    /// Reports a faulty record that is not a row: seen by the sink, not counted in rows.
+    /// Reports a faulty record that is not a row: counted as a refused record, not a row.
     fn reject_record(
-        &self,
+        &mut self,
         sink: &mut dyn Sink,
         line: u64,
         column: Option<u32>,
         reason: impl Into<String>,
     ) {
-        sink.reject(Reject {
-            source: self.tally.source.clone(),
-            line,
-            column,
-            reason: reason.into(),
-        });
+        self.tally.reject_record(sink, line, column, reason);
+    }
+
+    /// The file-level checks of the record about to be handled: a missing 100 header, a 900
+    /// end record that is not the last one.
+    fn check_structure(&mut self, kind: &[u8], lineno: u64, sink: &mut dyn Sink) {
+        if !self.started {
+            self.started = true;
+            if kind != b"100" {
+                self.tally.warn(
+                    sink,
+                    lineno,
+                    "the file does not start with a 100 header record: it may have lost its beginning; the records read are counted, check that the file is complete",
+                );
+            }
+        }
+        self.last_line = lineno;
+        self.ended = kind == b"900";
+        if self.ended {
+            if let Some(first) = self.first_900 {
+                self.tally.warn(
+                    sink,
+                    lineno,
+                    format!("another 900 end record (the first is at line {first}): this input holds several NEM12 files joined together, or repeats its end record; every part was read"),
+                );
+            } else {
+                self.first_900 = Some(lineno);
+            }
+        }
     }
 
     fn handle<'a, F: Fields<'a>>(&mut self, f: &F, lineno: u64, sink: &mut dyn Sink) {
         let kind = f.field(0).trim_ascii();
+        self.check_structure(kind, lineno, sink);
         if kind == b"400" {
             self.on_400(f, lineno, sink);
             return;
@@ -736,13 +772,30 @@ impl FormatHandler for Nem12 {
         Ok(())
     }
 
-    /// The open channel's 200 record: what the rows after the boundary need. A 100 needs no
-    /// replay (it only closes the channel), and the file's first record is no header here.
+    /// What a part after a cut here replays, in line order:
+    /// - the first 900 record, if one was read, so that a later one is still seen as a repeat;
+    /// - the open channel's 200 record (open or refused), which the rows after the cut need (an
+    ///   open channel's 200 always follows the last 900);
+    /// - how the last record read ends the part: the last 900 again when it was one, else a
+    ///   `500` (a record NEM12 readers pass over) on the last record's line, so that a final
+    ///   part with no record of its own still knows whether the file ended with its 900.
+    ///
+    /// A 100 needs no replay (it only closes the channel), and the file's first record is no
+    /// header here.
     fn context(&self, _header: &(u64, Vec<u8>)) -> Vec<(u64, Vec<u8>)> {
-        match self.channel {
-            ChannelState::Missing => Vec::new(),
-            _ => self.channel_record.iter().cloned().collect(),
+        let mut context = Vec::with_capacity(3);
+        context.extend(self.first_900.map(|line| (line, b"900".to_vec())));
+        if !matches!(self.channel, ChannelState::Missing) {
+            context.extend(self.channel_record.clone());
         }
+        if self.ended {
+            if self.first_900 != Some(self.last_line) {
+                context.push((self.last_line, b"900".to_vec()));
+            }
+        } else if self.last_line > 0 {
+            context.push((self.last_line, b"500".to_vec()));
+        }
+        context
     }
 
     /// Not between a 300 and its 400s (they are one row).
@@ -751,6 +804,25 @@ impl FormatHandler for Nem12 {
             Pending::Nothing => true,
             Pending::Rejected | Pending::Held(_) => next.is_some_and(|f| f != b"400"),
         }
+    }
+
+    fn end_of_input(&mut self, sink: &mut dyn Sink) {
+        // A resumed part that read no record of its own knows from its context how the part
+        // before it ended.
+        if self.last_line > 0 && !self.ended {
+            let line = self.last_line;
+            self.tally.warn(
+                sink,
+                line,
+                "the file ends without a 900 end record: it may be truncated (a lost tail is the usual cause); the rows read are counted, and ingesting the complete file later adds the rest without counting anything twice",
+            );
+        }
+    }
+
+    fn resumed(&mut self, _at_line: u64) {
+        self.started = true;
+        self.tally.stats.records_rejected = 0;
+        self.tally.stats.warnings = 0;
     }
 
     fn tally(&self) -> &Tally {
@@ -762,7 +834,7 @@ impl FormatHandler for Nem12 {
 mod tests {
     use super::*;
     use crate::format::{parse_all, Parser};
-    use crate::reject::{Collect, Stats};
+    use crate::reject::{Collect, Reject, RejectKind, Stats};
     use crate::value::ONE;
     use proptest::prelude::*;
 
@@ -918,6 +990,8 @@ mod tests {
             name: &'static str,
             input: String,
             want: Vec<(&'static str, &'static str, i64, &'static str, u16)>,
+            /// Lines of the warnings: a missing 100 or 900, a repeated 900.
+            warned: Vec<u64>,
         }
         let cases = vec![
             Case {
@@ -929,26 +1003,31 @@ mod tests {
                     "900".into(),
                 ]),
                 want: vec![kwh48("2020-01-01")],
+                warned: vec![],
             },
             Case {
                 name: "missing 100 header",
                 input: lines(&[e1.clone(), day1.clone(), "900".into()]),
                 want: vec![kwh48("2020-01-01")],
+                warned: vec![1],
             },
             Case {
                 name: "missing 900 and final newline",
                 input: [e1.clone(), day1.clone()].join("\n"),
                 want: vec![kwh48("2020-01-01")],
+                warned: vec![1, 2],
             },
             Case {
                 name: "200 without NextScheduledReadDate",
                 input: lines(&["200,NMI0000001,E1,1,E1,N1,MS1,kWh,30".into(), day1.clone()]),
                 want: vec![kwh48("2020-01-01")],
+                warned: vec![1, 2],
             },
             Case {
                 name: "300 without MSATSLoadDateTime",
                 input: lines(&[e1.clone(), day1.strip_suffix(',').unwrap().to_string()]),
                 want: vec![kwh48("2020-01-01")],
+                warned: vec![1, 2],
             },
             Case {
                 name: "concatenated files and several 900s",
@@ -972,6 +1051,7 @@ mod tests {
                     kwh48("2020-01-02"),
                     ("NMI0000002-B1", "2020-01-01", 48 * ONE, "kWh", 30),
                 ],
+                warned: vec![8, 9, 12],
             },
             Case {
                 name: "CRLF, quoted fields, 500 records",
@@ -987,6 +1067,7 @@ mod tests {
                 .join("\r\n")
                     + "\r\n",
                 want: vec![kwh48("2020-01-01"), kwh48("2020-01-02")],
+                warned: vec![],
             },
             Case {
                 name: "Wh normalised to kWh",
@@ -995,6 +1076,7 @@ mod tests {
                     c300("20200101", &vec!["1500"; 48], "A", ""),
                 ]),
                 want: vec![("NMI0000003-E1", "2020-01-01", 72 * ONE, "kWh", 30)],
+                warned: vec![1, 2],
             },
             Case {
                 name: "MWh normalised to kWh",
@@ -1003,6 +1085,7 @@ mod tests {
                     c300("20200101", &vec!["0.000001"; 48], "A", ""),
                 ]),
                 want: vec![("NMI0000003-E1", "2020-01-01", 48_000, "kWh", 30)],
+                warned: vec![1, 2],
             },
             Case {
                 name: "upper-case KWH",
@@ -1011,6 +1094,7 @@ mod tests {
                     c300("20200101", &vec!["0.5"; 48], "E", ""),
                 ]),
                 want: vec![("NMI0000003-E1", "2020-01-01", 24 * ONE, "kWh", 30)],
+                warned: vec![1, 2],
             },
             Case {
                 name: "5-minute channel",
@@ -1019,6 +1103,7 @@ mod tests {
                     c300("20200101", &vec!["0.001"; 288], "A", ""),
                 ]),
                 want: vec![("NMI0000004-E1", "2020-01-01", 288_000, "kWh", 5)],
+                warned: vec![1, 2],
             },
             Case {
                 name: "15-minute channel",
@@ -1027,6 +1112,7 @@ mod tests {
                     c300("20200101", &vec!["0.25"; 96], "A", ""),
                 ]),
                 want: vec![("NMI0000004-E1", "2020-01-01", 24 * ONE, "kWh", 15)],
+                warned: vec![1, 2],
             },
             Case {
                 name: "400s in any order",
@@ -1037,6 +1123,7 @@ mod tests {
                     "400,1,24,A,,".into(),
                 ]),
                 want: vec![kwh48("2020-01-01")],
+                warned: vec![1, 4],
             },
         ];
         for c in cases {
@@ -1044,7 +1131,14 @@ mod tests {
                 parse(c.input.as_bytes()),
                 parse_bytewise(c.input.as_bytes()),
             ] {
-                assert!(sink.rejects.is_empty(), "{}: {:?}", c.name, sink.rejects);
+                let (warnings, refused): (Vec<_>, Vec<_>) = sink
+                    .rejects
+                    .iter()
+                    .partition(|r| r.kind == RejectKind::Warning);
+                assert!(refused.is_empty(), "{}: {refused:?}", c.name);
+                let warned: Vec<u64> = warnings.iter().map(|r| r.line).collect();
+                assert_eq!(warned, c.warned, "{}: {warnings:?}", c.name);
+                assert_eq!(stats.warnings, warned.len() as u64, "{}", c.name);
                 let want: Vec<_> = c
                     .want
                     .iter()
@@ -1551,12 +1645,22 @@ mod tests {
                 parse(c.input.as_bytes()),
                 parse_bytewise(c.input.as_bytes()),
             ] {
+                // Warnings (a missing 100 or 900) have their own test.
+                let refused: Vec<&Reject> = sink
+                    .rejects
+                    .iter()
+                    .filter(|r| r.kind != RejectKind::Warning)
+                    .collect();
                 let got: Vec<(u64, Option<u32>)> =
-                    sink.rejects.iter().map(|r| (r.line, r.column)).collect();
+                    refused.iter().map(|r| (r.line, r.column)).collect();
                 let want: Vec<(u64, Option<u32>)> =
                     c.rejects.iter().map(|(l, col, _)| (*l, *col)).collect();
                 assert_eq!(got, want, "{}: {:#?}", c.name, sink.rejects);
-                for (r, (_, _, needles)) in sink.rejects.iter().zip(&c.rejects) {
+                // Every report line is counted, by its kind: the report and the counts agree.
+                let rows = refused.iter().filter(|r| r.kind == RejectKind::Row).count();
+                assert_eq!(stats.rows_rejected, rows as u64, "{}", c.name);
+                assert_eq!(stats.reported(), sink.rejects.len() as u64, "{}", c.name);
+                for (r, (_, _, needles)) in refused.iter().zip(&c.rejects) {
                     assert_eq!(&*r.source, "test.nem12");
                     for needle in needles {
                         assert!(
@@ -1817,6 +1921,8 @@ mod tests {
             prop_assert_eq!(whole.1.rows_read, rows);
             prop_assert_eq!(whole.1.rows_read, whole.1.rows_accepted + whole.1.rows_rejected);
             prop_assert!(whole.0.rejects.iter().all(|r| r.line >= 1));
+            // The report and the counts agree: one count per report line, by its kind.
+            prop_assert_eq!(whole.1.reported(), whole.0.rejects.len() as u64);
             // Handed over between runs: never between a 300 and its 400s, so the same rows.
             let (parts, part_stats, _) = crate::format::parse_in_parts(input.as_bytes(), &cuts, opts());
             prop_assert_eq!(&parts.fragments, &whole.0.fragments);
