@@ -23,7 +23,7 @@ use meterflow_core::decompress::{
     for_each_input, sniff, Compression, DecompressError, Limits, SNIFF_LEN,
 };
 use meterflow_core::format::Resume;
-use meterflow_core::{FileError, Options, Reject, Stats};
+use meterflow_core::{FileError, Options, Reject, RejectKind, Stats};
 use meterflow_splitter::{
     split_part, Output, PackSettings, SplitError, SplitErrorKind, StreamRecord,
 };
@@ -65,6 +65,9 @@ pub struct SplitReport {
     pub object: ObjectInfo,
     /// Inputs inside it (1, or a zip's entries) begun in this part.
     pub inputs: u64,
+    /// Entries of a zip that failed alone in this part (each a line of `rejects` of kind
+    /// [`RejectKind::File`]); the others were split.
+    pub inputs_failed: u64,
     pub stats: Stats,
     pub put: PutReport,
     /// The first rejects (see [`PipelineSettings::max_rejects_kept`]); `stats` counts all.
@@ -267,10 +270,11 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
             out.rejects,
             parts.file_error,
             parts.handover,
+            parts.inputs_failed,
         )
     });
     let shipped = shipper.ship(rx).await;
-    let (inputs, stats, rejects, file_error, handover) =
+    let (inputs, stats, rejects, file_error, handover, inputs_failed) =
         splitting.await.map_err(|_| PipelineError::Panicked)?;
     let failed = |error, put| PartError {
         error,
@@ -296,6 +300,7 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     Ok(SplitReport {
         object: info,
         inputs,
+        inputs_failed,
         stats,
         put,
         rejects,
@@ -313,6 +318,10 @@ struct Parts {
     stats: Stats,
     file_error: Option<FileError>,
     handover: Option<Handover>,
+    /// The input being split is an entry of an archive (which may fail alone).
+    entry: bool,
+    /// Archive entries that failed alone (each a [`RejectKind::File`] line of the report).
+    inputs_failed: u64,
 }
 
 impl Parts {
@@ -325,6 +334,8 @@ impl Parts {
             stats: Stats::default(),
             file_error: None,
             handover: None,
+            entry: false,
+            inputs_failed: 0,
         }
     }
 
@@ -359,6 +370,7 @@ impl Parts {
             index += 1;
             let plain = sniff(&first.borrow()) == Compression::None;
             let from = self.part.from.clone();
+            self.entry = input != name;
             match from {
                 Some(h) if i < h.input => Ok(()),
                 Some(h) if i == h.input => {
@@ -411,6 +423,25 @@ impl Parts {
                     resume,
                 });
                 Err(io::Error::other("handed over to the next part"))
+            }
+            Err(e) if self.entry && e.is_input_only() => {
+                // An archive entry that fails alone: reported, and the archive read on.
+                self.stats.add(&e.stats);
+                self.inputs_failed += 1;
+                let line = match &e.kind {
+                    SplitErrorKind::File(
+                        FileError::Header { line, .. } | FileError::RecordTooLong { line, .. },
+                    ) => *line,
+                    _ => 0,
+                };
+                out.reject(Reject {
+                    source: input.into(),
+                    line,
+                    column: None,
+                    kind: RejectKind::File,
+                    reason: e.to_string(),
+                });
+                Ok(())
             }
             Err(SplitError { kind, stats }) => {
                 // The rows before the failure were put: they count.
@@ -653,6 +684,47 @@ mod tests {
         assert!(matches!(e, PipelineError::Put(_)), "{e}");
         assert!(e.is_retryable());
         assert_eq!(shipper.stream.calls(), 3, "one batch's attempts, then stop");
+    }
+
+    /// A zip whose first entries are empty, an archive, compressed with another method or not
+    /// meter data: each is a `file` line of the report, and the last, good entry is split.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_zip_entries_fail_alone_and_the_rest_is_split() {
+        let zip = include_bytes!("../../tests/bad-inputs/zip-bad-entries.zip").to_vec();
+        let (reports, fragments) = in_parts(zip, u64::MAX).await;
+        let report = &reports[0];
+        assert_eq!((report.inputs, report.inputs_failed), (5, 4));
+        let failed: Vec<(&str, RejectKind)> = report
+            .rejects
+            .iter()
+            .map(|r| (&*r.source, r.kind))
+            .collect();
+        let entry = |name: &'static str| (name, RejectKind::File);
+        assert_eq!(
+            failed,
+            [
+                entry("s3://b/k.csv#e1!empty.csv"),
+                entry("s3://b/k.csv#e1!inner.zip"),
+                entry("s3://b/k.csv#e1!bzip2.csv"),
+                entry("s3://b/k.csv#e1!not-meter-data.csv"),
+            ]
+        );
+        assert!(report.rejects[1]
+            .reason
+            .contains("zip data inside an archive"));
+        assert!(report.rejects[2].reason.contains("bzip2"));
+        assert_eq!(report.stats.rows_accepted, 2);
+        let totals: Vec<(String, i64)> = daily_totals(fragments.iter())
+            .iter()
+            .map(|t| (t.series.to_string(), t.total))
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("EE1".to_string(), 24_000_000),
+                ("EE2".to_string(), 48_000_000)
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use meterflow_aggregator::apply;
 use meterflow_aws::pipeline::StopWhenClosed;
-use meterflow_core::decompress::{for_each_input, Limits};
+use meterflow_core::decompress::{for_each_input, DecompressError, Limits};
 use meterflow_core::{Day, Options, Reject, SeriesId, Stats, TimestampLabel};
 use meterflow_splitter::{split, Output, PackSettings, StreamRecord};
 use meterflow_store::Store;
@@ -76,6 +76,8 @@ pub struct Summary {
     pub files: u64,
     pub files_failed: u64,
     pub inputs: u64,
+    /// Entries of archives that could not be read, while the rest of their archive was.
+    pub inputs_failed: u64,
     pub rows_read: u64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
@@ -92,7 +94,8 @@ pub struct Summary {
     pub bytes: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
-    /// `file: reason` for each file that could not be read at all.
+    /// Why each file that could not be read at all, or archive entry that could not, failed
+    /// (each message names it).
     pub failures: Vec<String>,
     /// Files found in directories but not read, for their extension (not a meter-data file
     /// name: csv, txt, dat, gz, zip, nem12, mdff). Name such a file explicitly to read it.
@@ -169,14 +172,23 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Parses one input (each input of an archive) into the channel.
+/// What one file did: its accounting, the inputs it held (1, or an archive's entries), and
+/// the entries of an archive that failed alone (each message names its entry).
+struct FileDone {
+    stats: Stats,
+    inputs: u64,
+    failed_entries: Vec<String>,
+}
+
+/// Parses one file (each input of an archive) into the channel. An archive entry that fails
+/// alone (see [`meterflow_splitter::SplitError::is_input_only`]) is noted and the archive read on.
 fn ingest_input(
     input: &Input,
     cfg: &IngestConfig,
     packing: PackSettings,
     out: &mut LocalOutput<'_>,
     counter: &Arc<AtomicU64>,
-) -> Result<(Stats, u64), Failed> {
+) -> Result<FileDone, Failed> {
     let opened = input
         .open(cfg.s3.as_deref())
         .map_err(|e| (e, Stats::default()))?;
@@ -184,38 +196,51 @@ fn ingest_input(
         inner: StopWhenClosed::new(opened.reader, out.halt.clone()),
         counter: counter.clone(),
     };
-    let mut stats = Stats::default();
-    let mut inputs = 0;
+    let mut done = FileDone {
+        stats: Stats::default(),
+        inputs: 0,
+        failed_entries: Vec::new(),
+    };
     let mut failure: Option<String> = None;
     let result = for_each_input(reader, &opened.name, cfg.limits, |input, r| {
         let mut opts = Options::new(input, opened.version);
         opts.timestamps = cfg.timestamps;
         opts.long_interval_minutes = cfg.long_interval_minutes;
-        inputs += 1;
+        done.inputs += 1;
         match split(r, opts, packing, out) {
             Ok(s) => {
-                stats.add(&s);
+                done.stats.add(&s);
                 Ok(())
             }
             Err(e) => {
                 // The rows before the failure reached the store: they count.
-                stats.add(&e.stats);
+                done.stats.add(&e.stats);
+                if input != opened.name && e.is_input_only() {
+                    done.failed_entries.push(e.to_string());
+                    return Ok(());
+                }
                 failure = Some(e.to_string());
                 Err(io::Error::other(e.to_string()))
             }
         }
     });
     if let Some(f) = failure {
-        return Err((f, stats));
+        return Err((f, done.stats));
     }
     if let Err(e) = result {
-        return Err((e.to_string(), stats));
+        // Errors of the archive itself name it; a read error may not.
+        let message = match DecompressError::of(&e) {
+            Some(d) => d.to_string(),
+            None => format!("{}: {e}", opened.name),
+        };
+        return Err((message, done.stats));
     }
-    stats.bytes = opened.size;
-    Ok((stats, inputs))
+    done.stats.bytes = opened.size;
+    Ok(done)
 }
 
-/// Why a file failed, and the accounting of its rows before the failure.
+/// Why a file failed (the message names it), and the accounting of its rows before the
+/// failure.
 type Failed = (String, Stats);
 
 /// Groups of records applied concurrently (each a validating walk, regrouping into packs, and
@@ -321,9 +346,8 @@ async fn store_all<S: Store + 'static>(
     }
 }
 
-/// What each parser thread did: per input, its stats and archive entry count, or why it
-/// could not be read.
-type ParserResults = Vec<(String, Result<(Stats, u64), Failed>)>;
+/// What each parser thread did: per file, what it did or why it could not be read.
+type ParserResults = Vec<Result<FileDone, Failed>>;
 
 /// One parser thread: takes inputs from the shared queue until it is empty or the records'
 /// consumer has stopped.
@@ -349,16 +373,13 @@ fn parse_inputs(
         };
         let r = ingest_input(&input, cfg, packing, &mut out, counter);
         if let Some(e) = out.write_error {
-            results.push((
-                input.to_string(),
-                Err((
-                    format!("cannot write the rejects report: {e}"),
-                    Stats::default(),
-                )),
-            ));
+            results.push(Err((
+                format!("{input}: cannot write the rejects report: {e}"),
+                Stats::default(),
+            )));
             break;
         }
-        results.push((input.to_string(), r));
+        results.push(r);
     }
     results
 }
@@ -437,11 +458,13 @@ pub async fn run<S: Store + 'static>(
         let results = w
             .join()
             .map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
-        for (input, r) in results {
+        for r in results {
             match r {
-                Ok((s, inputs)) => {
-                    stats.add(&s);
-                    summary.inputs += inputs;
+                Ok(done) => {
+                    stats.add(&done.stats);
+                    summary.inputs += done.inputs;
+                    summary.inputs_failed += done.failed_entries.len() as u64;
+                    summary.failures.extend(done.failed_entries);
                 }
                 Err((e, before)) => {
                     summary.files_failed += 1;
@@ -451,7 +474,7 @@ pub async fn run<S: Store + 'static>(
                         0 => String::new(),
                         n => format!(" ({n} rows before the failure were read and are counted)"),
                     };
-                    summary.failures.push(format!("{input}: {e}{stored}"));
+                    summary.failures.push(format!("{e}{stored}"));
                 }
             }
         }

@@ -105,10 +105,10 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
     if args.json {
         out!("{}", serde_json::to_string_pretty(&summary)?)?;
     }
-    if !args.json || summary.files_failed > 0 {
+    if !args.json || summary.files_failed + summary.inputs_failed > 0 {
         summary.print_text(&mut std::io::stderr().lock(), args.rejects.as_deref());
     }
-    Ok(if summary.files_failed > 0 {
+    Ok(if summary.files_failed + summary.inputs_failed > 0 {
         ExitCode::from(1)
     } else if args.strict && summary.rows_rejected + summary.records_rejected > 0 {
         ExitCode::from(3)

@@ -121,8 +121,10 @@ fn walk(dir: &Path, found: &mut Found) -> Result<()> {
 /// Opens a local file: named by its canonical path (the same however it was spelled) and
 /// versioned by its modification time.
 pub fn open_file(path: &Path) -> Result<Opened, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: cannot stat: {e}", path.display()))?;
     let version = meta
         .modified()
         .ok()

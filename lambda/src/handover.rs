@@ -54,6 +54,9 @@ pub struct Done {
     pub records_rejected: u64,
     #[serde(default)]
     pub warnings: u64,
+    /// Archive entries that failed alone (the others were split).
+    #[serde(default)]
+    pub inputs_failed: u64,
     pub fragments: u64,
     pub records: u64,
     pub put_calls: u64,

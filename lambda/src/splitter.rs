@@ -333,6 +333,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         let summary = match result {
             Ok(report) => {
                 done.add(&report.stats, report.put.records, report.put.calls);
+                done.inputs_failed += report.inputs_failed;
                 rejects.extend(report.rejects.iter().cloned());
                 rejects.truncate(self.settings.max_rejects_kept);
                 self.part_done(&run, report, done, rejects, summary).await?
@@ -470,8 +471,9 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         mut summary: ObjectSummary,
     ) -> Result<ObjectSummary, SplitterError> {
         summary.counts = done;
-        summary.rejects_unlisted = (done.rows_rejected + done.records_rejected + done.warnings)
-            .saturating_sub(rejects.len() as u64);
+        let reported =
+            done.rows_rejected + done.records_rejected + done.warnings + done.inputs_failed;
+        summary.rejects_unlisted = reported.saturating_sub(rejects.len() as u64);
         if let Some(at) = &report.handover {
             let next = run.part() + 1;
             let note = Note::new(&run.input, next, at, done, &rejects);

@@ -178,6 +178,15 @@ impl DecompressError {
         e.get_ref().and_then(|inner| inner.downcast_ref())
     }
 
+    /// Whether the error concerns one entry of a zip archive only, which the reader steps
+    /// over to read the others (an encrypted entry, one compressed with another method).
+    pub fn is_entry_only(&self) -> bool {
+        matches!(
+            self,
+            DecompressError::Encrypted { .. } | DecompressError::UnsupportedMethod { .. }
+        )
+    }
+
     fn kind(&self) -> io::ErrorKind {
         use DecompressError::*;
         match self {
@@ -208,7 +217,10 @@ impl From<DecompressError> for io::Error {
 ///
 /// `f` should read its input to the end: integrity checks (CRC-32, sizes) happen there, and
 /// their failure is a read error. For a zip entry, what `f` leaves unread is read and checked
-/// before the next entry; an error of `f` stops everything and is returned unchanged. A zip
+/// before the next entry; an error of `f` stops everything and is returned unchanged (so an `f`
+/// that returns `Ok` after an entry's failure lets the rest of the archive be read). An entry
+/// that cannot be decompressed but can be stepped over (see [`DecompressError::is_entry_only`])
+/// is given to `f` as a reader that fails with that error. A zip
 /// archive is read up to its central directory: a file that ends before it is an error (but
 /// the entries before the cut have been given to `f` by then: the caller must treat the whole
 /// file as failed).
@@ -672,14 +684,47 @@ where
         }
         let header = LocalHeader::read(input, archive)?;
         let entry_name = format!("{archive}!{}", header.name);
-        let mut entry = Entry::open(input, &header, &entry_name, &mut meter)?;
-        if is_data(&header.name) {
-            delivered += 1;
-            f(&entry_name, &mut entry)?;
+        let data = is_data(&header.name);
+        match Entry::open(input, &header, &entry_name, &mut meter) {
+            Ok(mut entry) => {
+                if data {
+                    delivered += 1;
+                    f(&entry_name, &mut entry)?;
+                }
+                // Whatever the callback left unread (all of it, for a skipped entry) is read
+                // here: the next header follows the data, and the data must pass its checks.
+                io::copy(&mut entry, &mut io::sink())?;
+            }
+            // An entry that cannot be decompressed (encrypted, another method) but whose size
+            // the header gives: the callback reads its error, then the entry is stepped over
+            // and the rest of the archive is read.
+            Err(e) if header.flags & FLAG_DESCRIPTOR == 0 => {
+                if data {
+                    delivered += 1;
+                    f(&entry_name, &mut Failing(Some(e)))?;
+                }
+                let skipped = io::copy(&mut input.take(header.compressed), &mut io::sink())?;
+                if skipped < header.compressed {
+                    return Err(zip_truncated(
+                        &entry_name,
+                        "the archive ends inside the entry",
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
         }
-        // Whatever the callback left unread (all of it, for a skipped entry) is read here:
-        // the next header follows the data, and the data must pass its checks.
-        io::copy(&mut entry, &mut io::sink())?;
+    }
+}
+
+/// A reader whose first read fails with the error it holds (later reads return nothing).
+struct Failing(Option<io::Error>);
+
+impl Read for Failing {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(0),
+        }
     }
 }
 
@@ -1495,6 +1540,42 @@ mod tests {
                 DecompressError::UnsupportedMethod { .. }
             ));
         }
+    }
+
+    /// An entry that cannot be decompressed but whose size is known fails alone: a caller
+    /// that notes the failure and carries on gets every other entry.
+    #[test]
+    fn an_unreadable_entry_is_stepped_over_when_the_caller_carries_on() {
+        let (a, c) = (csv(20), csv(30));
+        let bytes = zip(vec![
+            ent("a.csv", &a, METHOD_DEFLATE),
+            ent("b.csv", b"1,2\n", 12),
+            ent("secret.csv", b"3,4\n", METHOD_DEFLATE).flags(FLAG_ENCRYPTED),
+            ent("c.csv", &c, METHOD_STORED),
+        ]);
+        let (mut read, mut failed) = (Vec::new(), Vec::new());
+        let n = for_each_input(&bytes[..], "up.zip", Limits::default(), |name, r| {
+            let mut data = Vec::new();
+            match r.read_to_end(&mut data) {
+                Ok(_) => read.push((name.to_owned(), data)),
+                Err(e) => {
+                    assert!(err_of(&e).is_entry_only(), "{e}");
+                    failed.push(e.to_string());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(
+            read,
+            vec![
+                ("up.zip!a.csv".to_owned(), a),
+                ("up.zip!c.csv".to_owned(), c)
+            ]
+        );
+        assert!(failed[0].starts_with("up.zip!b.csv: compression method bzip2"));
+        assert!(failed[1].starts_with("up.zip!secret.csv: the entry is encrypted"));
     }
 
     #[test]

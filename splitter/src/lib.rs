@@ -8,6 +8,7 @@
 
 use std::io::Read;
 
+use meterflow_core::decompress::DecompressError;
 use meterflow_core::envelope::{EnvelopeBuilder, MAX_RECORD_BYTES};
 use meterflow_core::format::Resume;
 use meterflow_core::partition::bucket;
@@ -169,11 +170,34 @@ pub struct SplitError {
 pub enum SplitErrorKind {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("reading {input}: {source}")]
+    #[error("{}", io_message(input, source))]
     Io {
         input: String,
         source: std::io::Error,
     },
+}
+
+/// A decompression error names its input already; other read errors are named here.
+fn io_message(input: &str, source: &std::io::Error) -> String {
+    match DecompressError::of(source) {
+        Some(e) => e.to_string(),
+        None => format!("reading {input}: {source}"),
+    }
+}
+
+impl SplitError {
+    /// Whether the failure concerns this input alone, so that the other entries of the archive
+    /// it is in may still be read: its content is not what the parsers read (a bad header, an
+    /// empty entry, an archive inside the archive), or the archive cannot decompress this one
+    /// entry. A read error of the archive itself, or a decompression limit, is not.
+    pub fn is_input_only(&self) -> bool {
+        match &self.kind {
+            SplitErrorKind::File(_) => true,
+            SplitErrorKind::Io { source, .. } => {
+                DecompressError::of(source).is_some_and(DecompressError::is_entry_only)
+            }
+        }
+    }
 }
 
 /// Chunk size for reads: large enough to amortise calls, small enough to stay in cache.

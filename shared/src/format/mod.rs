@@ -108,6 +108,39 @@ pub const MAX_RESUME_CONTEXT: usize = 64 * 1024;
 pub const DETECT_LIMIT: usize = 64 * 1024;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Why the input's first bytes cannot be CSV text, if they cannot: compressed data (an
+/// archive inside an archive, or a file compressed twice: only the outer layer is opened),
+/// UTF-16 text, or binary data. Each says what to do instead.
+pub fn not_text(head: &[u8]) -> Option<String> {
+    use crate::decompress::{sniff, Compression};
+    let head = &head[..head.len().min(512)];
+    let compressed = match sniff(head) {
+        Compression::None => None,
+        Compression::Gzip => Some("gzip"),
+        Compression::Zip => Some("zip"),
+        Compression::Unsupported(name) => Some(name),
+    };
+    if let Some(name) = compressed {
+        return Some(format!(
+            "this is {name} data inside an archive (or a file compressed twice): meterflow opens one layer of .gz or .zip; extract the inner archive and ingest its files"
+        ));
+    }
+    let utf16 = head.starts_with(b"\xFF\xFE")
+        || head.starts_with(b"\xFE\xFF")
+        || (head.len() >= 4
+            && head
+                .chunks_exact(2)
+                .take(8)
+                .all(|p| p.iter().filter(|&&b| b == 0).count() == 1));
+    if utf16 {
+        return Some("this is UTF-16 text (as Excel's \"Unicode Text\" saves it): meterflow reads UTF-8; convert it, for example `iconv -f UTF-16 -t UTF-8 in.csv > out.csv`, or save it as \"CSV UTF-8\"".into());
+    }
+    if head.contains(&0) {
+        return Some("the file holds NUL bytes: it is binary data, not a CSV text file".into());
+    }
+    None
+}
+
 /// Decides the format from the first non-blank line (BOM already removed).
 pub fn detect(first_line: &[u8]) -> Result<Format, String> {
     let fields: Vec<Vec<u8>> = first_line
@@ -142,8 +175,18 @@ pub fn detect(first_line: &[u8]) -> Result<Format, String> {
     if long::looks_like_header(&fields) {
         return Ok(Format::Long);
     }
+    let commas = first_line.iter().filter(|&&b| b == b',').count();
+    let separator = [(b';', "semicolons (`;`)"), (b'\t', "tabs")]
+        .into_iter()
+        .find(|&(sep, _)| first_line.iter().filter(|&&b| b == sep).count() > commas);
+    let hint = match separator {
+        Some((_, name)) => format!(
+            "; its fields look separated by {name}: meterflow reads comma-separated files, so export the file as CSV with commas (Excel: \"CSV (Comma delimited)\") or replace the separator"
+        ),
+        None => String::new(),
+    };
     Err(format!(
-        "cannot tell the format from the first line `{}`: expected a NEM12 100/200 record, a wide header (Meter,Date,0:00,0:30,...) or a long header (meter,timestamp,kwh)",
+        "cannot tell the format from the first line `{}`: expected a NEM12 100/200 record, a wide header (Meter,Date,0:00,0:30,...) or a long header (meter,timestamp,kwh){hint}",
         String::from_utf8_lossy(&first_line[..first_line.len().min(120)])
     ))
 }
@@ -397,7 +440,7 @@ impl Parser {
                     if buf.len() > DETECT_LIMIT {
                         let err = FileError::Format {
                             input: self.opts.source.clone(),
-                            reason: format!("no line break in the first {DETECT_LIMIT} bytes: not a CSV meter-data file"),
+                            reason: not_text(buf).unwrap_or_else(|| format!("no line break in the first {DETECT_LIMIT} bytes: not a CSV meter-data file")),
                         };
                         return self.fail_on(Err(err), sink);
                     }
@@ -418,7 +461,7 @@ impl Parser {
         else {
             return Ok(());
         };
-        let format = match detect(first) {
+        let format = match not_text(&buf).map_or_else(|| detect(first), Err) {
             Ok(f) => f,
             Err(reason) => {
                 return self.fail_on(
@@ -803,5 +846,41 @@ mod tests {
         assert_eq!(detect(b"NMI,read_at,consumption"), Ok(Format::Long));
         assert!(detect(b"100,NEM13,x").unwrap_err().contains("NEM13"));
         assert!(detect(b"hello,world").unwrap_err().contains("cannot tell"));
+        let semi = detect(b"Meter;Date;0:00;0:30;1:00").unwrap_err();
+        assert!(semi.contains("semicolons"), "{semi}");
+        assert!(detect(b"Meter\tDate\t0:00\t0:30")
+            .unwrap_err()
+            .contains("tabs"));
+    }
+
+    /// Bytes that cannot be CSV text say what they are and what to do, whatever the chunking.
+    #[test]
+    fn compressed_utf16_and_binary_inputs_say_what_they_are() {
+        let utf16: Vec<u8> = "\u{feff}Meter,Date,0:00,0:30\r\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"PK\x03\x04\x14\x00\x00\x00\x08\x00\n",
+                "zip data inside an archive",
+            ),
+            (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\n", "gzip data"),
+            (&utf16, "UTF-16"),
+            (b"Meter,Date\x00\x01\x02,0:00\n", "NUL bytes"),
+            (&[0u8; 70_000], "NUL bytes"),
+        ];
+        for (input, needle) in cases {
+            for chunk in [1.max(input.len() / 1000), 7, input.len()] {
+                let mut p = Parser::new(Options::new("x", 1));
+                let mut sink = Collect::default();
+                let r = input
+                    .chunks(chunk)
+                    .try_for_each(|c| p.feed(c, &mut sink))
+                    .and_then(|()| p.finish(&mut sink).map(|_| ()));
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains(needle), "{needle}: {e}");
+            }
+        }
     }
 }
