@@ -23,6 +23,7 @@ use meterflow_core::decompress::{
     for_each_input, sniff, Compression, DecompressError, Limits, SNIFF_LEN,
 };
 use meterflow_core::format::Resume;
+use meterflow_core::source::source_name;
 use meterflow_core::{FileError, Options, Reject, RejectKind, Stats};
 use meterflow_splitter::{
     split_part, Output, PackSettings, SplitError, SplitErrorKind, StreamRecord,
@@ -263,7 +264,7 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
         };
         let mut parts = Parts::new(part, &object, settings);
         let reader = StopWhenClosed::new(reader, stop);
-        let inputs = parts.run(reader, &object.source_id(), &mut out);
+        let inputs = parts.run(reader, &object.name(), &mut out);
         (
             inputs,
             parts.stats,
@@ -314,6 +315,8 @@ struct Parts {
     /// The object's, for the handover and for the fragments.
     etag: Option<String>,
     version: i64,
+    /// Which content of the key the fragments come from (see [`ObjectInfo::delivery`]).
+    delivery: Option<String>,
     settings: PipelineSettings,
     stats: Stats,
     file_error: Option<FileError>,
@@ -330,6 +333,7 @@ impl Parts {
             part,
             etag: object.etag.clone(),
             version: object.last_modified_ms,
+            delivery: object.delivery().map(str::to_owned),
             settings,
             stats: Stats::default(),
             file_error: None,
@@ -407,7 +411,7 @@ impl Parts {
         let halt = |read: u64| stop.load(Ordering::Relaxed) || before + read >= max;
         match split_part(
             r,
-            Options::new(input, self.version),
+            Options::new(source_name(input, self.delivery.as_deref()), self.version),
             from,
             self.settings.pack,
             out,
@@ -435,7 +439,7 @@ impl Parts {
                     _ => 0,
                 };
                 out.reject(Reject {
-                    source: input.into(),
+                    source: source_name(input, self.delivery.as_deref()).into(),
                     line,
                     column: None,
                     kind: RejectKind::File,
@@ -537,7 +541,7 @@ mod tests {
         let fragments = shipper.stream.fragments();
         assert!(fragments
             .iter()
-            .all(|f| &*f.source == "s3://b/k.csv#e1" && f.version == 1_546_300_800_000));
+            .all(|f| &*f.source == "s3://b/k.csv#@e1" && f.version == 1_546_300_800_000));
         let got: Vec<i64> = daily_totals(fragments.iter())
             .iter()
             .map(|t| t.total)
@@ -703,10 +707,10 @@ mod tests {
         assert_eq!(
             failed,
             [
-                entry("s3://b/k.csv#e1!empty.csv"),
-                entry("s3://b/k.csv#e1!inner.zip"),
-                entry("s3://b/k.csv#e1!bzip2.csv"),
-                entry("s3://b/k.csv#e1!not-meter-data.csv"),
+                entry("s3://b/k.csv!empty.csv#@e1"),
+                entry("s3://b/k.csv!inner.zip#@e1"),
+                entry("s3://b/k.csv!bzip2.csv#@e1"),
+                entry("s3://b/k.csv!not-meter-data.csv#@e1"),
             ]
         );
         assert!(report.rejects[1]

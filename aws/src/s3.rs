@@ -23,6 +23,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::Bytes;
 use meterflow_core::metric_names;
+use meterflow_core::source::source_name;
 use tokio::sync::mpsc;
 
 use crate::retry::RetryPolicy;
@@ -41,18 +42,25 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
-    /// `s3://bucket/key#versionId`, else `s3://bucket/key#etag`: names this exact content, so
-    /// re-splitting it rewrites the same keys and a new upload gets new ones.
+    /// The source name of this exact content: `s3://bucket/key#@versionId`, else
+    /// `s3://bucket/key#@etag` (see [`meterflow_core::source`]), so re-splitting it rewrites the
+    /// same keys and a new upload gets new ones.
     pub fn source_id(&self) -> String {
-        let base = format!("s3://{}/{}", self.bucket, self.key);
+        source_name(&self.name(), self.delivery())
+    }
+
+    /// Which content of the key this is: its version id, else its ETag (both content-derived
+    /// or content-bound; an unversioned bucket's version id is `null`).
+    pub fn delivery(&self) -> Option<&str> {
         match (&self.version_id, &self.etag) {
-            (Some(v), _) if v != "null" => format!("{base}#{v}"),
-            (_, Some(e)) => format!("{base}#{e}"),
-            _ => base,
+            (Some(v), _) if v != "null" => Some(v),
+            (_, Some(e)) => Some(e),
+            _ => None,
         }
     }
 
-    fn name(&self) -> String {
+    /// `s3://bucket/key`: the object part of the source name, and what messages show.
+    pub fn name(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 }
@@ -733,11 +741,11 @@ mod tests {
     #[test]
     fn source_ids_prefer_the_version_id() {
         let mut i = object(b"").info;
-        assert_eq!(i.source_id(), "s3://b/k#e");
+        assert_eq!(i.source_id(), "s3://b/k#@e");
         i.version_id = Some("null".into());
-        assert_eq!(i.source_id(), "s3://b/k#e", "unversioned buckets say null");
+        assert_eq!(i.source_id(), "s3://b/k#@e", "unversioned buckets say null");
         i.version_id = Some("3HL4kqtJ".into());
-        assert_eq!(i.source_id(), "s3://b/k#3HL4kqtJ");
+        assert_eq!(i.source_id(), "s3://b/k#@3HL4kqtJ");
     }
 
     #[test]

@@ -19,13 +19,14 @@ use anyhow::{Context, Result};
 use meterflow_aggregator::apply;
 use meterflow_aws::pipeline::StopWhenClosed;
 use meterflow_core::decompress::{for_each_input, DecompressError, Limits};
+use meterflow_core::source::source_name;
 use meterflow_core::{Day, Options, Reject, SeriesId, Stats, TimestampLabel};
 use meterflow_splitter::{split, Output, PackSettings, StreamRecord};
 use meterflow_store::Store;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::inputs::Input;
+use crate::inputs::{Input, SkipReason, Skipped};
 use crate::kinesis_sink::{KinesisSink, PutSummary};
 use crate::s3_inputs::S3Inputs;
 
@@ -97,9 +98,13 @@ pub struct Summary {
     /// Why each file that could not be read at all, or archive entry that could not, failed
     /// (each message names it).
     pub failures: Vec<String>,
-    /// Files found in directories but not read, for their extension (not a meter-data file
-    /// name: csv, txt, dat, gz, zip, nem12, mdff). Name such a file explicitly to read it.
-    pub skipped: Vec<String>,
+    /// Directories that could not be listed (or entries of them that could not be read):
+    /// each fails alone, as a file does; they are in `failures`.
+    pub dirs_failed: u64,
+    /// Paths found but not read, and why: a name that is not a meter-data file name (csv, txt,
+    /// dat, gz, zip, nem12, mdff; name such a file explicitly to read it), a rejects report,
+    /// a file or directory reached again through a symlink.
+    pub skipped: Vec<Skipped>,
     /// What was put on the stream, with `--stream` (`series` and `days` are then not
     /// counted: the aggregator Lambda sees the fragments, not this process).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,8 +207,9 @@ fn ingest_input(
         failed_entries: Vec::new(),
     };
     let mut failure: Option<String> = None;
-    let result = for_each_input(reader, &opened.name, cfg.limits, |input, r| {
-        let mut opts = Options::new(input, opened.version);
+    let result = for_each_input(reader, &opened.object, cfg.limits, |input, r| {
+        let source = source_name(input, opened.delivery.as_deref());
+        let mut opts = Options::new(source, opened.version);
         opts.timestamps = cfg.timestamps;
         opts.long_interval_minutes = cfg.long_interval_minutes;
         done.inputs += 1;
@@ -215,7 +221,7 @@ fn ingest_input(
             Err(e) => {
                 // The rows before the failure reached the store: they count.
                 done.stats.add(&e.stats);
-                if input != opened.name && e.is_input_only() {
+                if input != opened.object && e.is_input_only() {
                     done.failed_entries.push(e.to_string());
                     return Ok(());
                 }
@@ -231,7 +237,7 @@ fn ingest_input(
         // Errors of the archive itself name it; a read error may not.
         let message = match DecompressError::of(&e) {
             Some(d) => d.to_string(),
-            None => format!("{}: {e}", opened.name),
+            None => format!("{}: {e}", opened.object),
         };
         return Err((message, done.stats));
     }
@@ -510,6 +516,11 @@ pub async fn run<S: Store + 'static>(
 }
 
 impl Summary {
+    /// Whether something could not be read (a file, an archive entry, a directory): exit 1.
+    pub fn failed(&self) -> bool {
+        self.files_failed + self.inputs_failed + self.dirs_failed > 0
+    }
+
     /// Lines of the rejects report: rejected rows, refused records, warnings.
     pub fn reported(&self) -> u64 {
         self.rows_rejected + self.records_rejected + self.warnings
@@ -575,13 +586,17 @@ impl Summary {
                 self.records_quarantined
             );
         }
-        if !self.skipped.is_empty() {
-            let _ = writeln!(
-                err,
-                "{} files in the directories were not read for their extension (name them to read them), e.g. {}",
-                self.skipped.len(),
-                self.skipped[0]
-            );
+        let mut reasons: Vec<SkipReason> = Vec::new();
+        for s in &self.skipped {
+            if !reasons.contains(&s.reason) {
+                reasons.push(s.reason);
+            }
+        }
+        for reason in reasons {
+            let mut these = self.skipped.iter().filter(|s| s.reason == reason);
+            let n = these.clone().count();
+            let example = these.next().map_or("", |s| s.path.as_str());
+            let _ = writeln!(err, "{n} paths {}, e.g. {example}", reason.describe());
         }
         for f in &self.failures {
             let _ = writeln!(err, "error: {f}");

@@ -73,11 +73,16 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
         None => Sink::Store(Arc::new(crate::store::open(store).await?)),
     };
     let all: Vec<PathBuf> = args.paths.iter().chain(&args.source).cloned().collect();
-    let found = crate::inputs::expand(&all).await?;
+    let found = crate::inputs::expand(&all, args.rejects.as_deref()).await?;
     if found.inputs.is_empty() {
+        let why = found
+            .failures
+            .iter()
+            .map(|f| format!("; {f}"))
+            .collect::<String>();
         anyhow::bail!(
-            "no data files found in the given paths (looked for {})",
-            "csv, txt, dat, gz, zip, nem12"
+            "no data files found in the given paths (looked for {}){why}",
+            crate::inputs::DATA_EXTENSIONS.join(", ")
         );
     }
     let cfg = IngestConfig {
@@ -102,13 +107,15 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
     };
     let mut summary = ingest::run(sink, found.inputs, cfg).await?;
     summary.skipped = found.skipped;
+    summary.dirs_failed = found.failures.len() as u64;
+    summary.failures.extend(found.failures);
     if args.json {
         out!("{}", serde_json::to_string_pretty(&summary)?)?;
     }
-    if !args.json || summary.files_failed + summary.inputs_failed > 0 {
+    if !args.json || summary.failed() {
         summary.print_text(&mut std::io::stderr().lock(), args.rejects.as_deref());
     }
-    Ok(if summary.files_failed + summary.inputs_failed > 0 {
+    Ok(if summary.failed() {
         ExitCode::from(1)
     } else if args.strict && summary.rows_rejected + summary.records_rejected > 0 {
         ExitCode::from(3)

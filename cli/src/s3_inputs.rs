@@ -84,7 +84,8 @@ impl S3Inputs {
             .block_on(self.source.head(bucket, key, None))
             .map_err(|e| e.to_string())?;
         Ok(Opened {
-            name: info.source_id(),
+            object: info.name(),
+            delivery: info.delivery().map(str::to_owned),
             version: info.last_modified_ms,
             size: info.size,
             reader: Box::new(s3::open(

@@ -207,14 +207,14 @@ fn an_s3_prefix_ingests_exactly_like_the_same_files_on_disk() {
     assert_eq!(on_s3["rows_rejected"].as_u64(), Some(1));
     assert_eq!(
         on_s3["skipped"],
-        serde_json::json!(["s3://meter-drop/in/README.md"])
+        serde_json::json!([{"path": "s3://meter-drop/in/README.md", "reason": "extension"}])
     );
-    // Rejects name the object as the splitter Lambda does: s3://bucket/key#etag.
+    // Rejects name the object as the splitter Lambda does: s3://bucket/key.
     let report = std::fs::read_to_string(&rejects).unwrap();
     assert!(
         report
             .lines()
-            .any(|l| l.starts_with("s3://meter-drop/in/bad.csv#") && l.contains(",3,2,")),
+            .any(|l| l.starts_with("s3://meter-drop/in/bad.csv,3,2,row,")),
         "{report}"
     );
 

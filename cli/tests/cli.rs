@@ -136,7 +136,7 @@ fn ingest_then_query_exact_totals_and_idempotent() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p.as_str().unwrap())
+        .map(|p| p["path"].as_str().unwrap())
         .collect();
     assert!(
         skipped.iter().any(|p| p.ends_with("store.db")),

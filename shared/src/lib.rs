@@ -12,6 +12,7 @@ pub mod metric_names;
 pub mod partition;
 pub mod reject;
 pub mod series;
+pub mod source;
 pub mod synth;
 pub mod value;
 

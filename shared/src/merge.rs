@@ -9,6 +9,13 @@
 //! - corrections replace: a higher version's slot wins over a lower one, it is never added;
 //! - partial days merge: disjoint slots from different fragments all count.
 //!
+//! One exception to the slot-by-slot rule: two *deliveries* of one input at one version (see
+//! [`crate::source`]: a file rewritten with its timestamp kept, a key uploaded twice in one
+//! second) are two contents that nothing orders. Mixing their slots would make a day neither
+//! delivered, so only the greatest delivery's fragments count at that version (the source
+//! names break the tie deterministically; for a local file, the later write wins); the other
+//! delivery's are left out and counted in [`DayTotal::superseded`].
+//!
 //! A day whose fragments disagree on the interval length (a provider re-sent 30-minute data as
 //! 5-minute data) cannot be merged slot by slot; the interval length of the highest-ranked
 //! fragment is taken as the day's resolution and fragments of other lengths are left out of that
@@ -18,8 +25,9 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::day::Day;
-use crate::fragment::{slots_per_day, Fragment, Quality};
+use crate::fragment::{slots_per_day, Fragment, Quality, Version};
 use crate::series::{SeriesId, Unit};
+use crate::source::object_of;
 
 /// One series' merged day.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +43,8 @@ pub struct DayTotal {
     pub unit: Unit,
     /// Union of the quality flags of fragments that supplied at least one winning slot.
     pub quality: Quality,
-    /// Fragments of this day left out because their interval length differs from the day's.
+    /// Fragments of this day left out: their interval length differs from the day's, or a
+    /// later delivery of their input at their version replaced them.
     pub superseded: usize,
 }
 
@@ -57,6 +66,34 @@ fn by_rank_desc(a: &&Fragment, b: &&Fragment) -> Ordering {
         .then_with(|| b.unit.as_str().cmp(a.unit.as_str()))
 }
 
+/// Whether each fragment (in rank order) counts: not when a higher-ranked fragment of the same
+/// version and object is of another delivery (see the module documentation).
+fn latest_deliveries(ranked: &[&Fragment]) -> Vec<bool> {
+    let first = ranked.first().map(|f| &f.source);
+    if ranked.iter().all(|f| Some(&f.source) == first) {
+        // The common case: one input delivered the day.
+        return vec![true; ranked.len()];
+    }
+    // The first fragment of each (version, object) in rank order has the greatest source.
+    let mut leaders: Vec<(Version, &str, &str)> = Vec::new();
+    ranked
+        .iter()
+        .map(|f| {
+            let object = object_of(&f.source);
+            match leaders
+                .iter()
+                .find(|(v, o, _)| *v == f.version && *o == object)
+            {
+                Some((_, _, source)) => *source == &*f.source,
+                None => {
+                    leaders.push((f.version, object, &f.source));
+                    true
+                }
+            }
+        })
+        .collect()
+}
+
 /// Merges one series-day's fragments (all with the same series and day).
 pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
     fragments.sort_unstable_by(by_rank_desc);
@@ -64,12 +101,18 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
     let minutes = top.interval_minutes;
     let n = slots_per_day(minutes).unwrap_or(top.slots.len());
     let mut filled = vec![false; n];
+    let counts = latest_deliveries(fragments);
     let superseded = fragments
         .iter()
-        .filter(|f| f.interval_minutes != minutes)
+        .zip(&counts)
+        .filter(|(f, &counts)| f.interval_minutes != minutes || !counts)
         .count();
     let (mut total, mut intervals, mut quality) = (0i64, 0usize, Quality::default());
-    for f in fragments.iter().filter(|f| f.interval_minutes == minutes) {
+    let counted = fragments
+        .iter()
+        .zip(&counts)
+        .filter(|(f, &counts)| counts && f.interval_minutes == minutes);
+    for (f, _) in counted {
         let mut contributed = false;
         for (slot, v) in f.slots.iter() {
             if let Some(seen) = filled.get_mut(slot) {
@@ -118,6 +161,7 @@ pub fn daily_totals<'a>(fragments: impl IntoIterator<Item = &'a Fragment>) -> Ve
 mod tests {
     use super::*;
     use crate::fragment::Slots;
+    use crate::source::source_name;
     use crate::value::MAX_ABS_VALUE;
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -189,10 +233,33 @@ mod tests {
     /// A store's key: `(series, day, version, source, line)`.
     type StoreKey = (String, i32, i64, String, u64);
 
-    /// The reference model: per slot, the value of the maximum-rank fragment holding it.
+    /// The reference model: per slot, the value of the maximum-rank fragment holding it, among
+    /// the fragments of the greatest delivery of each input at each version.
     fn model(fs: &[Fragment]) -> Vec<(String, i32, i64, usize)> {
+        let mut latest: HashMap<(String, i32, i64, &str), &str> = HashMap::new();
+        for f in fs {
+            let key = (
+                f.series.to_string(),
+                f.day.days(),
+                f.version,
+                object_of(&f.source),
+            );
+            let e = latest.entry(key).or_insert(&f.source);
+            if &*f.source > *e {
+                *e = &f.source;
+            }
+        }
         let mut best: BTreeMap<SlotKey, Winner> = BTreeMap::new();
         for f in fs {
+            let key = (
+                f.series.to_string(),
+                f.day.days(),
+                f.version,
+                object_of(&f.source),
+            );
+            if latest[&key] != &*f.source {
+                continue;
+            }
             for (slot, v) in f.slots.iter() {
                 let key = (f.series.to_string(), f.day.days(), slot);
                 let cand = (f.version, f.source.to_string(), f.line, v);
@@ -218,7 +285,7 @@ mod tests {
             0u8..3,
             0i32..3,
             0i64..4,
-            0u8..3,
+            0u8..9,
             0u64..4,
             proptest::collection::vec(
                 (
@@ -229,8 +296,17 @@ mod tests {
             ),
         )
             .prop_map(|(m, d, v, s, l, slots)| {
-                frag(&format!("M{m}"), d, v, &format!("s{s}"), l, &slots)
+                frag(&format!("M{m}"), d, v, &arb_source(s), l, &slots)
             })
+    }
+
+    /// Three inputs, each in up to two deliveries or without one (names of old stores).
+    fn arb_source(s: u8) -> String {
+        let delivery = ["d1", "d2", ""][usize::from(s / 3)];
+        source_name(
+            &format!("s{}", s % 3),
+            Some(delivery).filter(|d| !d.is_empty()),
+        )
     }
 
     /// Fragments with distinct keys: the store keeps one fragment per key, and one input row
@@ -277,6 +353,25 @@ mod tests {
             let mut doubled = fs.clone();
             doubled.extend(fs.iter().cloned());
             prop_assert_eq!(totals(&doubled), want);
+        }
+
+        /// Two contents of one input at one version (a file rewritten with its timestamp
+        /// kept): the day is one delivery's, wholly, never a mix of both.
+        #[test]
+        fn two_deliveries_of_one_input_at_one_version_never_mix(
+            a in proptest::collection::vec((0usize..48, -1000i64..1000), 1..48),
+            b in proptest::collection::vec((0usize..48, -1000i64..1000), 1..48),
+            lines in (1u64..5, 1u64..5),
+            other in proptest::collection::vec((0usize..48, -1000i64..1000), 0..10),
+        ) {
+            let older = frag("M", 0, 7, "/d/f.csv#@1700000000.000000001", lines.0, &a);
+            let newer = frag("M", 0, 7, "/d/f.csv#@1700000000.000000002", lines.1, &b);
+            // Another input's partial day still merges slot by slot.
+            let third = frag("M", 0, 7, "/d/g.csv#@1", 1, &other);
+            let day = |fs: &[&Fragment]| daily_totals(fs.iter().copied()).pop().map(|t| (t.total, t.intervals));
+            prop_assert_eq!(day(&[&older, &newer, &third]), day(&[&newer, &third]));
+            prop_assert_eq!(day(&[&newer, &older]), day(&[&newer]));
+            prop_assert_eq!(daily_totals([&older, &newer])[0].superseded, 1);
         }
 
         #[test]

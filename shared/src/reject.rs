@@ -5,12 +5,14 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::fragment::Fragment;
+use crate::source::object_of;
 
 /// One line of the rejects report: a row that was not counted, a record that was refused, a
 /// warning about an input, or an input that failed as a whole; and why. Every row read is
 /// either accepted into a fragment or becomes exactly one reject of kind [`RejectKind::Row`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
+    /// The source name (reports and messages show its object, see [`crate::source`]).
     pub source: Arc<str>,
     /// 1-based line where the row starts.
     pub line: u64,
@@ -66,7 +68,7 @@ impl RejectKind {
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.source, self.line)?;
+        write!(f, "{}:{}", object_of(&self.source), self.line)?;
         if let Some(c) = self.column {
             write!(f, ": column {c}")?;
         }
@@ -93,7 +95,7 @@ impl Reject {
 
     /// Writes this reject as one report line; an absent column is an empty field.
     pub fn write_csv(&self, w: &mut impl Write) -> io::Result<()> {
-        write_csv_field(w, &self.source)?;
+        write_csv_field(w, object_of(&self.source))?;
         write!(w, ",{},", self.line)?;
         if let Some(c) = self.column {
             write!(w, "{c}")?;
@@ -114,18 +116,19 @@ fn write_csv_field(w: &mut impl Write, s: &str) -> io::Result<()> {
     }
 }
 
-/// The input as a whole cannot be read: nothing after the failure was interpreted.
+/// The input as a whole cannot be read: nothing after the failure was interpreted. `input` is
+/// the source name; messages show its object (see [`crate::source`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileError {
-    #[error("{input}:{line}: {reason}")]
+    #[error("{}:{line}: {reason}", object_of(input))]
     Header {
         input: Arc<str>,
         line: u64,
         reason: String,
     },
-    #[error("{input}: {reason}")]
+    #[error("{}: {reason}", object_of(input))]
     Format { input: Arc<str>, reason: String },
-    #[error("{input}:{line}: a single record is longer than {limit} bytes; is this really a meter-data CSV file?")]
+    #[error("{}:{line}: a single record is longer than {limit} bytes; is this really a meter-data CSV file?", object_of(input))]
     RecordTooLong {
         input: Arc<str>,
         line: u64,

@@ -12,6 +12,7 @@ use meterflow_core::decompress::DecompressError;
 use meterflow_core::envelope::{EnvelopeBuilder, MAX_RECORD_BYTES};
 use meterflow_core::format::Resume;
 use meterflow_core::partition::bucket;
+use meterflow_core::source::object_of;
 use meterflow_core::{FileError, Fragment, Options, Parser, Reject, RejectKind, Sink, Stats};
 
 /// How to pack records.
@@ -181,7 +182,7 @@ pub enum SplitErrorKind {
 fn io_message(input: &str, source: &std::io::Error) -> String {
     match DecompressError::of(source) {
         Some(e) => e.to_string(),
-        None => format!("reading {input}: {source}"),
+        None => format!("reading {}: {source}", object_of(input)),
     }
 }
 
