@@ -8,11 +8,13 @@
 //! Every client mistake is a 4xx with `{"error": "..."}` saying what to fix; a 5xx only ever
 //! means the store failed (503 when retrying may help).
 
+pub mod parse_errors;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -101,6 +103,28 @@ pub fn router<S: Store + 'static>(store: Arc<S>, config: ApiConfig) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// The query parameters of a request, each given at most once (a repeated one is a 400:
+/// taking the first or the last would silently answer another question than some client
+/// meant). With `only`, a parameter the route does not take is a 400 too (a typo such as
+/// `form=` would otherwise read as a missing `from`).
+fn query(raw: Option<&str>, only: Option<&[&str]>) -> Result<HashMap<String, String>, ApiError> {
+    let mut q = HashMap::new();
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if let Some(only) = only.filter(|only| !only.contains(&name.as_ref())) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{name}`; this route takes {}",
+                only.join(" and ")
+            )));
+        }
+        if q.insert(name.to_string(), value.into_owned()).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `{name}` is given more than once; give it once"
+            )));
+        }
+    }
+    Ok(q)
 }
 
 fn param<'a>(
@@ -202,11 +226,12 @@ pub async fn daily_report<S: Store>(
 async fn daily<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     path: Result<Path<String>, PathRejection>,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
 ) -> Result<Json<DailyReport>, ApiError> {
     let Path(raw) =
         path.map_err(|e| ApiError::bad_request(format!("bad meter in the path: {e}")))?;
     let series = meter(&raw)?;
+    let q = query(raw_query.as_deref(), Some(&["from", "to"]))?;
     let date = |name: &str| -> Result<Day, ApiError> {
         let v = param(&q, name, "2019-01-01")?;
         Day::parse_iso(v).map_err(|e| ApiError::bad_request(format!("`{name}`: {e}")))
@@ -239,8 +264,11 @@ struct LegacyBody {
 
 async fn legacy<S: Store>(
     State(st): State<Arc<AppState<S>>>,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
 ) -> Result<Json<LegacyBody>, ApiError> {
+    // Extra parameters are let through: clients of the original API may add their own (a
+    // cache buster); a repeated one is still refused.
+    let q = query(raw_query.as_deref(), None)?;
     let series = meter(param(&q, "meterId", "EE00027")?)?;
     let raw_date = param(&q, "date", "01-01-2019")?;
     let b = raw_date.as_bytes();
@@ -249,7 +277,10 @@ async fn legacy<S: Store>(
             "`date` must be dd-MM-yyyy (like 01-01-2019), not `{raw_date}`"
         )));
     }
-    let day = Day::parse(b).map_err(|e| ApiError::bad_request(format!("`date`: {e}")))?;
+    let day = Day::parse(b).map_err(|e| {
+        let e = e.accepting("dd-MM-yyyy only, like 31-01-2019");
+        ApiError::bad_request(format!("`date`: {e}"))
+    })?;
     let totals = daily_totals(st.store.as_ref(), &series, day, day).await?;
     let Some(t) = totals.into_iter().find(|t| t.intervals > 0) else {
         return Err(ApiError(
@@ -264,11 +295,13 @@ async fn legacy<S: Store>(
     }))
 }
 
-/// Serves the router on `listener` until the future is dropped or fails.
+/// Serves the router on `listener` until the future is dropped or fails. Requests too
+/// malformed for the router to see are answered with JSON errors too
+/// ([`parse_errors::JsonParseErrors`]).
 pub async fn serve<S: Store + 'static>(
     listener: tokio::net::TcpListener,
     store: Arc<S>,
     config: ApiConfig,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, config)).await
+    axum::serve(parse_errors::Listener(listener), router(store, config)).await
 }

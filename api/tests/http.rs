@@ -252,6 +252,34 @@ async fn client_mistakes_are_4xx_json() {
         ),
         ("/nope", 404, "no such route"),
         ("/meters/EE00027", 404, "no such route"),
+        // A repeated parameter is refused, not silently last-wins (or first-wins).
+        (
+            "/meters/EE00027/daily?from=2019-01-01&to=2019-01-02&from=2019-01-02",
+            400,
+            "`from` is given more than once",
+        ),
+        (
+            "/?meterId=EE00027&date=01-01-2019&meterId=EE00028",
+            400,
+            "`meterId` is given more than once",
+        ),
+        // A typo is named, not read as a missing parameter.
+        (
+            "/meters/EE00027/daily?form=2019-01-01&to=2019-01-02",
+            400,
+            "unknown query parameter `form`; this route takes from and to",
+        ),
+        // A date error suggests only the form the route accepts.
+        (
+            "/meters/EE00027/daily?from=31/01/2019&to=2019-01-02",
+            400,
+            "(accepted: YYYY-MM-DD only, like 2019-01-31)",
+        ),
+        (
+            "/?meterId=EE00027&date=31-02-2019",
+            400,
+            "(accepted: dd-MM-yyyy only, like 31-01-2019)",
+        ),
     ] {
         let (got, json, body) = get(addr, target).await;
         assert_eq!(got, status, "{target}: {body}");
@@ -262,6 +290,51 @@ async fn client_mistakes_are_4xx_json() {
     }
     let (got, json, _) = request(addr, "POST", "/health").await;
     assert_eq!((got, json["error"].is_string()), (405, true));
+}
+
+/// What hyper answers before the router sees a request (garbage, a URI too long, too many
+/// headers) is JSON too, and the connection that follows a good request still works.
+#[tokio::test]
+async fn unparsable_requests_are_json_errors() {
+    let addr = start().await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let many_headers = (0..120).fold("GET /health HTTP/1.1\r\nHost: x\r\n".to_string(), |r, i| {
+        r + &format!("X-H{i}: {i}\r\n")
+    }) + "\r\n";
+    for (raw, status, needle) in [
+        (long_uri, 414, "URI is too long"),
+        (many_headers, 431, "headers are too many"),
+        (
+            "\x16\x03\x01 hello\r\n\r\n".to_string(),
+            400,
+            "not valid HTTP/1.1",
+        ),
+        (
+            "GET /health HTTP/9.9\r\n\r\n".to_string(),
+            400,
+            "not valid HTTP/1.1",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(raw.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read");
+        let text = String::from_utf8(buf).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        let msg = json["error"].as_str().expect("error message");
+        assert!(msg.contains(needle), "{msg}");
+    }
+    // Keep-alive: two requests on one connection, both answered whole.
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let two = "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    s.write_all(two.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8(buf).expect("utf8");
+    assert_eq!(text.matches("{\"status\":\"ok\"}").count(), 2, "{text}");
 }
 
 #[tokio::test]
@@ -279,8 +352,12 @@ async fn health_and_openapi_describe_the_routes() {
     assert_eq!(paths.len(), 4);
     // Every documented route answers (not with the 404 fallback).
     for p in paths {
-        let target = p.replace("{meter}", "EE00027")
-            + "?from=2019-01-01&to=2019-01-01&meterId=EE00027&date=01-01-2019";
+        let query = match p.as_str() {
+            "/" => "?meterId=EE00027&date=01-01-2019",
+            "/meters/{meter}/daily" => "?from=2019-01-01&to=2019-01-01",
+            _ => "",
+        };
+        let target = p.replace("{meter}", "EE00027") + query;
         let (status, _, body) = get(addr, &target).await;
         assert_eq!(status, 200, "{target}: {body}");
     }

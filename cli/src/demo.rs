@@ -120,11 +120,41 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         }
     }
     drop(scratch);
-    out!("\nstore: {}", store_path.display())?;
-    out!(
-        "next:  meterflow --store {} query EE00027 --from 2019-01-01 --to 2019-01-07 --table",
-        store_path.display()
-    )?;
-    out!("       meterflow --store {} serve   # then GET /meters/EE00027/daily?from=2019-01-01&to=2019-01-07", store_path.display())?;
+    let me = self_command();
+    let store = store_path.display();
+    out!("\nstore: {store}")?;
+    out!("next:  {me} --store {store} query EE00027 --from 2019-01-01 --to 2019-01-07 --table")?;
+    out!("       {me} --store {store} serve   # then GET /meters/EE00027/daily?from=2019-01-01&to=2019-01-07")?;
+    if me != "meterflow" {
+        out!("       (in the meterflow checkout, `cargo install --locked --path cli` puts `meterflow` on your PATH)")?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the user can run this program again: `meterflow` when that name on the PATH is this
+/// program; the `cargo run` they probably used when it is a build of the workspace they are
+/// in (the README's first command); else its full path.
+fn self_command() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "meterflow".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .filter_map(|dir| std::fs::canonicalize(dir.join("meterflow")).ok())
+            .any(|p| p == me)
+    });
+    if on_path {
+        return "meterflow".into();
+    }
+    // target/<profile>/meterflow of the workspace in the current directory.
+    let workspace = me.parent().and_then(Path::parent).and_then(Path::parent);
+    let here = std::env::current_dir().and_then(std::fs::canonicalize).ok();
+    if workspace.is_some() && workspace == here.as_deref() {
+        let release = me.parent().is_some_and(|p| p.ends_with("release"));
+        return format!(
+            "cargo run -q{} -p meterflow-cli --",
+            if release { " --release" } else { "" }
+        );
+    }
+    me.display().to_string()
 }

@@ -27,7 +27,6 @@ mod progress;
 mod s3_inputs;
 mod store;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -65,10 +64,13 @@ enum Command {
     Ingest(ingest_command::Args),
     /// Daily totals of one meter, as the API's JSON.
     Query {
+        /// The meter (series id), e.g. EE00027, or NMI-suffix for NEM12 data (VABD000163-E1).
         meter: String,
-        #[arg(long)]
+        /// First day, YYYY-MM-DD (e.g. 2019-01-01).
+        #[arg(long, value_name = "YYYY-MM-DD")]
         from: String,
-        #[arg(long)]
+        /// Last day, included, YYYY-MM-DD (e.g. 2019-01-31).
+        #[arg(long, value_name = "YYYY-MM-DD")]
         to: String,
         /// A readable table instead of JSON.
         #[arg(long)]
@@ -76,11 +78,16 @@ enum Command {
     },
     /// Serve the HTTP API (the same router as the API Lambda).
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Address to listen on: host:port (a name such as localhost, or an IP address).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+        listen: String,
         /// Longest date range one request may ask for, in days.
         #[arg(long, default_value_t = 366)]
         max_range_days: u32,
+        /// Create an empty store if there is none (otherwise a missing store file is an
+        /// error: a typo would serve an empty store, answering every meter with no days).
+        #[arg(long)]
+        create: bool,
     },
     /// Write deterministic synthetic data, optionally with its exact daily totals.
     Generate(generate::Args),
@@ -125,7 +132,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let series: SeriesId = meter.parse()?;
             let (from, to) = (parse_day(&from, "from")?, parse_day(&to, "to")?);
             anyhow::ensure!(from <= to, "--from ({from}) is after --to ({to})");
-            let store = store::open_existing(&cli.store).await?;
+            let store = store::open_existing(&cli.store, "").await?;
             let report = daily_report(&store, &series, from, to).await?;
             if table {
                 out!(
@@ -158,11 +165,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve {
             listen,
             max_range_days,
+            create,
         } => {
-            let store = Arc::new(store::open(&cli.store).await?);
-            let listener = tokio::net::TcpListener::bind(listen)
+            let store = match create {
+                true => store::open(&cli.store).await?,
+                false => {
+                    let hint = "; pass --create to serve an empty store";
+                    store::open_existing(&cli.store, hint).await?
+                }
+            };
+            let store = Arc::new(store);
+            let listener = tokio::net::TcpListener::bind(listen.as_str())
                 .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+                .with_context(|| format!("cannot listen on {listen} (give HOST:PORT, like 127.0.0.1:8080 or localhost:8080, with a port that is free)"))?;
             eprintln!(
                 "meterflow API on http://{} (store {}); Ctrl-C stops",
                 listener.local_addr()?,

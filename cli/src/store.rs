@@ -17,10 +17,12 @@ pub async fn open(spec: &str) -> Result<AnyStore> {
 }
 
 /// Opens a store that must already hold data: a missing SQLite file is a mistake (a typo, or
-/// no ingest yet), not an empty store to create.
-pub async fn open_existing(spec: &str) -> Result<AnyStore> {
+/// no ingest yet), not an empty store to create. `or_else` says how else to go on.
+pub async fn open_existing(spec: &str, or_else: &str) -> Result<AnyStore> {
     if !AnyStore::is_cql(spec) && !std::path::Path::new(spec).exists() {
-        anyhow::bail!("no store at {spec}; run `meterflow ingest` first or pass --store");
+        anyhow::bail!(
+            "no store at {spec}: run `meterflow ingest` first, or check --store (or METERFLOW_STORE){or_else}"
+        );
     }
     open(spec).await
 }

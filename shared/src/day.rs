@@ -11,12 +11,27 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(i32);
 
-/// Why a date cell was refused.
+/// Why a date was refused, and which forms the place it came from accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a date: {why} (accepted: 2019-01-31, 31/01/2019 day first, 20190131)")]
+#[error("`{text}` is not a date: {why} (accepted: {accepted})")]
 pub struct DayError {
     pub text: String,
     pub why: &'static str,
+    /// The forms accepted where the date was read: [`FILE_DATE_FORMS`] or [`ISO_DATE_FORM`].
+    pub accepted: &'static str,
+}
+
+/// The date forms [`Day::parse`] reads in meter files.
+pub const FILE_DATE_FORMS: &str =
+    "2019-01-31, 31/01/2019 or 1/1/2019 day first, 20190131, 31-01-2019";
+/// The one form of API parameters and command-line options ([`Day::parse_iso`]).
+pub const ISO_DATE_FORM: &str = "YYYY-MM-DD only, like 2019-01-31";
+
+impl DayError {
+    /// The same error, saying that `accepted` are the forms accepted where it was read.
+    pub fn accepting(self, accepted: &'static str) -> DayError {
+        DayError { accepted, ..self }
+    }
 }
 
 /// Years accepted from input: wide enough for any metering history, narrow enough that a
@@ -87,6 +102,7 @@ impl Day {
         let err = |why| DayError {
             text: String::from_utf8_lossy(text).into_owned(),
             why,
+            accepted: FILE_DATE_FORMS,
         };
         let (y, m, d) = if t.len() == 8 && t.iter().all(u8::is_ascii_digit) {
             (num(&t[0..4]), num(&t[4..6]), num(&t[6..8]))
@@ -141,10 +157,43 @@ impl Day {
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return Err(DayError {
                 text: text.to_string(),
-                why: "expected YYYY-MM-DD",
+                why: "not in the form YYYY-MM-DD",
+                accepted: ISO_DATE_FORM,
             });
         }
-        Day::parse(b)
+        Day::parse(b).map_err(|e| e.accepting(ISO_DATE_FORM))
+    }
+}
+
+/// How a slashed date (`a/b/yyyy`) reads: the files meterflow takes write them day first,
+/// but a US-style export writes them month first, and many dates read both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlashedOrder {
+    /// Not a slashed date, or one that reads one way only (day first) or no way at all.
+    Plain,
+    /// Both fields are months and differ (`1/2/2019`): read day first, a month-first file
+    /// would mean another day.
+    Ambiguous,
+    /// Only month first makes it a date (`12/31/2019`).
+    MonthFirstOnly,
+}
+
+impl SlashedOrder {
+    pub fn of(text: &[u8]) -> SlashedOrder {
+        let Some([a, b, y]) = split3(text.trim_ascii(), b'/') else {
+            return SlashedOrder::Plain;
+        };
+        let (Some(a), Some(b), Some(y)) = (num(a), num(b), num(y)) else {
+            return SlashedOrder::Plain;
+        };
+        let y = y as i32;
+        let day_first = Day::from_ymd(y, b, a).is_some();
+        let month_first = Day::from_ymd(y, a, b).is_some();
+        match (day_first, month_first) {
+            (true, true) if a != b => SlashedOrder::Ambiguous,
+            (false, true) => SlashedOrder::MonthFirstOnly,
+            _ => SlashedOrder::Plain,
+        }
     }
 }
 
@@ -272,6 +321,38 @@ mod tests {
         }
         assert!(Day::parse(b"2020-02-29").is_ok());
         assert!(Day::parse_iso("01-01-2019").is_err());
+    }
+
+    #[test]
+    fn slashed_dates_that_read_both_ways_are_told_apart() {
+        for (text, order) in [
+            ("1/2/2019", SlashedOrder::Ambiguous),
+            ("12/31/2019", SlashedOrder::MonthFirstOnly),
+            ("31/12/2019", SlashedOrder::Plain),
+            ("3/3/2019", SlashedOrder::Plain),
+            ("2019-01-02", SlashedOrder::Plain),
+            ("13/13/2019", SlashedOrder::Plain),
+        ] {
+            assert_eq!(SlashedOrder::of(text.as_bytes()), order, "{text}");
+        }
+    }
+
+    /// An error suggests only forms the place that read the date accepts.
+    #[test]
+    fn errors_name_the_forms_accepted_where_the_date_was_read() {
+        for bad in ["31/01/2019", "20190131", "2019-02-30", "2019-13-01"] {
+            let e = Day::parse_iso(bad).unwrap_err().to_string();
+            assert!(
+                e.ends_with("(accepted: YYYY-MM-DD only, like 2019-01-31)"),
+                "{e}"
+            );
+            assert!(
+                !e.contains("31/01/2019 ") && !e.contains("20190131,"),
+                "{e}"
+            );
+        }
+        let e = Day::parse(b"2019-02-30").unwrap_err().to_string();
+        assert!(e.contains("31/01/2019 or 1/1/2019 day first"), "{e}");
     }
 
     proptest! {

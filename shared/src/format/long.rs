@@ -11,7 +11,7 @@
 //! moving readings across midnight by a UTC conversion would change daily totals.
 
 use super::record::{Handler, Record};
-use super::{FormatHandler, Options, Tally, TimestampLabel};
+use super::{named, one_column, FormatHandler, Options, Tally, TimestampLabel};
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Slots};
 use crate::reject::{FileError, Sink};
@@ -279,16 +279,21 @@ impl Handler for Long {
                 self.tally
                     .header_error(lineno, format!("the header has no {what} column"))
             };
-            let meter = position(&names, METER_NAMES)
+            let column = |what: &str, names_of: &[&str]| {
+                one_column(&names, what, named(names_of))
+                    .map_err(|e| self.tally.header_error(lineno, e))
+            };
+            let meter = column("meter", METER_NAMES)?
                 .ok_or_else(|| missing("meter (meter, meter_id or nmi)"))?;
-            let value = position(&names, VALUE_NAMES)
+            let value = column("value", VALUE_NAMES)?
                 .ok_or_else(|| missing("value (kwh, value or consumption)"))?;
-            let (time, header_label) = if let Some(i) = position(&names, START_NAMES) {
+            // Interval start and end columns side by side are common: the start is read.
+            let (time, header_label) = if let Some(i) = column("interval start", START_NAMES)? {
                 (i, TimestampLabel::Start)
-            } else if let Some(i) = position(&names, END_NAMES) {
+            } else if let Some(i) = column("interval end", END_NAMES)? {
                 (i, TimestampLabel::End)
             } else {
-                let i = position(&names, TIME_NAMES)
+                let i = column("timestamp", TIME_NAMES)?
                     .ok_or_else(|| missing("timestamp (timestamp, interval_start or read_at)"))?;
                 (i, TimestampLabel::Auto)
             };
@@ -491,6 +496,29 @@ mod tests {
         o.long_interval_minutes = 7;
         let err = parse_all(b"meter,timestamp,kwh\nA,2019-01-01T00:15,1\n", o, &mut c).unwrap_err();
         assert!(err.to_string().contains("7 minutes"), "{err}");
+        // Two columns of one role: refused, never the first taken silently.
+        for (header, what) in [
+            (
+                "meter,nmi,timestamp,kwh",
+                "meter column (column 1 `meter` and column 2 `nmi`)",
+            ),
+            ("meter,timestamp,kwh,value", "value column"),
+            ("meter,read_at,timestamp,kwh", "timestamp column"),
+        ] {
+            let input = format!("{header}\nA,2019-01-01T00:30,B,1\n");
+            let err = parse_all(input.as_bytes(), opts(TimestampLabel::Auto), &mut c);
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains(&format!("more than one {what}")), "{err}");
+        }
+        // Start and end columns side by side are fine: the start is read.
+        let mut c = Collect::default();
+        parse_all(
+            b"meter,interval_start,interval_end,kwh\nA,2019-01-01T00:00,2019-01-01T00:30,1\n",
+            opts(TimestampLabel::Auto),
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(c.fragments[0].slots.iter().next(), Some((0, 1_000_000)));
     }
 
     proptest! {

@@ -191,6 +191,33 @@ pub fn detect(first_line: &[u8]) -> Result<Format, String> {
     ))
 }
 
+/// The one column of a header (fields trimmed and lower-cased) that `is` accepts: `Ok(None)`
+/// when none does, an error naming them when several do (taking the first would silently read
+/// the wrong one: `Meter` and `NMI` side by side, two `kWh` columns).
+pub(crate) fn one_column(
+    header: &[Vec<u8>],
+    what: &str,
+    is: impl Fn(&[u8]) -> bool,
+) -> Result<Option<usize>, String> {
+    let mut found = header.iter().enumerate().filter(|(_, f)| is(f));
+    let first = found.next();
+    match (first, found.next()) {
+        (Some((a, fa)), Some((b, fb))) => Err(format!(
+            "the header has more than one {what} column (column {} `{}` and column {} `{}`); keep one, or rename the others",
+            a + 1,
+            String::from_utf8_lossy(fa),
+            b + 1,
+            String::from_utf8_lossy(fb)
+        )),
+        (first, _) => Ok(first.map(|(i, _)| i)),
+    }
+}
+
+/// Whether `field` is one of `names`.
+pub(crate) fn named<'a>(names: &'a [&'a str]) -> impl Fn(&[u8]) -> bool + 'a {
+    move |field| names.iter().any(|n| field == n.as_bytes())
+}
+
 /// Row accounting and reject reporting shared by the formats.
 pub(crate) struct Tally {
     pub stats: Stats,

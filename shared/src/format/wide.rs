@@ -9,8 +9,8 @@
 //! and the general row logic, which is the authority on rejects.
 
 use super::record::{Handler, Record};
-use super::{FormatHandler, Options, Tally};
-use crate::day::Day;
+use super::{named, one_column, FormatHandler, Options, Tally};
+use crate::day::{Day, SlashedOrder};
 use crate::fragment::{interval_for_slots, Fragment, Quality, Slots};
 use crate::reject::{FileError, Sink};
 use crate::series::{SeriesId, Unit, MAX_SERIES_LEN};
@@ -90,15 +90,10 @@ impl Layout {
             .iter()
             .map(|f| f.trim_ascii().to_ascii_lowercase())
             .collect();
-        let find = |wanted: &[&str]| {
-            names
-                .iter()
-                .position(|n| wanted.iter().any(|w| n == w.as_bytes()))
-        };
-        let meter = find(METER_NAMES).ok_or(
+        let meter = one_column(&names, "meter", named(METER_NAMES))?.ok_or(
             "the header has no meter column (expected a column named Meter, meter_id or NMI)",
         )?;
-        let date = find(DATE_NAMES)
+        let date = one_column(&names, "date", named(DATE_NAMES))?
             .ok_or("the header has no date column (expected a column named Date)")?;
         let labelled: Vec<(usize, u16)> = names
             .iter()
@@ -141,7 +136,7 @@ impl Layout {
             }
             intervals.push((col, k));
         }
-        let total = names.iter().position(|nm| is_total_name(nm));
+        let total = one_column(&names, "total", is_total_name)?;
         let canonical = meter == 0
             && date == 1
             && intervals
@@ -180,6 +175,11 @@ pub struct Wide {
     meter_key: Key,
     date_key: Key,
     next_date_key: Key,
+    /// The first slashed date read day first that a month-first file would mean otherwise
+    /// (`1/2/2019`), and the first refused because it reads only month first (`12/31/2019`),
+    /// with their lines: both in one file are warned about at its end.
+    ambiguous: Option<(u64, String)>,
+    month_first: Option<(u64, String)>,
 }
 
 /// Bytes `text,` at the start of a little-endian 16-byte word, and the mask of those bytes.
@@ -294,6 +294,8 @@ impl Wide {
             meter_key: Key::NONE,
             date_key: Key::NONE,
             next_date_key: Key::NONE,
+            ambiguous: None,
+            month_first: None,
         }
     }
 
@@ -306,7 +308,12 @@ impl Wide {
     }
 
     /// Makes `raw`, which parses as `day`, the current date.
-    fn remember_date(&mut self, raw: &[u8], day: Day) {
+    fn remember_date(&mut self, raw: &[u8], day: Day, lineno: u64) {
+        // (Cheap for the usual ISO date: a slashed one has its first `/` at byte 1 or 2.)
+        let slashed = raw.get(1..3).is_some_and(|b| b.contains(&b'/'));
+        if slashed && self.ambiguous.is_none() && SlashedOrder::of(raw) == SlashedOrder::Ambiguous {
+            self.ambiguous = Some((lineno, String::from_utf8_lossy(raw).into_owned()));
+        }
         self.frag.day = day;
         self.last_date.clear();
         self.last_date.extend_from_slice(raw);
@@ -351,10 +358,16 @@ impl Wide {
         Ok(())
     }
 
-    fn set_day(&mut self, raw: &[u8]) -> Result<(), String> {
+    fn set_day(&mut self, raw: &[u8], lineno: u64) -> Result<(), String> {
         if raw.is_empty() || raw != self.last_date.as_slice() {
-            let day = Day::parse(raw).map_err(|e| e.to_string())?;
-            self.remember_date(raw, day);
+            let day = Day::parse(raw).map_err(|e| {
+                if SlashedOrder::of(raw) != SlashedOrder::MonthFirstOnly {
+                    return e.to_string();
+                }
+                self.month_first.get_or_insert((lineno, e.text.clone()));
+                format!("{e}; it reads as a date only month first (US style), but meterflow reads slashed dates day first: convert the file's dates to YYYY-MM-DD")
+            })?;
+            self.remember_date(raw, day, lineno);
         }
         Ok(())
     }
@@ -461,7 +474,7 @@ impl Wide {
             self.remember_meter(meter, series);
         }
         if let Some(day) = new_day {
-            self.remember_date(&buf[d0..c2], day);
+            self.remember_date(&buf[d0..c2], day, lineno);
         }
         self.frag.slots.commit_raw(sum, present);
         self.frag.line = lineno;
@@ -489,7 +502,7 @@ impl Wide {
         let intervals = layout.intervals.clone();
         self.set_meter(rec.get(meter_col).unwrap_or_default())
             .map_err(|e| (col(meter_col), e))?;
-        self.set_day(rec.get(date_col).unwrap_or_default())
+        self.set_day(rec.get(date_col).unwrap_or_default(), lineno)
             .map_err(|e| (col(date_col), e))?;
         self.frag.slots.reset(slots);
         for (c, slot) in intervals {
@@ -576,6 +589,15 @@ impl FormatHandler for Wide {
             return Err(self.tally.header_error(1, "the file has no header line"));
         }
         Ok(())
+    }
+
+    fn end_of_input(&mut self, sink: &mut dyn Sink) {
+        if let (Some((a_line, a)), Some((m_line, m))) = (&self.ambiguous, &self.month_first) {
+            let reason = format!(
+                "this file's slashed dates look month first (US style): `{m}` at line {m_line} reads only that way, but meterflow reads slashed dates day first, so rows with dates such as `{a}` (first at line {a_line}) were counted on another day than a month-first file means; convert the dates to YYYY-MM-DD and ingest the file again"
+            );
+            self.tally.warn(sink, *m_line, reason);
+        }
     }
 
     fn tally(&self) -> &Tally {
@@ -954,6 +976,44 @@ mod tests {
         }
     }
 
+    /// A file whose slashed dates are month first: the row that reads only that way is refused
+    /// saying so, and the rows read day first are warned about at the end.
+    #[test]
+    fn month_first_dates_are_refused_and_the_ambiguous_ones_warned_about() {
+        let h = header(48, false, ",");
+        let ones = vec!["1"; 48];
+        let input = [
+            h,
+            row("EE1", "1/2/2019", &ones),
+            row("EE1", "12/31/2019", &ones),
+            row("EE1", "3/3/2019", &ones),
+        ]
+        .join("\n");
+        let (sink, stats) = parse(&input);
+        assert_eq!(
+            (stats.rows_accepted, stats.rows_rejected, stats.warnings),
+            (2, 1, 1)
+        );
+        assert!(
+            sink.rejects[0].reason.contains("only month first"),
+            "{:?}",
+            sink.rejects
+        );
+        let warning = &sink.rejects[1];
+        assert_eq!(
+            (warning.kind, warning.line),
+            (crate::RejectKind::Warning, 3)
+        );
+        assert!(
+            warning.reason.contains("`1/2/2019` (first at line 2)"),
+            "{}",
+            warning.reason
+        );
+        // Day-first files (or unambiguous ones) are not warned about.
+        let day_first = input.replace("12/31/2019", "31/12/2019");
+        assert_eq!(parse(&day_first).1.warnings, 0);
+    }
+
     #[test]
     fn bad_headers_reject_the_file_once() {
         for (input, needle) in [
@@ -962,6 +1022,14 @@ mod tests {
                 "2 interval columns",
             ),
             ("Meter,0:00,0:30\n", "no date column"),
+            (
+                &*header(48, false, ",").replace("Meter,Date,", "Meter,Date,NMI,"),
+                "more than one meter column (column 1 `meter` and column 3 `nmi`)",
+            ),
+            (
+                &*(header(48, false, ",") + ",Total,total"),
+                "more than one total column",
+            ),
             (
                 &*format!(
                     "Date,{}\n",
