@@ -153,6 +153,10 @@ pub fn detect(first_line: &[u8]) -> Result<Format, String> {
         })
         .collect();
     let first = fields.first().map(Vec::as_slice).unwrap_or_default();
+    let report: &[&[u8]] = &[b"file", b"line", b"column"];
+    if fields.len() >= 4 && fields.iter().zip(report).all(|(f, r)| f == r) {
+        return Err("this is a meterflow rejects report (file,line,column,...), not meter data; reports are written with --rejects, so fix the rows it lists in their own files".into());
+    }
     if first == b"100" {
         return match fields.get(1).map(Vec::as_slice) {
             Some(b"nem12") => Ok(Format::Nem12),
@@ -873,6 +877,8 @@ mod tests {
         assert_eq!(detect(b"NMI,read_at,consumption"), Ok(Format::Long));
         assert!(detect(b"100,NEM13,x").unwrap_err().contains("NEM13"));
         assert!(detect(b"hello,world").unwrap_err().contains("cannot tell"));
+        let report = detect(crate::reject::CSV_HEADER.as_bytes()).unwrap_err();
+        assert!(report.contains("rejects report"), "{report}");
         let semi = detect(b"Meter;Date;0:00;0:30;1:00").unwrap_err();
         assert!(semi.contains("semicolons"), "{semi}");
         assert!(detect(b"Meter\tDate\t0:00\t0:30")
