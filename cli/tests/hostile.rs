@@ -12,15 +12,18 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+/// The binary under test; `METERFLOW_BIN` runs these against another build (an older one).
 fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_meterflow"))
+    std::env::var_os("METERFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_meterflow")))
 }
 
 /// `meterflow --store STORE ARGS…`, bounded by `timeout` so that a walk that never ends fails
 /// the test instead of hanging it.
 fn run(store: &Path, args: &[&str]) -> Output {
     Command::new("timeout")
-        .arg("120")
+        .arg("60")
         .arg(bin())
         .arg("--store")
         .arg(store)

@@ -236,28 +236,21 @@ mod tests {
     /// The reference model: per slot, the value of the maximum-rank fragment holding it, among
     /// the fragments of the greatest delivery of each input at each version.
     fn model(fs: &[Fragment]) -> Vec<(String, i32, i64, usize)> {
-        let mut latest: HashMap<(String, i32, i64, &str), &str> = HashMap::new();
+        // One input at one version of a series-day.
+        let group = |f: &'_ Fragment| {
+            let object = object_of(&f.source).to_string();
+            (f.series.to_string(), f.day.days(), f.version, object)
+        };
+        let mut latest: HashMap<(String, i32, i64, String), &str> = HashMap::new();
         for f in fs {
-            let key = (
-                f.series.to_string(),
-                f.day.days(),
-                f.version,
-                object_of(&f.source),
-            );
-            let e = latest.entry(key).or_insert(&f.source);
+            let e = latest.entry(group(f)).or_insert(&f.source);
             if &*f.source > *e {
                 *e = &f.source;
             }
         }
         let mut best: BTreeMap<SlotKey, Winner> = BTreeMap::new();
         for f in fs {
-            let key = (
-                f.series.to_string(),
-                f.day.days(),
-                f.version,
-                object_of(&f.source),
-            );
-            if latest[&key] != &*f.source {
+            if latest[&group(f)] != &*f.source {
                 continue;
             }
             for (slot, v) in f.slots.iter() {

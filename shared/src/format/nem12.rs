@@ -14,7 +14,7 @@
 //! # Accounting rules
 //!
 //! Only 300 records are *rows*: every 300 becomes exactly one fragment (counted accepted) or
-//! exactly one [`Reject`] at the 300's own line (counted rejected), so
+//! exactly one [`Reject`](crate::Reject) at the 300's own line (counted rejected), so
 //! `rows_read == rows_accepted + rows_rejected` counts days of channel data. Everything else is
 //! structure, and never counted, but nothing is dropped silently either:
 //!
@@ -31,9 +31,12 @@
 //!   start at a 100 or 200 record: detection needs one anyway.)
 //! * A record that is wrong in itself and is not part of a row — a bad 200, a 100 that does
 //!   not say NEM12, a 400 with no 300 before it, an unknown record indicator — is reported as
-//!   one uncounted reject at its own line (sent straight to the sink, not through
-//!   `Tally::reject`, which counts rows). So a sink may hold more rejects than
-//!   `rows_rejected`; the difference is exactly these record-level reports.
+//!   one reject of kind `record` at its own line, counted in `records_rejected` (not in the
+//!   rows). So the report's lines are always `rows_rejected + records_rejected + warnings`.
+//! * The file's structure is checked and warned about, never refused: a file that does not
+//!   start with a 100 record, one that does not end with a 900 (a lost tail), a 900 that is
+//!   not the last (files joined together). A part handed over between runs carries what the
+//!   checks need in its context (the first 900; how the part before it ended).
 //!
 //! # Known real-world quirks accepted
 //!
