@@ -175,7 +175,7 @@ mod tests {
             calls: AtomicUsize::new(0),
         };
         let mut seen = 0;
-        let acc = meterflow_metrics::Accumulator::new();
+        let acc = meterflow_telemetry::Accumulator::new();
         let out = {
             let _metrics = acc.local();
             apply(&store, &records, |_| seen += 1).await
@@ -249,7 +249,7 @@ mod tests {
             ok: 0,
             calls: AtomicUsize::new(0),
         };
-        let acc = meterflow_metrics::Accumulator::new();
+        let acc = meterflow_telemetry::Accumulator::new();
         let out = {
             let _metrics = acc.local();
             apply(&down, &[b"garbage".to_vec(), Vec::new()], |_| {}).await

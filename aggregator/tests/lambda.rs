@@ -89,7 +89,7 @@ async fn the_iterator_age_is_measured_from_the_newest_record() {
     // The fixture's records arrived at 1732780800.125, .250 and .375 (seconds).
     let newest = UNIX_EPOCH + Duration::from_millis(1_732_780_800_375);
     let now = newest + Duration::from_millis(4_321);
-    let acc = meterflow_metrics::Accumulator::new();
+    let acc = meterflow_telemetry::Accumulator::new();
     let (_, outcome) = {
         let _metrics = acc.local();
         handle_at(&SqliteStore::open_in_memory().unwrap(), &event(), now).await

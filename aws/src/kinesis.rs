@@ -823,7 +823,7 @@ mod tests {
     #[tokio::test]
     async fn every_batch_adds_its_report_to_the_metrics_failed_or_not() {
         use meterflow_core::metric_names as m;
-        let acc = meterflow_metrics::Accumulator::new();
+        let acc = meterflow_telemetry::Accumulator::new();
         let _metrics = acc.local();
         let s = Faulty::new(
             Recording::default(),

@@ -17,14 +17,12 @@
 //!   [`secrets::SecretSource`] trait.
 //! - [`client`]: SDK clients on a lean HTTPS stack, pointed at AWS or at an emulator.
 //! - [`moto`]: starts a `moto_server` for tests (this crate's and the Lambdas').
-//! - [`emf`]: the Lambdas' metrics exporter, CloudWatch Embedded Metric Format on stdout.
 //!
 //! Errors say whether a retry can help (`is_retryable`): a Lambda fails the invocation on a
 //! retryable error so the platform retries it (the pipeline is idempotent by construction), and
 //! reports a permanent one without retrying forever.
 
 pub mod client;
-pub mod emf;
 pub mod event;
 pub mod kinesis;
 pub mod moto;

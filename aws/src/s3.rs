@@ -820,7 +820,7 @@ mod tests {
     async fn bytes_read_and_resumed_gets_are_counted() {
         let data: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
         let src = Arc::new(Breaking::new(object(&data), 2500, 2));
-        let acc = meterflow_metrics::Accumulator::new();
+        let acc = meterflow_telemetry::Accumulator::new();
         let _metrics = acc.local();
         // The fetching task and its consumer, both on this (current) thread's runtime.
         let (tx, mut rx) = mpsc::channel(2);

@@ -28,11 +28,11 @@ pub fn init_logs() {
 }
 
 /// Starts the logs and installs the CloudWatch Embedded Metric Format exporter
-/// ([`meterflow_aws::emf`]: namespace `METERFLOW_METRICS_NAMESPACE`, default `meterflow`,
+/// ([`meterflow_telemetry::emf`]: namespace `METERFLOW_METRICS_NAMESPACE`, default `meterflow`,
 /// dimension `FunctionName`). Call once at the start of `main`.
 pub fn init_observability() -> Result<(), StartError> {
     init_logs();
-    meterflow_aws::emf::install_from_env().map_err(StartError::of)
+    meterflow_telemetry::emf::install_from_env().map_err(StartError::of)
 }
 
 /// Writes the invocation's metrics (one EMF document on stdout, more only past EMF's
@@ -40,7 +40,7 @@ pub fn init_observability() -> Result<(), StartError> {
 /// what it did. A failure to write is logged, not returned: losing a metrics line must not
 /// make Lambda redeliver a batch that was stored.
 pub fn flush_metrics() {
-    if let Err(e) = meterflow_aws::emf::flush() {
+    if let Err(e) = meterflow_telemetry::emf::flush() {
         lambda_runtime::tracing::warn!(error = %e, "could not write the metrics (EMF) line");
     }
 }

@@ -497,7 +497,7 @@ mod tests {
     #[test]
     fn each_split_adds_its_accounting_to_the_metrics_once() {
         use meterflow_core::metric_names as m;
-        let acc = meterflow_metrics::Accumulator::new();
+        let acc = meterflow_telemetry::Accumulator::new();
         let input = wide(3, 2) + "M9,2019-01-01,oops\n";
         let settings = PackSettings {
             buckets: 2,

@@ -1,7 +1,7 @@
 //! An in-memory [`metrics::Recorder`]: counters, gauges and histograms accumulated since the
 //! last [`Accumulator::take`].
 //!
-//! One implementation serves two readers: the CloudWatch EMF exporter (`meterflow_aws::emf`),
+//! One implementation serves two readers: the CloudWatch EMF exporter ([`crate::emf`]),
 //! which takes a [`Snapshot`] after each Lambda invocation and writes it out, and the tests of
 //! every instrumented crate, which install it locally ([`Accumulator::local`]) and assert
 //! what was recorded. meterflow records a handful of values per unit of work (a split input, a

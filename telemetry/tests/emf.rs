@@ -1,8 +1,8 @@
 //! The process-wide exporter, as a Lambda's `main` uses it (its own test binary: installing a
 //! global recorder must not catch other tests' metrics).
 
-use meterflow_aws::emf::{self, EmfError};
 use meterflow_core::metric_names as m;
+use meterflow_telemetry::emf::{self, EmfError};
 
 #[test]
 fn install_from_env_publishes_under_the_configured_namespace_and_function() {

@@ -28,8 +28,8 @@ use std::io::{self, Write};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::recorder::{Accumulator, Snapshot};
 use meterflow_core::metric_names;
-use meterflow_metrics::{Accumulator, Snapshot};
 use serde_json::{json, Map, Value};
 
 /// Environment variable naming the CloudWatch namespace.
