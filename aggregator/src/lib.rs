@@ -7,6 +7,7 @@
 //! Lambda checkpoints at the lowest failed sequence number). Writes are idempotent, so records
 //! applied before a failure may safely be applied again.
 
+pub mod drain;
 pub mod lambda;
 
 use meterflow_core::envelope::{DecodeError, Envelope, RawFragment};
@@ -124,8 +125,8 @@ mod tests {
     use super::*;
     use meterflow_core::envelope::EnvelopeBuilder;
     use meterflow_core::Fragment;
-    use meterflow_store::conformance::sample;
     use meterflow_store::SqliteStore;
+    use meterflow_testkit::conformance::sample;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Fails every write after the first `ok` ones (a fault-injecting wrapper).

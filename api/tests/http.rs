@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use meterflow_api::{serve, ApiConfig, OPENAPI};
-use meterflow_store::{conformance::fragment, SqliteStore, Store};
+use meterflow_store::{SqliteStore, Store};
+use meterflow_testkit::conformance::fragment;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start() -> SocketAddr {

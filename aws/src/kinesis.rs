@@ -2,23 +2,22 @@
 //!
 //! Shaped like Vector's `aws_kinesis` sink: building requests is pure ([`Entry::new`],
 //! [`Batcher`]) and tested against the service limits, named below; the I/O is one trait,
-//! [`RecordStream`], with an implementation on `aws-sdk-kinesis` ([`KinesisStream`]) and a
-//! fault-injecting wrapper ([`Faulty`]) for tests of what an emulator never does (moto's
-//! `FailedRecordCount` is always 0). [`put_batch`] retries only the entries a call reports
+//! [`RecordStream`], with an implementation on `aws-sdk-kinesis` ([`KinesisStream`]); the test
+//! kit's fault-injecting double tests what an emulator never does (moto's `FailedRecordCount`
+//! is always 0). [`put_batch`] retries only the entries a call reports
 //! failed, with backoff and jitter, and [`Shipper`] keeps a bounded number of calls in flight.
 //!
 //! Retries reorder records within a shard. That is harmless here: every record holds fragments
 //! under deterministic keys, and the merge rule does not depend on arrival order.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use meterflow_core::envelope::StreamRecord;
 use meterflow_core::partition::{explicit_hash_key, partition_key};
-use meterflow_splitter::StreamRecord;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -525,158 +524,15 @@ impl RecordStream for KinesisStream {
     }
 }
 
-/// What [`Faulty`] does to one call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// The whole call fails with this error; nothing reaches the inner stream.
-    Call(CallError),
-    /// These entry positions are reported failed with
-    /// `ProvisionedThroughputExceededException` and not passed on; the rest are put.
-    Entries(Vec<usize>),
-}
-
-/// A fault-injecting [`RecordStream`] for tests: the `n`-th call gets the `n`-th planned
-/// fault (calls past the plan pass through), and every call's size is recorded.
-#[derive(Debug)]
-pub struct Faulty<S> {
-    pub inner: S,
-    plan: Mutex<std::collections::VecDeque<Option<Fault>>>,
-    calls: AtomicU64,
-    /// Entries per call, in call order.
-    sizes: Mutex<Vec<usize>>,
-}
-
-impl<S> Faulty<S> {
-    /// `plan[i]` is the fault of call `i` (`None`: pass through).
-    pub fn new(inner: S, plan: Vec<Option<Fault>>) -> Faulty<S> {
-        Faulty {
-            inner,
-            plan: Mutex::new(plan.into()),
-            calls: AtomicU64::new(0),
-            sizes: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    /// Entries per call so far.
-    pub fn call_sizes(&self) -> Vec<usize> {
-        self.sizes.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-/// A throttled call, as Kinesis reports it.
-pub fn throttled() -> CallError {
-    CallError {
-        retryable: true,
-        code: "ProvisionedThroughputExceededException".to_owned(),
-        message: "Rate exceeded for shard (injected)".to_owned(),
-    }
-}
-
-impl<S: RecordStream> RecordStream for Faulty<S> {
-    async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut s) = self.sizes.lock() {
-            s.push(entries.len());
-        }
-        let fault = self
-            .plan
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop_front())
-            .flatten();
-        let failing = match fault {
-            None => return self.inner.put_records(entries).await,
-            Some(Fault::Call(e)) => return Err(e),
-            Some(Fault::Entries(positions)) => positions,
-        };
-        let passed: Vec<Entry> = entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !failing.contains(i))
-            .map(|(_, e)| e.clone())
-            .collect();
-        let mut inner = if passed.is_empty() {
-            Vec::new()
-        } else {
-            self.inner.put_records(&passed).await?
-        }
-        .into_iter();
-        Ok((0..entries.len())
-            .map(|i| {
-                if failing.contains(&i) {
-                    EntryOutcome::Failed {
-                        code: "ProvisionedThroughputExceededException".to_owned(),
-                        message: "Rate exceeded for shard (injected)".to_owned(),
-                    }
-                } else {
-                    inner.next().unwrap_or(EntryOutcome::Failed {
-                        code: "InternalFailure".to_owned(),
-                        message: "inner stream returned too few outcomes".to_owned(),
-                    })
-                }
-            })
-            .collect())
-    }
-}
-
-/// A [`RecordStream`] that keeps what it is given, in memory (tests, local dry runs).
-#[derive(Debug, Default)]
-pub struct Recording {
-    pub entries: Mutex<Vec<Entry>>,
-}
-
-impl Recording {
-    /// Every fragment of every entry put, decoded (tests compare them with a direct parse).
-    /// Panics on an undecodable entry: this stream only ever holds the splitter's records.
-    pub fn fragments(&self) -> Vec<meterflow_core::Fragment> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .iter()
-            .flat_map(|e| meterflow_core::envelope::decode(&e.data).expect("a splitter record"))
-            .collect()
-    }
-}
-
-impl RecordStream for Recording {
-    async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
-        let mut all = self.entries.lock().map_err(|_| CallError {
-            retryable: false,
-            code: "Poisoned".to_owned(),
-            message: "a test thread panicked".to_owned(),
-        })?;
-        let first = all.len();
-        all.extend_from_slice(entries);
-        Ok((first..all.len())
-            .map(|n| EntryOutcome::Put {
-                shard_id: "shardId-000000000000".to_owned(),
-                sequence_number: n.to_string(),
-            })
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn rec(bucket: u32, len: usize) -> StreamRecord {
         StreamRecord {
             bucket,
             fragments: 1,
             data: vec![7; len],
-        }
-    }
-
-    fn fast() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_micros(10),
-            cap: Duration::from_micros(100),
         }
     }
 
@@ -696,9 +552,6 @@ mod tests {
         let e = Entry::new(rec(1, MAX_RECORD_BYTES - key + 1), 4).unwrap_err();
         assert!(matches!(e, PutError::Oversize { size } if size == MAX_RECORD_BYTES + 1));
         assert!(!e.is_retryable());
-        // The splitter's default record cap leaves room for any bucket's key.
-        let cap = meterflow_splitter::PackSettings::default().max_record_bytes;
-        assert!(Entry::new(rec(u32::MAX - 1, cap), u32::MAX).is_ok());
         let e = Entry::new(rec(4, 1), 4).unwrap_err();
         assert!(
             matches!(
@@ -767,152 +620,6 @@ mod tests {
         assert_eq!(
             Batcher::with_max_bytes(usize::MAX).max_bytes,
             MAX_BYTES_PER_CALL
-        );
-    }
-
-    fn entries(n: u32) -> Vec<Entry> {
-        (0..n)
-            .map(|i| Entry::new(rec(i % 4, 5), 4).unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn only_failed_entries_are_retried() {
-        let s = Faulty::new(
-            Recording::default(),
-            vec![
-                Some(Fault::Entries(vec![1, 3])),
-                Some(Fault::Entries(vec![0])),
-            ],
-        );
-        let batch = entries(5);
-        let report = put_batch(&s, batch.clone(), &fast()).await.unwrap();
-        assert_eq!(s.call_sizes(), [5, 2, 1]);
-        assert_eq!(
-            (report.records, report.calls, report.retried_entries),
-            (5, 3, 3)
-        );
-        assert_eq!(report.throttled_calls, 2);
-        let mut got = s.inner.entries.lock().unwrap().clone();
-        got.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
-        let mut want = batch;
-        want.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
-        assert_eq!(got, want, "each entry put exactly once");
-    }
-
-    #[tokio::test]
-    async fn throttled_calls_are_retried_and_attempts_are_bounded() {
-        let s = Faulty::new(
-            Recording::default(),
-            vec![Some(Fault::Call(throttled())), None],
-        );
-        let r = put_batch(&s, entries(3), &fast()).await.unwrap();
-        assert_eq!((r.records, r.calls), (3, 2));
-
-        let always: Vec<_> = (0..10).map(|_| Some(Fault::Entries(vec![0]))).collect();
-        let s = Faulty::new(Recording::default(), always);
-        let e = put_batch(&s, entries(3), &fast()).await.unwrap_err();
-        assert!(e.is_retryable());
-        assert!(
-            matches!(&e, PutError::Exhausted { failed: 1, total: 3, attempts: 4, last } if last.starts_with("ProvisionedThroughputExceeded")),
-            "{e}"
-        );
-        assert_eq!(s.calls(), 4);
-    }
-
-    #[tokio::test]
-    async fn every_batch_adds_its_report_to_the_metrics_failed_or_not() {
-        use meterflow_core::metric_names as m;
-        let acc = meterflow_telemetry::Accumulator::new();
-        let _metrics = acc.local();
-        let s = Faulty::new(
-            Recording::default(),
-            vec![
-                Some(Fault::Call(throttled())),
-                Some(Fault::Entries(vec![1])),
-            ],
-        );
-        let batch = entries(3);
-        let bytes: u64 = batch.iter().map(|e| e.data.len() as u64).sum();
-        let report = put_batch(&s, batch, &fast()).await.unwrap();
-        let recorded = acc.take();
-        assert_eq!(recorded.counter(m::KINESIS_RECORDS_PUT), 3);
-        assert_eq!(recorded.counter(m::KINESIS_BYTES_PUT), bytes);
-        assert_eq!(recorded.counter(m::KINESIS_PUT_CALLS), 3);
-        assert_eq!(recorded.counter(m::KINESIS_ENTRIES_RETRIED), 3 + 1);
-        assert_eq!(recorded.counter(m::KINESIS_THROTTLED_CALLS), 2);
-        assert_eq!(report.throttled_calls, 2);
-
-        // A batch that never gets through still reports the calls it made.
-        let always: Vec<_> = (0..10).map(|_| Some(Fault::Entries(vec![0]))).collect();
-        let s = Faulty::new(Recording::default(), always);
-        put_batch(&s, entries(2), &fast()).await.unwrap_err();
-        let recorded = acc.take();
-        assert_eq!(recorded.counter(m::KINESIS_PUT_CALLS), 4);
-        assert_eq!(recorded.counter(m::KINESIS_RECORDS_PUT), 1);
-        assert_eq!(recorded.counter(m::KINESIS_ENTRIES_RETRIED), 3);
-        assert_eq!(recorded.counter(m::KINESIS_THROTTLED_CALLS), 4);
-    }
-
-    #[tokio::test]
-    async fn permanent_call_errors_stop_at_once() {
-        let denied = CallError {
-            retryable: false,
-            code: "ResourceNotFoundException".to_owned(),
-            message: "no such stream".to_owned(),
-        };
-        let s = Faulty::new(Recording::default(), vec![Some(Fault::Call(denied))]);
-        let e = put_batch(&s, entries(3), &fast()).await.unwrap_err();
-        assert!(!e.is_retryable());
-        assert_eq!(s.calls(), 1);
-    }
-
-    #[tokio::test]
-    async fn the_shipper_puts_everything_with_bounded_calls() {
-        let s = Arc::new(Faulty::new(
-            Recording::default(),
-            vec![
-                None,
-                Some(Fault::Entries(vec![0, 499])),
-                Some(Fault::Call(throttled())),
-            ],
-        ));
-        let mut shipper = Shipper::new(Arc::clone(&s), 4);
-        shipper.policy = fast();
-        shipper.max_in_flight = 2;
-        let (tx, rx) = mpsc::channel(8);
-        let producer = tokio::spawn(async move {
-            for i in 0..1700u32 {
-                tx.send(rec(i % 4, 100)).await.unwrap();
-            }
-        });
-        let report = shipper.ship(rx).await.unwrap();
-        producer.await.unwrap();
-        assert_eq!(report.records, 1700);
-        assert_eq!(s.inner.entries.lock().unwrap().len(), 1700);
-        assert!(s.call_sizes().iter().all(|&n| n <= MAX_RECORDS_PER_CALL));
-    }
-
-    #[tokio::test]
-    async fn a_failing_shipper_closes_its_channel() {
-        let always: Vec<_> = (0..100).map(|_| Some(Fault::Call(throttled()))).collect();
-        let s = Arc::new(Faulty::new(Recording::default(), always));
-        let mut shipper = Shipper::new(s, 4);
-        shipper.policy = fast();
-        let (tx, rx) = mpsc::channel(1);
-        let producer = tokio::spawn(async move {
-            for i in 0..100_000u32 {
-                if tx.send(rec(i % 4, 1000)).await.is_err() {
-                    return i;
-                }
-            }
-            u32::MAX
-        });
-        let e = shipper.ship(rx).await.unwrap_err();
-        assert!(e.is_retryable(), "{e}");
-        assert!(
-            producer.await.unwrap() < 100_000,
-            "the producer saw the channel close"
         );
     }
 }

@@ -1,10 +1,11 @@
-//! AWS I/O adapters of the splitter: the pieces the splitter Lambda (and `meterflow ingest
-//! --source s3://… --stream kinesis://…`) wires to the pure core.
+//! AWS I/O adapters: the pieces the Lambdas (and `meterflow ingest --source s3://… --stream
+//! kinesis://…`) wire to the pure core. Adapters only: the drivers that use them live in the
+//! splitter and aggregator crates.
 //!
 //! - [`kinesis`]: envelope records → PutRecords. Request building ([`kinesis::Entry`],
 //!   [`kinesis::Batcher`]) is pure and tested against the named service limits; the I/O sits
-//!   behind one trait, [`kinesis::RecordStream`], implemented on `aws-sdk-kinesis` and by a
-//!   fault-injecting wrapper for the failures the emulator cannot produce.
+//!   behind one trait, [`kinesis::RecordStream`], implemented on `aws-sdk-kinesis` (the test kit
+//!   has fault-injecting doubles for the failures the emulator cannot produce).
 //! - [`s3`]: an object as a blocking [`std::io::Read`] fed by ranged GETs that resume after a
 //!   broken connection, behind the [`s3::ObjectSource`] trait; memory stays bounded whatever
 //!   the object's size.
@@ -12,11 +13,9 @@
 //!   ignored).
 //! - [`sink`]: whole small objects written to S3 (rejects reports, dead letters), behind the
 //!   [`sink::ObjectSink`] trait.
-//! - [`pipeline`]: one object from S3 through the splitter into Kinesis.
 //! - [`secrets`]: SSM parameters (Keyspaces service-specific credentials), behind the
 //!   [`secrets::SecretSource`] trait.
 //! - [`client`]: SDK clients on a lean HTTPS stack, pointed at AWS or at an emulator.
-//! - [`moto`]: starts a `moto_server` for tests (this crate's and the Lambdas').
 //!
 //! Errors say whether a retry can help (`is_retryable`): a Lambda fails the invocation on a
 //! retryable error so the platform retries it (the pipeline is idempotent by construction), and
@@ -25,8 +24,6 @@
 pub mod client;
 pub mod event;
 pub mod kinesis;
-pub mod moto;
-pub mod pipeline;
 pub mod retry;
 pub mod s3;
 pub mod secrets;

@@ -16,8 +16,7 @@
 use std::future::Future;
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -479,8 +478,10 @@ enum Stop {
     Failed(SourceError),
 }
 
-/// Fetches `[start, size)` range by range into `tx`, resuming after failures.
-async fn pump<S: ObjectSource>(
+/// Fetches `[start, size)` range by range into `tx`, resuming after failures: the task behind
+/// [`open`]'s reader, for a caller that runs it on a runtime of its own choosing (a test that
+/// counts its metrics on one thread).
+pub async fn pump<S: ObjectSource>(
     source: Arc<S>,
     object: ObjectInfo,
     start: u64,
@@ -554,298 +555,24 @@ async fn fetch<S: ObjectSource>(
     Ok(())
 }
 
-/// A fault-injecting [`ObjectSource`] for tests: the bodies of the first `breaks` GETs fail
-/// with a reset connection after `after` bytes, and every GET's range is recorded.
-#[derive(Debug)]
-pub struct Breaking<S> {
-    pub inner: S,
-    after: u64,
-    breaks: AtomicU64,
-    ranges: Mutex<Vec<Range<u64>>>,
-}
-
-impl<S> Breaking<S> {
-    pub fn new(inner: S, after: u64, breaks: u64) -> Breaking<S> {
-        Breaking {
-            inner,
-            after,
-            breaks: AtomicU64::new(breaks),
-            ranges: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The ranges requested, in order.
-    pub fn ranges(&self) -> Vec<Range<u64>> {
-        self.ranges.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-}
-
-/// A body that breaks after a number of bytes (or never).
-pub struct BreakingBody<B> {
-    inner: B,
-    left: Option<u64>,
-}
-
-impl<B: ObjectBody> ObjectBody for BreakingBody<B> {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, SourceError>> {
-        let Some(left) = self.left else {
-            return self.inner.next_chunk().await;
-        };
-        if left == 0 {
-            self.left = None;
-            // Never ends again after this: the next call would continue the inner body, but
-            // the reader stops at the first error.
-            return Some(Err(SourceError::Transient {
-                object: "injected".to_owned(),
-                message: "connection reset by peer (injected)".to_owned(),
-            }));
-        }
-        match self.inner.next_chunk().await? {
-            Ok(mut chunk) => {
-                let n = (chunk.len() as u64).min(left);
-                chunk.truncate(n as usize);
-                self.left = Some(left - n);
-                Some(Ok(chunk))
-            }
-            Err(e) => Some(Err(e)),
-        }
-    }
-}
-
-impl<S: ObjectSource> ObjectSource for Breaking<S> {
-    type Body = BreakingBody<S::Body>;
-
-    async fn head(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<ObjectInfo, SourceError> {
-        self.inner.head(bucket, key, version_id).await
-    }
-
-    async fn get_range(
-        &self,
-        object: &ObjectInfo,
-        range: Range<u64>,
-    ) -> Result<Self::Body, SourceError> {
-        if let Ok(mut r) = self.ranges.lock() {
-            r.push(range.clone());
-        }
-        let inner = self.inner.get_range(object, range).await?;
-        let breaks = self
-            .breaks
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
-            .is_ok();
-        Ok(BreakingBody {
-            inner,
-            left: breaks.then_some(self.after),
-        })
-    }
-}
-
-/// An in-memory [`ObjectSource`] (tests of the reader without a server).
-#[derive(Debug, Clone)]
-pub struct InMemory {
-    pub info: ObjectInfo,
-    pub data: Bytes,
-    /// Body chunk size.
-    pub chunk: usize,
-}
-
-/// Chunks of an in-memory object.
-pub struct InMemoryBody {
-    data: Bytes,
-    chunk: usize,
-}
-
-impl ObjectBody for InMemoryBody {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, SourceError>> {
-        if self.data.is_empty() {
-            return None;
-        }
-        let n = self.chunk.max(1).min(self.data.len());
-        Some(Ok(self.data.split_to(n)))
-    }
-}
-
-impl ObjectSource for InMemory {
-    type Body = InMemoryBody;
-
-    async fn head(&self, _: &str, _: &str, _: Option<&str>) -> Result<ObjectInfo, SourceError> {
-        Ok(self.info.clone())
-    }
-
-    async fn get_range(
-        &self,
-        _: &ObjectInfo,
-        range: Range<u64>,
-    ) -> Result<InMemoryBody, SourceError> {
-        let len = self.data.len() as u64;
-        let (start, end) = (range.start.min(len), range.end.min(len));
-        Ok(InMemoryBody {
-            data: self.data.slice(start as usize..end as usize),
-            chunk: self.chunk,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-    use std::time::Duration;
-
-    fn object(data: &[u8]) -> InMemory {
-        InMemory {
-            info: ObjectInfo {
-                bucket: "b".into(),
-                key: "k".into(),
-                size: data.len() as u64,
-                etag: Some("e".into()),
-                version_id: None,
-                last_modified_ms: 1,
-            },
-            data: Bytes::copy_from_slice(data),
-            chunk: 1000,
-        }
-    }
-
-    fn settings(range: u64) -> ReadSettings {
-        ReadSettings {
-            range_bytes: range,
-            buffered_chunks: 2,
-            retry: RetryPolicy {
-                max_attempts: 3,
-                base: Duration::from_micros(10),
-                cap: Duration::from_micros(50),
-            },
-        }
-    }
-
-    fn read_all<S: ObjectSource>(
-        src: Arc<S>,
-        info: ObjectInfo,
-        start: u64,
-        s: ReadSettings,
-    ) -> io::Result<Vec<u8>> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_time()
-            .build()?;
-        let mut r = open(rt.handle(), src, info, start, s);
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).map(|_| out)
-    }
 
     #[test]
     fn source_ids_prefer_the_version_id() {
-        let mut i = object(b"").info;
+        let mut i = ObjectInfo {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 0,
+            etag: Some("e".into()),
+            version_id: None,
+            last_modified_ms: 1,
+        };
         assert_eq!(i.source_id(), "s3://b/k#@e");
         i.version_id = Some("null".into());
         assert_eq!(i.source_id(), "s3://b/k#@e", "unversioned buckets say null");
         i.version_id = Some("3HL4kqtJ".into());
         assert_eq!(i.source_id(), "s3://b/k#@3HL4kqtJ");
-    }
-
-    #[test]
-    fn reads_every_byte_across_ranges_and_from_an_offset() {
-        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let src = Arc::new(object(&data));
-        for range in [1, 999, 4096, 100_000] {
-            let got = read_all(Arc::clone(&src), src.info.clone(), 0, settings(range)).unwrap();
-            assert_eq!(got, data, "range {range}");
-        }
-        let got = read_all(Arc::clone(&src), src.info.clone(), 12_345, settings(4096)).unwrap();
-        assert_eq!(got, &data[12_345..]);
-        let empty = Arc::new(object(b""));
-        assert!(
-            read_all(Arc::clone(&empty), empty.info.clone(), 0, settings(10))
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn broken_bodies_resume_from_the_last_byte() {
-        let data: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
-        let src = Arc::new(Breaking::new(object(&data), 2500, 2));
-        let got = read_all(
-            Arc::clone(&src),
-            src.inner.info.clone(),
-            0,
-            settings(10_000),
-        )
-        .unwrap();
-        assert_eq!(got, data);
-        assert_eq!(
-            src.ranges(),
-            [
-                0..10_000,
-                2500..12_500,
-                5000..15_000,
-                15_000..25_000,
-                25_000..30_000
-            ]
-        );
-    }
-
-    #[test]
-    fn retries_without_progress_are_bounded() {
-        let data = vec![1u8; 10_000];
-        // Breaks at byte 0 every time: no progress, so it gives up after 3 attempts.
-        let src = Arc::new(Breaking::new(object(&data), 0, 100));
-        let e = read_all(Arc::clone(&src), src.inner.info.clone(), 0, settings(4096)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
-        assert!(
-            SourceError::of(&e).is_some_and(SourceError::is_retryable),
-            "{e}"
-        );
-        assert_eq!(src.ranges().len(), 3);
-        // Progress resets the count: a break every 1000 bytes still reads everything.
-        let src = Arc::new(Breaking::new(object(&data), 1000, 9));
-        assert_eq!(
-            read_all(
-                Arc::clone(&src),
-                src.inner.info.clone(),
-                0,
-                settings(100_000)
-            )
-            .unwrap(),
-            data
-        );
-    }
-
-    #[tokio::test]
-    async fn bytes_read_and_resumed_gets_are_counted() {
-        let data: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
-        let src = Arc::new(Breaking::new(object(&data), 2500, 2));
-        let acc = meterflow_telemetry::Accumulator::new();
-        let _metrics = acc.local();
-        // The fetching task and its consumer, both on this (current) thread's runtime.
-        let (tx, mut rx) = mpsc::channel(2);
-        let info = src.inner.info.clone();
-        let fetching = pump(Arc::clone(&src), info, 0, settings(10_000), tx);
-        let reading = async {
-            let mut n = 0;
-            while let Some(chunk) = rx.recv().await {
-                n += chunk.unwrap().len();
-            }
-            n
-        };
-        let ((), n) = tokio::join!(fetching, reading);
-        assert_eq!(n, data.len());
-        let recorded = acc.take();
-        assert_eq!(recorded.counter(metric_names::S3_BYTES_READ), 30_000);
-        assert_eq!(recorded.counter(metric_names::S3_GET_RESUMES), 2);
-        assert_eq!(src.ranges().len(), 5, "two broken GETs, three whole");
-    }
-
-    #[test]
-    fn a_short_object_is_an_error_not_a_silent_end() {
-        let mut src = object(&[5u8; 1000]);
-        src.info.size = 2000; // HEAD said more than the GETs give
-        let e = read_all(Arc::new(src.clone()), src.info.clone(), 0, settings(4096)).unwrap_err();
-        assert!(e.to_string().contains("body ended at byte 1000"), "{e}");
     }
 }

@@ -15,7 +15,7 @@ use meterflow_core::{Day, TimestampLabel};
 use meterflow_store::SqliteStore;
 
 use crate::ingest::{self, Sink};
-use crate::inputs::Input;
+use crate::inputs::{Found, Input};
 
 /// `(file name, contents)` of every example.
 const EXAMPLES: &[(&str, &[u8])] = &[
@@ -94,8 +94,11 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         progress: false,
         s3: None,
     };
-    let files = files.into_iter().map(Input::File).collect();
-    let summary = ingest::run(Sink::Store(store.clone()), files, cfg).await?;
+    let found = Found {
+        inputs: files.into_iter().map(Input::File).collect(),
+        ..Found::default()
+    };
+    let summary = ingest::run(Sink::Store(store.clone()), found, cfg).await?;
     summary.print_text(&mut std::io::stdout().lock(), None);
     out!()?;
     for (meter, from, to) in SHOW {

@@ -7,26 +7,26 @@
 //! library writes them as the aggregator Lambda does. When the store or the stream fails, the
 //! parsers stop at their next read instead of parsing the rest of their files for nothing.
 
-use std::collections::{HashSet, VecDeque};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use meterflow_aggregator::apply;
-use meterflow_aws::pipeline::StopWhenClosed;
-use meterflow_core::decompress::{for_each_input, DecompressError, Limits};
-use meterflow_core::source::source_name;
-use meterflow_core::{Day, Options, Reject, SeriesId, Stats, TimestampLabel};
-use meterflow_splitter::{split, Output, PackSettings, StreamRecord};
+use meterflow_aggregator::drain::{store_all, Drained};
+use meterflow_core::decompress::Limits;
+use meterflow_core::envelope::StreamRecord;
+use meterflow_core::{Reject, RejectKind, Stats, TimestampLabel};
+use meterflow_splitter::files;
+use meterflow_splitter::object::SplitSettings;
+use meterflow_splitter::PackSettings;
 use meterflow_store::Store;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::inputs::{Input, SkipReason, Skipped};
+use crate::inputs::{Found, Input, SkipReason, Skipped};
 use crate::kinesis_sink::{KinesisSink, PutSummary};
 use crate::s3_inputs::S3Inputs;
 
@@ -95,12 +95,12 @@ pub struct Summary {
     pub bytes: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
-    /// Why each file that could not be read at all, or archive entry that could not, failed
-    /// (each message names it).
-    pub failures: Vec<String>,
     /// Directories that could not be listed (or entries of them that could not be read):
     /// each fails alone, as a file does; they are in `failures`.
     pub dirs_failed: u64,
+    /// Why each file, archive entry or directory that could not be read failed (each message
+    /// names it); each is also a `file` line of the rejects report.
+    pub failures: Vec<String>,
     /// Paths found but not read, and why: a name that is not a meter-data file name (csv, txt,
     /// dat, gz, zip, nem12, mdff; name such a file explicitly to read it), a rejects report,
     /// a file or directory reached again through a symlink.
@@ -117,381 +117,168 @@ pub struct Summary {
     pub rows_before_failures: u64,
 }
 
-/// Writes the rejects report as CSV: `file,line,column,kind,reason`.
+/// The rejects report (CSV `file,line,column,kind,reason`), shared by the splitting threads.
 struct RejectLog {
     file: Option<io::BufWriter<File>>,
-    count: u64,
     sample: Vec<Reject>,
+    /// The first write that failed: the run fails with it (a report missing lines would lie).
+    error: Option<io::Error>,
 }
 
 impl RejectLog {
-    fn add(&mut self, r: Reject) -> io::Result<()> {
-        self.count += 1;
+    fn add(&mut self, r: Reject) {
         if let Some(f) = &mut self.file {
-            r.write_csv(f)?;
+            if let Err(e) = r.write_csv(f) {
+                self.error.get_or_insert(e);
+            }
         }
         if self.sample.len() < 10 {
             self.sample.push(r);
         }
-        Ok(())
+    }
+
+    /// A `file` line for an input or directory that failed as a whole.
+    fn failure(&mut self, source: &str, message: &str) {
+        self.add(Reject {
+            source: source.into(),
+            line: 0,
+            column: None,
+            kind: RejectKind::File,
+            reason: message.to_owned(),
+        });
     }
 }
 
-/// The splitter's output: records onto the channel, rejects into the log.
-struct LocalOutput<'a> {
-    tx: &'a mpsc::Sender<StreamRecord>,
-    rejects: &'a Mutex<RejectLog>,
-    write_error: Option<io::Error>,
-    /// Set when the records' consumer has stopped (shared by all parsers).
-    halt: &'a Arc<AtomicBool>,
-}
+/// What the consumer of the records made of them.
+type Consumed = (Drained, Option<PutSummary>);
 
-impl Output for LocalOutput<'_> {
-    fn record(&mut self, record: StreamRecord) {
-        // Blocking send is the backpressure; it fails only if the consumer has stopped,
-        // which the caller reports from the consumer's side.
-        if self.tx.blocking_send(record).is_err() {
-            self.halt.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn reject(&mut self, reject: Reject) {
-        let mut log = self.rejects.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = log.add(reject) {
-            self.write_error.get_or_insert(e);
-        }
-    }
-}
-
-/// Counts bytes read, for progress and throughput.
-struct Counting<R> {
-    inner: R,
-    counter: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// What one file did: its accounting, the inputs it held (1, or an archive's entries), and
-/// the entries of an archive that failed alone (each message names its entry).
-struct FileDone {
-    stats: Stats,
-    inputs: u64,
-    failed_entries: Vec<String>,
-}
-
-/// Parses one file (each input of an archive) into the channel. An archive entry that fails
-/// alone (see [`meterflow_splitter::SplitError::is_input_only`]) is noted and the archive read on.
-fn ingest_input(
-    input: &Input,
-    cfg: &IngestConfig,
-    packing: PackSettings,
-    out: &mut LocalOutput<'_>,
-    counter: &Arc<AtomicU64>,
-) -> Result<FileDone, Failed> {
-    let opened = input
-        .open(cfg.s3.as_deref())
-        .map_err(|e| (e, Stats::default()))?;
-    let reader = Counting {
-        inner: StopWhenClosed::new(opened.reader, out.halt.clone()),
-        counter: counter.clone(),
-    };
-    let mut done = FileDone {
-        stats: Stats::default(),
-        inputs: 0,
-        failed_entries: Vec::new(),
-    };
-    let mut failure: Option<String> = None;
-    let result = for_each_input(reader, &opened.object, cfg.limits, |input, r| {
-        let source = source_name(input, opened.delivery.as_deref());
-        let mut opts = Options::new(source, opened.version);
-        opts.timestamps = cfg.timestamps;
-        opts.long_interval_minutes = cfg.long_interval_minutes;
-        done.inputs += 1;
-        match split(r, opts, packing, out) {
-            Ok(s) => {
-                done.stats.add(&s);
-                Ok(())
-            }
-            Err(e) => {
-                // The rows before the failure reached the store: they count.
-                done.stats.add(&e.stats);
-                if input != opened.object && e.is_input_only() {
-                    done.failed_entries.push(e.to_string());
-                    return Ok(());
-                }
-                failure = Some(e.to_string());
-                Err(io::Error::other(e.to_string()))
-            }
-        }
-    });
-    if let Some(f) = failure {
-        return Err((f, done.stats));
-    }
-    if let Err(e) = result {
-        // Errors of the archive itself name it; a read error may not.
-        let message = match DecompressError::of(&e) {
-            Some(d) => d.to_string(),
-            None => format!("{}: {e}", opened.object),
-        };
-        return Err((message, done.stats));
-    }
-    done.stats.bytes = opened.size;
-    Ok(done)
-}
-
-/// Why a file failed (the message names it), and the accounting of its rows before the
-/// failure.
-type Failed = (String, Stats);
-
-/// Groups of records applied concurrently (each a validating walk, regrouping into packs, and
-/// one store write).
-const AGGREGATORS: usize = 2;
-/// Most bytes of records gathered into one store write.
-const GROUP_BYTES: usize = 4 << 20;
-
-/// What one aggregated record contributed to the summary.
-struct Tally {
-    records: u64,
-    quarantined: u64,
-    series: HashSet<SeriesId>,
-    days: HashSet<Day>,
-    error: Option<meterflow_store::StoreError>,
-}
-
-/// Applies a group of records, as the aggregator Lambda applies a batch.
-async fn aggregate<S: Store + 'static>(store: Arc<S>, records: Vec<StreamRecord>) -> Tally {
-    let mut series = HashSet::new();
-    let mut days = HashSet::new();
-    // Fragments come in runs of one series and consecutive days: only look up changes.
-    let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
-    let data: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
-    let out = apply(store.as_ref(), &data, |f| {
-        if last_series.as_ref() != Some(f.series) {
-            series.insert(f.series.clone());
-            last_series = Some(f.series.clone());
-        }
-        if last_day != Some(f.day) {
-            days.insert(f.day);
-            last_day = Some(f.day);
-        }
-    })
-    .await;
-    Tally {
-        records: records.len() as u64,
-        quarantined: out.quarantined.len() as u64,
-        series,
-        days,
-        error: out.failed.map(|(_, e)| e),
-    }
-}
-
-/// What the aggregator made of the records.
-#[derive(Default)]
-struct Aggregated {
-    records: u64,
-    quarantined: u64,
-    series: HashSet<SeriesId>,
-    days: HashSet<Day>,
-}
-
-/// Adds a group's tally; returns its store error, if any.
-fn absorb(tally: Tally, done: &mut Aggregated) -> Option<meterflow_store::StoreError> {
-    done.records += tally.records;
-    done.quarantined += tally.quarantined;
-    done.series.extend(tally.series);
-    done.days.extend(tally.days);
-    tally.error
-}
-
-/// Aggregates every record received into `store`, until the channel closes or a write fails.
-/// A couple of groups in flight let one decode while the store writes the previous one; order
-/// does not matter (merge rule).
-async fn store_all<S: Store + 'static>(
-    store: Arc<S>,
-    mut rx: mpsc::Receiver<StreamRecord>,
-) -> Result<Aggregated> {
-    let mut done = Aggregated::default();
-    let mut store_error = None;
-    let mut in_flight = tokio::task::JoinSet::new();
-    while let Some(record) = rx.recv().await {
-        while in_flight.len() >= AGGREGATORS {
-            if let Some(tally) = in_flight.join_next().await {
-                let tally = tally.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
-                store_error = store_error.or(absorb(tally, &mut done));
-            }
-        }
-        if store_error.is_some() {
-            break;
-        }
-        // Whatever else is already waiting joins this write (one transaction for SQLite):
-        // groups grow exactly when the store falls behind.
-        let mut group = vec![record];
-        let mut bytes = group[0].data.len();
-        while bytes < GROUP_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            bytes += next.data.len();
-            group.push(next);
-        }
-        in_flight.spawn(aggregate(store.clone(), group));
-    }
-    // Closed now, so parsers blocked on a full channel see it at once.
-    drop(rx);
-    while let Some(tally) = in_flight.join_next().await {
-        let tally = tally.map_err(|e| anyhow::anyhow!("an aggregator task failed: {e}"))?;
-        store_error = store_error.or(absorb(tally, &mut done));
-    }
-    match store_error {
-        Some(e) => Err(anyhow::anyhow!("writing to the store failed: {e}")),
-        None => Ok(done),
-    }
-}
-
-/// What each parser thread did: per file, what it did or why it could not be read.
-type ParserResults = Vec<Result<FileDone, Failed>>;
-
-/// One parser thread: takes inputs from the shared queue until it is empty or the records'
-/// consumer has stopped.
-fn parse_inputs(
-    queue: &Mutex<VecDeque<Input>>,
-    tx: &mpsc::Sender<StreamRecord>,
-    rejects: &Mutex<RejectLog>,
-    halt: &Arc<AtomicBool>,
-    counter: &Arc<AtomicU64>,
-    cfg: &IngestConfig,
-    packing: PackSettings,
-) -> ParserResults {
-    let mut results = Vec::new();
-    while !halt.load(Ordering::Relaxed) {
-        let Some(input) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-            break;
-        };
-        let mut out = LocalOutput {
-            tx,
-            rejects,
-            write_error: None,
-            halt,
-        };
-        let r = ingest_input(&input, cfg, packing, &mut out, counter);
-        if let Some(e) = out.write_error {
-            results.push(Err((
-                format!("{input}: cannot write the rejects report: {e}"),
-                Stats::default(),
-            )));
-            break;
-        }
-        results.push(r);
-    }
-    results
-}
-
-/// Runs the pipeline over `inputs` into `sink`.
+/// Runs the pipeline over what `found` names into `sink`.
 pub async fn run<S: Store + 'static>(
     sink: Sink<S>,
-    inputs: Vec<Input>,
+    found: Found,
     cfg: IngestConfig,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let rejects = RejectLog {
-        file: match &cfg.rejects {
-            Some(p) => {
-                let mut f = io::BufWriter::new(File::create(p).with_context(|| {
+    let file = match &cfg.rejects {
+        Some(p) => {
+            let mut f =
+                io::BufWriter::new(File::create(p).with_context(|| {
                     format!("cannot create the rejects report {}", p.display())
                 })?);
-                Reject::write_csv_header(&mut f)?;
-                Some(f)
-            }
-            None => None,
-        },
-        count: 0,
-        sample: Vec::new(),
+            Reject::write_csv_header(&mut f)?;
+            Some(f)
+        }
+        None => None,
     };
-    let rejects = Arc::new(Mutex::new(rejects));
-    let (tx, rx) = mpsc::channel::<StreamRecord>(STREAM_CAPACITY);
-    let counter = Arc::new(AtomicU64::new(0));
-    let halt = Arc::new(AtomicBool::new(false));
-    let total_files = inputs.len() as u64;
-    let queue = Arc::new(Mutex::new(inputs.into_iter().collect::<VecDeque<_>>()));
-    let cfg = Arc::new(cfg);
-    let packing = sink.packing();
-
-    // Parsers: one OS thread per job, pulling inputs from a shared queue.
-    let mut workers = Vec::new();
-    for _ in 0..cfg.jobs.max(1) {
-        let (queue, tx, rejects, halt, counter, cfg) = (
-            queue.clone(),
-            tx.clone(),
-            rejects.clone(),
-            halt.clone(),
-            counter.clone(),
-            cfg.clone(),
-        );
-        workers.push(std::thread::spawn(move || {
-            parse_inputs(&queue, &tx, &rejects, &halt, &counter, &cfg, packing)
-        }));
+    let log = Arc::new(Mutex::new(RejectLog {
+        file,
+        sample: Vec::new(),
+        error: None,
+    }));
+    {
+        let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, message) in &found.failures {
+            l.failure(path, message);
+        }
     }
-    drop(tx);
-
+    let (tx, rx) = mpsc::channel::<StreamRecord>(STREAM_CAPACITY);
+    let read = Arc::new(AtomicU64::new(0));
+    let halt = Arc::new(AtomicBool::new(false));
+    let mut summary = Summary {
+        files: found.inputs.len() as u64,
+        skipped: found.skipped,
+        dirs_failed: found.failures.len() as u64,
+        failures: found.failures.into_iter().map(|(_, m)| m).collect(),
+        ..Summary::default()
+    };
+    let settings = SplitSettings {
+        pack: sink.packing(),
+        limits: cfg.limits,
+        timestamps: cfg.timestamps,
+        long_interval_minutes: cfg.long_interval_minutes,
+    };
+    let inputs: Vec<Opening> = found
+        .inputs
+        .into_iter()
+        .map(|input| Opening {
+            input,
+            s3: cfg.s3.clone(),
+        })
+        .collect();
+    let rejects = Arc::clone(&log);
+    let workers = files::spawn(
+        inputs,
+        cfg.jobs,
+        settings,
+        files::Channels {
+            records: tx,
+            halt: Arc::clone(&halt),
+            read: Arc::clone(&read),
+            rejects: Arc::new(move |r| rejects.lock().unwrap_or_else(|p| p.into_inner()).add(r)),
+        },
+    );
     let progress = cfg
         .progress
-        .then(|| crate::progress::Progress::start(counter.clone()));
+        .then(|| crate::progress::Progress::start(Arc::clone(&read)));
 
     // The consumer: the aggregator library as in the Lambda, or the Lambda's Kinesis shipper.
-    let consumed = match &sink {
-        Sink::Store(store) => store_all(store.clone(), rx).await.map(|a| (a, None)),
+    let consumed: Result<Consumed> = match &sink {
+        Sink::Store(store) => store_all(Arc::clone(store), rx)
+            .await
+            .map(|d| (d, None))
+            .map_err(anyhow::Error::from),
         Sink::Stream(stream) => stream.ship(rx).await.map(|p| {
-            let a = Aggregated {
+            let d = Drained {
                 records: p.report.records,
-                ..Aggregated::default()
+                ..Drained::default()
             };
-            (a, Some(p))
+            (d, Some(p))
         }),
     };
     if consumed.is_err() {
         halt.store(true, Ordering::Relaxed);
     }
-    let mut summary = Summary {
-        files: total_files,
-        ..Summary::default()
-    };
-    let mut stats = Stats::default();
-    for w in workers {
-        let results = w
-            .join()
-            .map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
-        for r in results {
-            match r {
-                Ok(done) => {
-                    stats.add(&done.stats);
-                    summary.inputs += done.inputs;
-                    summary.inputs_failed += done.failed_entries.len() as u64;
-                    summary.failures.extend(done.failed_entries);
-                }
-                Err((e, before)) => {
-                    summary.files_failed += 1;
-                    stats.add(&before);
-                    summary.rows_before_failures += before.rows_read;
-                    let stored = match before.rows_read {
-                        0 => String::new(),
-                        n => format!(" ({n} rows before the failure were read and are counted)"),
-                    };
-                    summary.failures.push(format!("{e}{stored}"));
-                }
-            }
-        }
-    }
+    let outcomes = tokio::task::spawn_blocking(move || workers.join())
+        .await
+        .map_err(|e| anyhow::anyhow!("waiting for the splitting threads: {e}"))??;
     if let Some(p) = progress {
         p.stop();
     }
-    let (aggregated, put) = consumed?;
-    let mut log = rejects.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(f) = &mut log.file {
-        f.flush().context("cannot write the rejects report")?;
+    let mut stats = Stats::default();
+    let mut log_guard = log.lock().unwrap_or_else(|p| p.into_inner());
+    for outcome in outcomes {
+        let done = match outcome.result {
+            Ok(done) => done,
+            Err(failure) => {
+                summary.files_failed += 1;
+                summary.rows_before_failures += failure.done.stats.rows_read;
+                let stored = match failure.done.stats.rows_read {
+                    0 => String::new(),
+                    n => format!(" ({n} rows before the failure were read and are counted)"),
+                };
+                log_guard.failure(&outcome.input, &failure.message);
+                summary
+                    .failures
+                    .push(format!("{}{stored}", failure.message));
+                *failure.done
+            }
+        };
+        stats.add(&done.stats);
+        summary.inputs += done.inputs;
+        summary.inputs_failed += done.failed_entries.len() as u64;
+        for entry in done.failed_entries {
+            summary.failures.push(entry.reason.clone());
+            log_guard.add(entry);
+        }
+    }
+    let (drained, put) = consumed?;
+    if let Some(f) = &mut log_guard.file {
+        if let Err(e) = f.flush() {
+            log_guard.error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = log_guard.error.take() {
+        anyhow::bail!("cannot write the rejects report: {e}");
     }
     summary.rows_read = stats.rows_read;
     summary.rows_accepted = stats.rows_accepted;
@@ -499,20 +286,38 @@ pub async fn run<S: Store + 'static>(
     summary.records_rejected = stats.records_rejected;
     summary.warnings = stats.warnings;
     summary.fragments = stats.fragments;
-    summary.records = aggregated.records;
-    summary.records_quarantined = aggregated.quarantined;
-    summary.series = aggregated.series.len() as u64;
-    summary.days = aggregated.days.len() as u64;
+    summary.records = drained.records;
+    summary.records_quarantined = drained.quarantined;
+    summary.series = drained.series.len() as u64;
+    summary.days = drained.days.len() as u64;
     summary.put = put;
-    summary.bytes = counter.load(Ordering::Relaxed);
+    summary.bytes = read.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.mb_per_s = if summary.seconds > 0.0 {
         summary.bytes as f64 / 1e6 / summary.seconds
     } else {
         0.0
     };
-    summary.sample_rejects = std::mem::take(&mut log.sample);
+    summary.sample_rejects = std::mem::take(&mut log_guard.sample);
     Ok(summary)
+}
+
+/// An input and the S3 client an `s3://` one is read with, as the splitting threads open it.
+struct Opening {
+    input: Input,
+    s3: Option<Arc<S3Inputs>>,
+}
+
+impl std::fmt::Display for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.input.fmt(f)
+    }
+}
+
+impl files::Openable for Opening {
+    fn open(&self) -> Result<files::Opened, String> {
+        self.input.open(self.s3.as_deref())
+    }
 }
 
 impl Summary {
@@ -521,9 +326,9 @@ impl Summary {
         self.files_failed + self.inputs_failed + self.dirs_failed > 0
     }
 
-    /// Lines of the rejects report: rejected rows, refused records, warnings.
+    /// Lines of the rejects report: rejected rows, refused records, warnings, failures.
     pub fn reported(&self) -> u64 {
-        self.rows_rejected + self.records_rejected + self.warnings
+        self.rows_rejected + self.records_rejected + self.warnings + self.failures.len() as u64
     }
 
     /// The human summary (stderr for `ingest`, keeping stdout for `--json`; stdout for the demo).
@@ -564,12 +369,17 @@ impl Summary {
                 Some(p) => {
                     let _ = writeln!(
                         err,
-                        "rejected rows, refused records and warnings are listed in {}",
+                        "rejected rows, refused records, warnings and failures are listed in {}",
                         p.display()
                     );
                 }
                 None => {
-                    for r in &self.sample_rejects {
+                    // (Failures are printed below, as errors.)
+                    let rows = self
+                        .sample_rejects
+                        .iter()
+                        .filter(|r| r.kind != RejectKind::File);
+                    for r in rows {
                         let _ = writeln!(err, "  rejected {r}");
                     }
                     let _ = writeln!(
@@ -618,7 +428,7 @@ mod tests {
     use std::time::Duration;
 
     use meterflow_core::synth::Spec;
-    use meterflow_core::{Format, Fragment};
+    use meterflow_core::{Day, Format, Fragment, SeriesId};
     use meterflow_store::StoreError;
 
     use super::*;
@@ -674,7 +484,11 @@ mod tests {
             progress: false,
             s3: None,
         };
-        let run = run(Sink::Store(Arc::new(Broken)), vec![Input::File(fifo)], cfg);
+        let found = Found {
+            inputs: vec![Input::File(fifo)],
+            ..Found::default()
+        };
+        let run = run(Sink::Store(Arc::new(Broken)), found, cfg);
         let e = tokio::time::timeout(Duration::from_secs(120), run)
             .await
             .expect("the parser stopped")

@@ -78,7 +78,7 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
         let why = found
             .failures
             .iter()
-            .map(|f| format!("; {f}"))
+            .map(|(_, message)| format!("; {message}"))
             .collect::<String>();
         anyhow::bail!(
             "no data files found in the given paths (looked for {}){why}",
@@ -103,12 +103,9 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
             ..Limits::default()
         },
         progress: !args.json && std::io::stderr().is_terminal(),
-        s3: found.s3,
+        s3: found.s3.clone(),
     };
-    let mut summary = ingest::run(sink, found.inputs, cfg).await?;
-    summary.skipped = found.skipped;
-    summary.dirs_failed = found.failures.len() as u64;
-    summary.failures.extend(found.failures);
+    let summary = ingest::run(sink, found, cfg).await?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&summary)?)?;
     }

@@ -4,12 +4,14 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, Result};
+use meterflow_splitter::files::Opened;
+use meterflow_splitter::object::ObjectName;
 
 use crate::s3_inputs::{S3Inputs, S3Prefix};
 
@@ -33,29 +35,15 @@ impl fmt::Display for Input {
     }
 }
 
-/// An input ready to read.
-pub struct Opened {
-    pub reader: Box<dyn Read + Send>,
-    /// What it is: a canonical path, or `s3://bucket/key` (the object of its fragments'
-    /// source names, see [`meterflow_core::source`]).
-    pub object: String,
-    /// Which content of it: when a local file was last written, an object's version id or
-    /// ETag.
-    pub delivery: Option<String>,
-    /// Epoch milliseconds: the version of data that carries none of its own.
-    pub version: i64,
-    pub size: u64,
-}
-
 /// The inputs the arguments name.
 #[derive(Default)]
 pub struct Found {
     pub inputs: Vec<Input>,
     /// Paths and keys passed over, and why.
     pub skipped: Vec<Skipped>,
-    /// Directories (or entries of them) that could not be read: each fails alone, as an
-    /// unreadable file does, and the rest is read.
-    pub failures: Vec<String>,
+    /// Directories (or entries of them) that could not be read, as `(path, message naming
+    /// it)`: each fails alone, as an unreadable file does, and the rest is read.
+    pub failures: Vec<(String, String)>,
     /// The S3 client, when some argument is an `s3://` prefix.
     pub s3: Option<Arc<S3Inputs>>,
 }
@@ -163,7 +151,7 @@ impl Walk<'_> {
             Ok(e) => e,
             Err(e) => {
                 let msg = format!("{}: cannot list the directory: {e}", dir.display());
-                return self.found.failures.push(msg);
+                return self.found.failures.push((dir.display().to_string(), msg));
             }
         };
         entries.sort_by_key(|e| e.file_name());
@@ -175,7 +163,7 @@ impl Walk<'_> {
                 Ok(m) => m,
                 Err(err) => {
                     let msg = format!("{}: cannot read: {err}", p.display());
-                    self.found.failures.push(msg);
+                    self.found.failures.push((p.display().to_string(), msg));
                     continue;
                 }
             };
@@ -274,9 +262,12 @@ pub fn open_file(path: &Path) -> Result<Opened, String> {
         .to_string();
     Ok(Opened {
         reader: Box::new(file),
-        object,
-        delivery: local_delivery(&meta),
-        version,
+        name: ObjectName {
+            object,
+            delivery: local_delivery(&meta),
+            version,
+            etag: None,
+        },
         size: meta.len(),
     })
 }

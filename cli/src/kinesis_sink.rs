@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use meterflow_aws::client::{http_client, kinesis_client};
 use meterflow_aws::kinesis::{KinesisStream, PutReport, Shipper};
-use meterflow_splitter::{PackSettings, StreamRecord};
+use meterflow_core::envelope::StreamRecord;
+use meterflow_splitter::PackSettings;
 use serde::Serialize;
 use tokio::sync::mpsc;
 

@@ -8,7 +8,8 @@ use meterflow_aws::client::{http_client, s3_client};
 use meterflow_aws::s3::{self, ObjectSource, ReadSettings, S3Source};
 use tokio::runtime::Handle;
 
-use crate::inputs::Opened;
+use meterflow_splitter::files::Opened;
+use meterflow_splitter::object::ObjectName;
 
 /// A bucket and the key prefix under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +85,12 @@ impl S3Inputs {
             .block_on(self.source.head(bucket, key, None))
             .map_err(|e| e.to_string())?;
         Ok(Opened {
-            object: info.name(),
-            delivery: info.delivery().map(str::to_owned),
-            version: info.last_modified_ms,
+            name: ObjectName {
+                object: info.name(),
+                delivery: info.delivery().map(str::to_owned),
+                version: info.last_modified_ms,
+                etag: info.etag.clone(),
+            },
             size: info.size,
             reader: Box::new(s3::open(
                 &self.handle,

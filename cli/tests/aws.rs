@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::header;
 use meterflow_aws::client::{http_client, kinesis_client, s3_client};
-use meterflow_aws::moto::{read_stream, Moto};
 use meterflow_core::daily_totals;
 use meterflow_core::envelope::decode;
 use meterflow_core::value::write_amount;
+use meterflow_testkit::moto::{read_stream, Moto};
 use serde_json::Value;
 
 const BUCKET: &str = "meter-drop";
@@ -103,7 +103,7 @@ impl Aws {
     fn upload(&self, key: &str, file: &Path) {
         let body = std::fs::read(file).unwrap();
         self.rt
-            .block_on(meterflow_aws::moto::upload(&self.s3, BUCKET, key, body))
+            .block_on(meterflow_testkit::moto::upload(&self.s3, BUCKET, key, body))
             .unwrap_or_else(|e| panic!("{e}"));
     }
 

@@ -97,10 +97,12 @@ fn run(case: &Case) -> Result<(), String> {
     }
     let report_text = std::fs::read_to_string(&report).unwrap_or_default();
     let lines = report_text.lines().count().saturating_sub(1) as u64;
+    let failures = summary["failures"].as_array().map_or(0, Vec::len) as u64;
     let reported: u64 = ["rows_rejected", "records_rejected", "warnings"]
         .iter()
         .map(|f| summary[f].as_u64().unwrap_or(0))
-        .sum();
+        .sum::<u64>()
+        + failures;
     if lines != reported {
         wrong.push(format!(
             "the report has {lines} lines, the counts say {reported}"

@@ -3,14 +3,12 @@
 //! gives; a wrong URL fails with exit 1 and says what to fix.
 
 mod common;
-#[path = "../../store-cql/tests/support/mod.rs"]
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use meterflow_testkit::cql::Kassandra;
 use serde_json::Value;
-use support::Kassandra;
 
 /// Meters of the examples, one or more per format: `(series, from, to)`.
 const METERS: &[(&str, &str, &str)] = &[

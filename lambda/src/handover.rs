@@ -27,9 +27,9 @@
 //! twice. A note of another chain (left by an earlier upload whose chain broke) is replaced.
 
 use meterflow_aws::event::ObjectRef;
-use meterflow_aws::pipeline::Handover;
 use meterflow_core::format::Resume;
 use meterflow_core::{Format, Reject, RejectKind, Stats};
+use meterflow_splitter::object::Handover;
 use serde::{Deserialize, Serialize};
 
 use crate::env::S3Location;

@@ -9,8 +9,8 @@
 //! no line is at fault), so every failure is found where the rejects are.
 
 use meterflow_aws::event::ObjectRef;
-use meterflow_aws::pipeline::PipelineError;
 use meterflow_core::{FileError, Reject, RejectKind};
+use meterflow_splitter::s3::PipelineError;
 
 use crate::env::S3Location;
 

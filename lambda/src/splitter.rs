@@ -38,12 +38,13 @@ use bytes::Bytes;
 use lambda_runtime::tracing::{error, info, warn};
 use meterflow_aws::event::{created_objects, EventError, ObjectRef};
 use meterflow_aws::kinesis::{RecordStream, Shipper};
-use meterflow_aws::pipeline::{
-    split_object_part, Handover, Part, PartError, PipelineError, PipelineSettings, SplitReport,
-};
 use meterflow_aws::s3::{read_small, ObjectSource, SourceError};
 use meterflow_aws::sink::{ObjectSink, SinkError};
 use meterflow_core::Reject;
+use meterflow_splitter::object::{Handover, Part};
+use meterflow_splitter::s3::{
+    ship_object_part, PartError, PipelineError, PipelineSettings, SplitReport,
+};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -204,7 +205,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         let mut shipper = Shipper::new(Arc::new(stream), config.buckets);
         shipper.max_in_flight = config.put_concurrency;
         let mut settings = PipelineSettings::default();
-        settings.pack.buckets = config.buckets;
+        settings.split.pack.buckets = config.buckets;
         settings.max_rejects_kept = config.max_rejects;
         Splitter {
             source,
@@ -292,7 +293,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
             stop: Arc::clone(&stop),
             max_bytes: self.max_bytes_per_invocation,
         };
-        let split = split_object_part(
+        let split = ship_object_part(
             Arc::clone(&self.source),
             &run.input,
             &self.shipper,

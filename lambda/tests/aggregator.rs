@@ -6,14 +6,14 @@ mod common;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use common::{fixture, kinesis_event};
-use meterflow_aws::moto::ShardRecord;
-use meterflow_aws::sink::MemorySink;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Day, Format};
 use meterflow_lambda::aggregator::Aggregator;
 use meterflow_lambda::env::S3Location;
 use meterflow_splitter::{split, Collected, PackSettings};
 use meterflow_store::{SqliteStore, Store};
+use meterflow_testkit::moto::ShardRecord;
+use meterflow_testkit::sink::MemorySink;
 
 const SEQUENCE: &str = "49656524937215339431553815463526104836536063432391622770";
 

@@ -3,7 +3,8 @@
 mod common;
 
 use common::ask;
-use meterflow_store::{conformance::fragment, SqliteStore, Store};
+use meterflow_store::{SqliteStore, Store};
+use meterflow_testkit::conformance::fragment;
 
 async fn answer(fixture: &str) -> (u16, serde_json::Value) {
     let store = SqliteStore::open_in_memory().unwrap();

@@ -8,14 +8,10 @@
 //! generator's oracle.
 
 mod common;
-#[path = "../../store-cql/tests/support/mod.rs"]
-mod support;
 
 use std::collections::BTreeSet;
 
 use common::{ask, fixture, kinesis_event, splitter, Env, BUCKET, KEY, SHARDS, STREAM};
-use meterflow_aws::moto::{read_shard, ShardRecord};
-use meterflow_aws::sink::MemorySink;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Format, Options};
 use meterflow_lambda::aggregator::Aggregator;
@@ -23,7 +19,9 @@ use meterflow_lambda::env::S3Location;
 use meterflow_splitter::{split, Collected, PackSettings};
 use meterflow_store::{SqliteStore, Store};
 use meterflow_store_cql::{CqlConfig, CqlStore};
-use support::Kassandra;
+use meterflow_testkit::cql::Kassandra;
+use meterflow_testkit::moto::{read_shard, ShardRecord};
+use meterflow_testkit::sink::MemorySink;
 use tokio::time::{Duration, Instant};
 
 fn spec() -> Spec {
@@ -172,7 +170,7 @@ async fn check_api<S: Store + Clone + 'static>(lambda_side: &S, local: &SqliteSt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_goes_from_s3_through_the_three_lambdas_to_the_same_totals_as_locally() {
-    let env = Env::start().await;
+    let env = common::moto().await;
     let spec = spec();
     let csv = spec.generate(Format::Wide).unwrap();
     env.upload(BUCKET, KEY, csv.clone()).await;

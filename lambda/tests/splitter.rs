@@ -5,16 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, in_memory, s3_event, splitter, Env, BUCKET, KEY};
-use meterflow_aws::kinesis::{
-    throttled, CallError, Entry, EntryOutcome, Fault, Faulty, RecordStream, Recording,
-};
-use meterflow_aws::s3::{InMemory, ObjectSource};
-use meterflow_aws::sink::{MemorySink, ObjectSink, SinkError};
+use common::{fixture, in_memory, s3_event, splitter, BUCKET, KEY};
+use meterflow_aws::kinesis::{CallError, Entry, EntryOutcome, RecordStream};
+use meterflow_aws::s3::ObjectSource;
+use meterflow_aws::sink::{ObjectSink, SinkError};
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
 use meterflow_lambda::env::S3Location;
 use meterflow_lambda::splitter::{ObjectSummary, Splitter, SplitterError, SplitterResponse};
+use meterflow_testkit::kinesis::{throttled, Fault, Faulty, Recording};
+use meterflow_testkit::s3::InMemory;
+use meterflow_testkit::sink::MemorySink;
 use tokio::time::Instant;
 
 fn wide(meters: u32, days: u32) -> String {
@@ -72,7 +73,7 @@ async fn the_test_event_does_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_are_reported_as_csv_next_to_the_input_or_under_the_prefix() {
-    let env = Env::start().await;
+    let env = common::moto().await;
     let csv = with_field(&wide(3, 2), 3, 2, "abc");
     let csv = with_field(&csv, 6, 11, "1.1234567");
     env.upload(BUCKET, KEY, csv.into_bytes()).await;
@@ -422,7 +423,7 @@ async fn split_chain<Src: ObjectSource, St: RecordStream, Snk: ObjectSink>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
-    let env = Env::start().await;
+    let env = common::moto().await;
     // ~3 MB, a bad row near the start and one near the end: parts of 1 MiB or so.
     let csv = with_field(&wide(3000, 3), 3, 2, "abc");
     let csv = with_field(&csv, 8000, 5, "x");
@@ -476,7 +477,7 @@ async fn a_large_object_is_split_in_parts_chained_by_notes_in_s3() {
 /// splitting the rest of the object a second time; a note left by another chain is replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_of_an_event_stops_at_the_note_the_first_wrote() {
-    let env = Env::start().await;
+    let env = common::moto().await;
     env.upload(BUCKET, KEY, wide(3000, 3).into_bytes()).await;
     let with_budget = |bytes| {
         let mut config = common::config();
@@ -589,7 +590,7 @@ impl<S: ObjectSink> ObjectSink for Conflicted<S> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_note_write_that_races_another_is_tried_again_not_the_whole_part() {
-    let env = Env::start().await;
+    let env = common::moto().await;
     env.upload(BUCKET, KEY, wide(3000, 3).into_bytes()).await;
     let mut config = common::config();
     config.max_bytes_per_invocation = Some(1 << 20);

@@ -80,6 +80,15 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Kinesis counts the partition key against the same limit, so a producer with long partition
 /// keys passes `MAX_RECORD_BYTES - key.len()` as the cap.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// One envelope record ready for the stream, and the partition bucket its series are in
+/// (which picks its Kinesis shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub bucket: u32,
+    pub fragments: u32,
+    pub data: Vec<u8>,
+}
 /// Bytes of magic plus version that open every envelope.
 pub const HEADER_BYTES: usize = MAGIC.len() + 1;
 

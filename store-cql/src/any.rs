@@ -123,7 +123,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let store = AnyStore::open(path.to_str().unwrap()).await.unwrap();
         assert_eq!(store.kind(), "sqlite");
-        meterflow_store::conformance::records_and_fragments_agree(&store).await;
+        meterflow_testkit::conformance::records_and_fragments_agree(&store).await;
         let err = AnyStore::open("cql://db.example:9042")
             .await
             .err()

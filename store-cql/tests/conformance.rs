@@ -2,14 +2,13 @@
 //! against an in-process `kassandra` server on loopback (always), and against a real
 //! Cassandra/ScyllaDB when `METERFLOW_TEST_CQL=host:port` names one.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use meterflow_core::{Day, SeriesId};
-use meterflow_store::{conformance, Store};
+use meterflow_store::Store;
 use meterflow_store_cql::{CqlConfig, CqlStore};
-use support::Kassandra;
+use meterflow_testkit::conformance;
+use meterflow_testkit::cql::Kassandra;
 
 static NEXT_KEYSPACE: AtomicUsize = AtomicUsize::new(0);
 

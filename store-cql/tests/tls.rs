@@ -6,17 +6,15 @@
 //! feature (`scripts/test` runs it).
 #![cfg(feature = "keyspaces")]
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use meterflow_store::conformance;
 use meterflow_store_cql::{CqlConfig, CqlStore, TlsConfig};
+use meterflow_testkit::conformance;
+use meterflow_testkit::cql::Kassandra;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use support::Kassandra;
 
 static NEXT_KEYSPACE: AtomicUsize = AtomicUsize::new(0);
 

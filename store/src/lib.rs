@@ -4,9 +4,9 @@
 //! store (Amazon Keyspaces, Cassandra, ScyllaDB) of the AWS pipeline. A store only has to keep
 //! fragments under their deterministic keys and give them back by series and day range; the
 //! merge into daily totals is the core's pure function, applied by [`daily_totals`], so every
-//! backend answers identically. [`conformance`] holds the tests every backend must pass.
+//! backend answers identically. The tests every backend must pass are the test kit's
+//! conformance suite (`meterflow_testkit::conformance`).
 
-pub mod conformance;
 pub mod sqlite;
 
 use std::future::Future;

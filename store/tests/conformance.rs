@@ -1,6 +1,7 @@
 //! The store conformance suite on the embedded SQLite store, in memory and in a file.
 
-use meterflow_store::{conformance, SqliteStore, Store};
+use meterflow_store::{SqliteStore, Store};
+use meterflow_testkit::conformance;
 
 #[tokio::test]
 async fn sqlite_in_memory_conforms() {

@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meterflow_api::ApiConfig;
-use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_aws::kinesis::RecordStream;
-use meterflow_aws::moto::{Moto, ShardRecord};
 use meterflow_aws::retry::RetryPolicy;
-use meterflow_aws::s3::{InMemory, ObjectInfo, ObjectSource};
+use meterflow_aws::s3::{ObjectInfo, ObjectSource};
 use meterflow_aws::sink::ObjectSink;
 use meterflow_lambda::api::app;
 use meterflow_lambda::splitter::{Splitter, SplitterConfig};
 use meterflow_splitter::PackSettings;
 use meterflow_store::Store;
+use meterflow_testkit::moto::ShardRecord;
+use meterflow_testkit::s3::InMemory;
 use tower::ServiceExt;
 
 /// The bucket and key `s3_put_encoded_key.json` names (its key is `incoming%2Fmeter+data.csv`).
@@ -62,7 +62,7 @@ pub fn splitter<Src: ObjectSource, St: RecordStream, Snk: ObjectSink>(
 ) -> Splitter<Src, St, Snk> {
     let mut s = Splitter::new(Arc::new(source), stream, sink, config);
     s.shipper.policy = fast();
-    s.settings.pack = PackSettings {
+    s.settings.split.pack = PackSettings {
         buckets: config.buckets,
         max_record_bytes: 2048,
         max_held_bytes: 32 * 1024,
@@ -104,76 +104,11 @@ pub fn s3_event(key: &str) -> Vec<u8> {
     serde_json::to_vec(&event).unwrap()
 }
 
+pub use meterflow_testkit::moto::Env;
+
 /// A moto server with the fixture's bucket and a 4-shard stream.
-pub struct Env {
-    pub moto: Moto,
-    pub s3: aws_sdk_s3::Client,
-    pub kinesis: aws_sdk_kinesis::Client,
-}
-
-impl Env {
-    pub async fn start() -> Env {
-        let moto = tokio::task::spawn_blocking(Moto::start)
-            .await
-            .expect("the moto starter panicked")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let http = http_client();
-        let settings = moto.client_settings();
-        let env = Env {
-            s3: s3_client(&settings, http.clone()),
-            kinesis: kinesis_client(&settings, http),
-            moto,
-        };
-        meterflow_aws::moto::create_bucket_and_stream(
-            &env.s3,
-            &env.kinesis,
-            BUCKET,
-            STREAM,
-            SHARDS,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        env
-    }
-
-    /// The real adapters on this server: S3 source and sink, the stream.
-    pub fn source(&self) -> meterflow_aws::s3::S3Source {
-        meterflow_aws::s3::S3Source {
-            client: self.s3.clone(),
-        }
-    }
-
-    pub fn sink(&self) -> meterflow_aws::sink::S3Sink {
-        meterflow_aws::sink::S3Sink {
-            client: self.s3.clone(),
-        }
-    }
-
-    pub fn stream(&self) -> meterflow_aws::kinesis::KinesisStream {
-        meterflow_aws::kinesis::KinesisStream {
-            client: self.kinesis.clone(),
-            stream_name: STREAM.into(),
-        }
-    }
-
-    pub async fn upload(&self, bucket: &str, key: &str, body: Vec<u8>) {
-        meterflow_aws::moto::upload(&self.s3, bucket, key, body)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    pub async fn download(&self, bucket: &str, key: &str) -> String {
-        let out = self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"));
-        let body = out.body.collect().await.unwrap().into_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
-    }
+pub async fn moto() -> Env {
+    Env::start(BUCKET, STREAM, SHARDS).await
 }
 
 /// The `KinesisEvent` Lambda would deliver for `records`, as JSON in its real shape (data in

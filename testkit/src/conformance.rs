@@ -10,7 +10,7 @@ use std::sync::Arc;
 use meterflow_core::envelope::EnvelopeBuilder;
 use meterflow_core::{Day, Fragment, Quality, SeriesId, Slots, Unit};
 
-use crate::{daily_totals, Store};
+use meterflow_store::{daily_totals, Store};
 
 /// A fragment's identity in a store: `(series, day, version, source, line)`.
 type Key = (String, i32, i64, String, u64);

@@ -33,15 +33,12 @@ impl Drop for Kassandra {
 impl Kassandra {
     /// Binds a fresh in-memory server and waits until it accepts connections (a bounded
     /// poll, not a sleep).
-    #[allow(dead_code)] // tests/tls.rs starts only TLS servers
     pub async fn start() -> Kassandra {
         Self::start_with(|stream, session| tokio::spawn(serve_client(stream, session))).await
     }
 
     /// The same server behind TLS: every connection is a TLS handshake with `acceptor` first
     /// (a failed handshake just drops the connection, as a real server does).
-    #[cfg(feature = "keyspaces")]
-    #[allow(dead_code)] // tests/conformance.rs starts only plain servers
     pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Kassandra {
         Self::start_with(move |stream, session| {
             let acceptor = acceptor.clone();

@@ -1,45 +1,35 @@
 //! One S3 object through the splitter into Kinesis: the body of the splitter Lambda.
 //!
 //! Three stages run at once, joined by bounded channels so memory stays flat: the fetching task
-//! of [`s3::open`] (ranged GETs), a blocking thread that decompresses (`for_each_input`) and
-//! splits, and the [`Shipper`] with its PutRecords calls in flight. When the shipper fails it
-//! drops its channel; the splitting thread notices at its next read and stops, instead of
-//! parsing the rest of a large file for nothing.
+//! of [`s3::open`] (ranged GETs), a blocking thread that runs the object driver
+//! ([`crate::object::split_object`]: decompress and split), and the [`Shipper`] with its
+//! PutRecords calls in flight. When the shipper fails it drops its channel; the splitting
+//! thread notices at its next read and stops, instead of parsing the rest of a large file for
+//! nothing.
 //!
-//! An object too large for one invocation is split in parts ([`split_object_part`]): told to
+//! An object too large for one invocation is split in parts ([`ship_object_part`]): told to
 //! stop, the splitting thread cuts the input at the next row boundary, the shipper puts what
-//! was packed before it, and the [`Handover`] says where the next part starts. A plain object
-//! is read on from there with ranged GETs; a compressed one is decompressed from its start
-//! again and the bytes before the cut skipped (deflate cannot be entered mid-stream).
+//! was packed before it, and the [`Handover`] says where the next part starts.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use meterflow_core::decompress::{
-    for_each_input, sniff, Compression, DecompressError, Limits, SNIFF_LEN,
-};
-use meterflow_core::format::Resume;
-use meterflow_core::source::source_name;
-use meterflow_core::{FileError, Options, Reject, RejectKind, Stats};
-use meterflow_splitter::{
-    split_part, Output, PackSettings, SplitError, SplitErrorKind, StreamRecord,
-};
+use meterflow_aws::event::ObjectRef;
+use meterflow_aws::kinesis::{PutError, PutReport, RecordStream, Shipper};
+use meterflow_aws::s3::{self, ObjectInfo, ObjectSource, ReadSettings, SourceError};
+use meterflow_core::decompress::DecompressError;
+use meterflow_core::{FileError, Reject, Stats};
 use tokio::sync::mpsc;
 
-use crate::event::ObjectRef;
-use crate::kinesis::{PutError, PutReport, RecordStream, Shipper};
-use crate::s3::{self, ObjectInfo, ObjectSource, ReadSettings, SourceError};
+use crate::channel::{ChannelOutput, StopWhenClosed};
+use crate::object::{split_object, Handover, ObjectFailure, ObjectName, Part, SplitSettings};
 
 /// How to split one object.
 #[derive(Debug, Clone, Copy)]
 pub struct PipelineSettings {
-    pub pack: PackSettings,
+    pub split: SplitSettings,
     pub read: ReadSettings,
-    pub limits: Limits,
     /// Records queued between the splitter and the shipper (each up to 1 MiB): enough to
     /// keep the shipper's next batch ready while calls are in flight, few enough to keep the
     /// Lambda's memory flat (see `bench/splitter_rss.sh`).
@@ -51,9 +41,8 @@ pub struct PipelineSettings {
 impl Default for PipelineSettings {
     fn default() -> Self {
         PipelineSettings {
-            pack: PackSettings::default(),
+            split: SplitSettings::default(),
             read: ReadSettings::default(),
-            limits: Limits::default(),
             queued_records: 4,
             max_rejects_kept: 10_000,
         }
@@ -66,8 +55,8 @@ pub struct SplitReport {
     pub object: ObjectInfo,
     /// Inputs inside it (1, or a zip's entries) begun in this part.
     pub inputs: u64,
-    /// Entries of a zip that failed alone in this part (each a line of `rejects` of kind
-    /// [`RejectKind::File`]); the others were split.
+    /// Entries of a zip that failed alone in this part (each also a line of `rejects`, of kind
+    /// `file`); the others were split.
     pub inputs_failed: u64,
     pub stats: Stats,
     pub put: PutReport,
@@ -75,19 +64,6 @@ pub struct SplitReport {
     pub rejects: Vec<Reject>,
     /// Where the next part starts, when this one was told to stop before the end.
     pub handover: Option<Handover>,
-}
-
-/// Where one part of an object stopped, at a row boundary: the next part's start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handover {
-    /// The object's ETag when the first part read it: a later part of a replaced object
-    /// fails instead of mixing two versions' rows.
-    pub etag: Option<String>,
-    /// The input of the object (0, or the zip entry) the cut is in.
-    pub input: u64,
-    /// The object is not compressed: the next part reads it from `resume.offset`.
-    pub plain: bool,
-    pub resume: Resume,
 }
 
 /// A part that failed, with the rejects it had found before the failure: they belong in the
@@ -114,25 +90,12 @@ impl From<PipelineError> for PartError {
     }
 }
 
-/// How much of an object one call splits.
-#[derive(Debug, Clone, Default)]
-pub struct Part {
-    /// Start here instead of at the object's first byte.
-    pub from: Option<Handover>,
-    /// Set to stop (the invocation's deadline is near): the input is cut at the next row
-    /// boundary and the report carries the [`Handover`].
-    pub stop: Arc<AtomicBool>,
-    /// Stop once this many bytes (of the inputs parsed, decompressed) were read in this part:
-    /// bounds an invocation's work whatever its deadline.
-    pub max_bytes: Option<u64>,
-}
-
 /// Why an object could not be split.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Source(SourceError),
-    #[error("{input}: {source}")]
+    #[error("{}", crate::object::read_message(input, source))]
     Input { input: String, source: io::Error },
     #[error(transparent)]
     File(FileError),
@@ -162,66 +125,21 @@ impl PipelineError {
     }
 }
 
-/// Sends records to the shipper from the blocking thread.
-struct ChannelOutput {
-    tx: mpsc::Sender<StreamRecord>,
-    closed: Arc<AtomicBool>,
-    rejects: Vec<Reject>,
-    max_rejects: usize,
-}
-
-impl Output for ChannelOutput {
-    fn record(&mut self, record: StreamRecord) {
-        if self.tx.blocking_send(record).is_err() {
-            // The shipper failed; its error is the one reported. Stop reading (see below).
-            self.closed.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn reject(&mut self, reject: Reject) {
-        if self.rejects.len() < self.max_rejects {
-            self.rejects.push(reject);
-        }
-    }
-}
-
-/// A reader that fails once `closed` is set (the records' consumer is gone), so the splitter
-/// stops at its next read instead of parsing the rest of a large input for nothing.
-pub struct StopWhenClosed<R> {
-    inner: R,
-    closed: Arc<AtomicBool>,
-}
-
-impl<R> StopWhenClosed<R> {
-    pub fn new(inner: R, closed: Arc<AtomicBool>) -> StopWhenClosed<R> {
-        StopWhenClosed { inner, closed }
-    }
-}
-
-impl<R: io::Read> io::Read for StopWhenClosed<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(io::Error::other("the record stream failed"));
-        }
-        self.inner.read(buf)
-    }
-}
-
 /// Reads `object` from `source`, splits it and puts its records with `shipper`. Must run on a
 /// multi-threaded tokio runtime (the splitter runs on a blocking thread).
-pub async fn split_object<Src: ObjectSource, St: RecordStream>(
+pub async fn ship_object<Src: ObjectSource, St: RecordStream>(
     source: Arc<Src>,
     object: &ObjectRef,
     shipper: &Shipper<St>,
     settings: PipelineSettings,
 ) -> Result<SplitReport, PipelineError> {
-    split_object_part(source, object, shipper, settings, Part::default())
+    ship_object_part(source, object, shipper, settings, Part::default())
         .await
         .map_err(|e| e.error)
 }
 
-/// [`split_object`] for one part of an object: from `part.from`, until told to stop.
-pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
+/// [`ship_object`] for one part of an object: from `part.from`, until told to stop.
+pub async fn ship_object_part<Src: ObjectSource, St: RecordStream>(
     source: Arc<Src>,
     object: &ObjectRef,
     shipper: &Shipper<St>,
@@ -234,7 +152,7 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
         .map_err(PipelineError::Source)?;
     if let Some(h) = part.from.as_ref().filter(|h| h.etag != info.etag) {
         return Err(PipelineError::Replaced {
-            object: info.source_id(),
+            object: info.name(),
             was: h.etag.clone(),
             now: info.etag.clone(),
         }
@@ -253,241 +171,77 @@ pub async fn split_object_part<Src: ObjectSource, St: RecordStream>(
     );
     let (tx, rx) = mpsc::channel(settings.queued_records.max(1));
     let closed = Arc::new(AtomicBool::new(false));
-    let object = info.clone();
+    let name = ObjectName {
+        object: info.name(),
+        delivery: info.delivery().map(str::to_owned),
+        version: info.last_modified_ms,
+        etag: info.etag.clone(),
+    };
     let stop = Arc::clone(&closed);
     let splitting = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelOutput {
-            tx,
-            closed: stop.clone(),
-            rejects: Vec::new(),
-            max_rejects: settings.max_rejects_kept,
-        };
-        let mut parts = Parts::new(part, &object, settings);
+        let mut rejects = Vec::new();
+        let max = settings.max_rejects_kept;
+        let mut out = ChannelOutput::new(tx, stop.clone(), |r| {
+            if rejects.len() < max {
+                rejects.push(r);
+            }
+        });
         let reader = StopWhenClosed::new(reader, stop);
-        let inputs = parts.run(reader, &object.name(), &mut out);
-        (
-            inputs,
-            parts.stats,
-            out.rejects,
-            parts.file_error,
-            parts.handover,
-            parts.inputs_failed,
-        )
+        let result = split_object(reader, &name, &settings.split, &part, &mut out);
+        drop(out);
+        (result, rejects)
     });
     let shipped = shipper.ship(rx).await;
-    let (inputs, stats, rejects, file_error, handover, inputs_failed) =
-        splitting.await.map_err(|_| PipelineError::Panicked)?;
+    let (result, mut rejects) = splitting.await.map_err(|_| PipelineError::Panicked)?;
+    let (done, failure) = match result {
+        Ok(done) => (done, None),
+        Err(e) => (*e.done, Some(e.error)),
+    };
+    // Failed zip entries are lines of the report too.
+    rejects.extend(done.failed_entries.iter().cloned());
     let failed = |error, put| PartError {
         error,
         rejects: rejects.clone(),
-        stats,
+        stats: done.stats,
         put,
     };
     // The shipper's failure explains the splitter's (it closed the channel): report it first.
     let put = shipped.map_err(|e| failed(PipelineError::Put(e), PutReport::default()))?;
-    if let Some(e) = file_error {
-        return Err(failed(PipelineError::File(e), put));
+    match failure {
+        None => {}
+        Some(ObjectFailure::File(e)) => return Err(failed(PipelineError::File(e), put)),
+        Some(ObjectFailure::Read { object, source }) => {
+            let error = match SourceError::of(&source) {
+                Some(s) => PipelineError::Source(s.clone()),
+                None => PipelineError::Input {
+                    input: object,
+                    source,
+                },
+            };
+            return Err(failed(error, put));
+        }
     }
-    let inputs = inputs.map_err(|e| {
-        let error = match SourceError::of(&e) {
-            Some(s) => PipelineError::Source(s.clone()),
-            None => PipelineError::Input {
-                input: info.source_id(),
-                source: e,
-            },
-        };
-        failed(error, put)
-    })?;
     Ok(SplitReport {
         object: info,
-        inputs,
-        inputs_failed,
-        stats,
+        inputs: done.inputs,
+        inputs_failed: done.failed_entries.len() as u64,
+        stats: done.stats,
         put,
         rejects,
-        handover,
+        handover: done.handover,
     })
-}
-
-/// The splitting thread's side of one part: which inputs to skip, where to start and stop.
-struct Parts {
-    part: Part,
-    /// The object's, for the handover and for the fragments.
-    etag: Option<String>,
-    version: i64,
-    /// Which content of the key the fragments come from (see [`ObjectInfo::delivery`]).
-    delivery: Option<String>,
-    settings: PipelineSettings,
-    stats: Stats,
-    file_error: Option<FileError>,
-    handover: Option<Handover>,
-    /// The input being split is an entry of an archive (which may fail alone).
-    entry: bool,
-    /// Archive entries that failed alone (each a [`RejectKind::File`] line of the report).
-    inputs_failed: u64,
-}
-
-impl Parts {
-    fn new(part: Part, object: &ObjectInfo, settings: PipelineSettings) -> Parts {
-        Parts {
-            part,
-            etag: object.etag.clone(),
-            version: object.last_modified_ms,
-            delivery: object.delivery().map(str::to_owned),
-            settings,
-            stats: Stats::default(),
-            file_error: None,
-            handover: None,
-            entry: false,
-            inputs_failed: 0,
-        }
-    }
-
-    /// Splits the inputs of `reader` (the object's bytes from the part's start); returns the
-    /// inputs begun, or why it stopped.
-    fn run<R: io::Read>(
-        &mut self,
-        reader: R,
-        name: &str,
-        out: &mut ChannelOutput,
-    ) -> io::Result<u64> {
-        if let Some(h) = self.part.from.clone().filter(|h| h.plain) {
-            // A plain object read on from the cut: no archive to open, and its bytes there
-            // are rows, which must not be mistaken for a compression header.
-            let mut reader = reader;
-            return match self.input(name, &mut reader, Some(&h.resume), true, 0, out) {
-                Err(_) if self.handover.is_some() => Ok(1),
-                other => other.map(|()| 1),
-            };
-        }
-        // The first bytes say whether the object is plain (a later part then reads it with a
-        // ranged GET from the cut).
-        let first = Rc::new(RefCell::new(Vec::with_capacity(SNIFF_LEN)));
-        let reader = FirstBytes {
-            inner: reader,
-            first: Rc::clone(&first),
-        };
-        let mut index = 0u64;
-        let settings = self.settings;
-        let handed = for_each_input(reader, name, settings.limits, |input, r| {
-            let i = index;
-            index += 1;
-            let plain = sniff(&first.borrow()) == Compression::None;
-            let from = self.part.from.clone();
-            self.entry = input != name;
-            match from {
-                Some(h) if i < h.input => Ok(()),
-                Some(h) if i == h.input => {
-                    io::copy(
-                        &mut io::Read::take(&mut *r, h.resume.offset),
-                        &mut io::sink(),
-                    )?;
-                    self.input(input, r, Some(&h.resume), plain, i, out)
-                }
-                _ => self.input(input, r, None, plain, i, out),
-            }
-        });
-        match handed {
-            Err(_) if self.handover.is_some() => Ok(index),
-            other => other,
-        }
-    }
-
-    /// Splits one input; after a cut, fails with an error that ends the object's inputs (the
-    /// handover is set, so [`Parts::run`] knows it for what it is).
-    fn input(
-        &mut self,
-        input: &str,
-        r: &mut dyn io::Read,
-        from: Option<&Resume>,
-        plain: bool,
-        index: u64,
-        out: &mut ChannelOutput,
-    ) -> io::Result<()> {
-        let stop = Arc::clone(&self.part.stop);
-        let max = self.part.max_bytes.unwrap_or(u64::MAX);
-        // The budget is the part's, across a zip's inputs, not each input's.
-        let before = self.stats.bytes;
-        let halt = |read: u64| stop.load(Ordering::Relaxed) || before + read >= max;
-        match split_part(
-            r,
-            Options::new(source_name(input, self.delivery.as_deref()), self.version),
-            from,
-            self.settings.pack,
-            out,
-            halt,
-        ) {
-            Ok((s, cut)) => {
-                self.stats.add(&s);
-                let Some(resume) = cut else { return Ok(()) };
-                self.handover = Some(Handover {
-                    etag: self.etag.clone(),
-                    input: index,
-                    plain,
-                    resume,
-                });
-                Err(io::Error::other("handed over to the next part"))
-            }
-            Err(e) if self.entry && e.is_input_only() => {
-                // An archive entry that fails alone: reported, and the archive read on.
-                self.stats.add(&e.stats);
-                self.inputs_failed += 1;
-                let line = match &e.kind {
-                    SplitErrorKind::File(
-                        FileError::Header { line, .. } | FileError::RecordTooLong { line, .. },
-                    ) => *line,
-                    _ => 0,
-                };
-                out.reject(Reject {
-                    source: source_name(input, self.delivery.as_deref()).into(),
-                    line,
-                    column: None,
-                    kind: RejectKind::File,
-                    reason: e.to_string(),
-                });
-                Ok(())
-            }
-            Err(SplitError { kind, stats }) => {
-                // The rows before the failure were put: they count.
-                self.stats.add(&stats);
-                match kind {
-                    SplitErrorKind::Io { source, .. } => Err(source),
-                    SplitErrorKind::File(e) => {
-                        let msg = e.to_string();
-                        self.file_error = Some(e);
-                        Err(io::Error::new(io::ErrorKind::InvalidData, msg))
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Keeps the first [`SNIFF_LEN`] bytes read through it.
-struct FirstBytes<R> {
-    inner: R,
-    first: Rc<RefCell<Vec<u8>>>,
-}
-
-impl<R: io::Read> io::Read for FirstBytes<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut first = self.first.borrow_mut();
-        let want = SNIFF_LEN.saturating_sub(first.len()).min(n);
-        first.extend_from_slice(&buf[..want]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinesis::{throttled, Fault, Faulty, Recording};
-    use crate::retry::RetryPolicy;
-    use crate::s3::InMemory;
+    use crate::pack::PackSettings;
     use bytes::Bytes;
+    use meterflow_aws::retry::RetryPolicy;
     use meterflow_core::synth::Spec;
-    use meterflow_core::{daily_totals, Format, Fragment};
+    use meterflow_core::{daily_totals, Format, Fragment, RejectKind};
+    use meterflow_testkit::kinesis::{throttled, Fault, Faulty, Recording};
+    use meterflow_testkit::s3::InMemory;
     use std::time::Duration;
 
     fn memory(data: Vec<u8>) -> Arc<InMemory> {
@@ -524,14 +278,14 @@ mod tests {
         let mut shipper = Shipper::new(Arc::new(Recording::default()), 8);
         shipper.policy = fast();
         let settings = PipelineSettings {
-            pack: PackSettings {
+            split: SplitSettings::packing(PackSettings {
                 buckets: 8,
                 max_record_bytes: 2048,
                 max_held_bytes: 16 * 1024,
-            },
+            }),
             ..PipelineSettings::default()
         };
-        let report = split_object(src, &object(), &shipper, settings)
+        let report = ship_object(src, &object(), &shipper, settings)
             .await
             .unwrap();
         assert_eq!(report.stats.rows_accepted, 500);
@@ -554,7 +308,7 @@ mod tests {
     /// Default settings for a stream of 8 buckets.
     fn eight() -> PipelineSettings {
         let mut settings = PipelineSettings::default();
-        settings.pack.buckets = 8;
+        settings.split.pack.buckets = 8;
         settings
     }
 
@@ -570,7 +324,7 @@ mod tests {
                 max_bytes: Some(max_bytes),
                 ..Part::default()
             };
-            let report = split_object_part(Arc::clone(&src), &object(), &shipper, eight(), part)
+            let report = ship_object_part(Arc::clone(&src), &object(), &shipper, eight(), part)
                 .await
                 .unwrap();
             from = report.handover.clone();
@@ -646,7 +400,7 @@ mod tests {
             stop,
             ..Part::default()
         };
-        let first = split_object_part(Arc::clone(&src), &object(), &shipper, eight(), part)
+        let first = ship_object_part(Arc::clone(&src), &object(), &shipper, eight(), part)
             .await
             .unwrap();
         let mut from = first.handover.expect("stopped at once: handed over");
@@ -656,7 +410,7 @@ mod tests {
             from: Some(from),
             ..Part::default()
         };
-        let e = split_object_part(src, &object(), &shipper, eight(), part)
+        let e = ship_object_part(src, &object(), &shipper, eight(), part)
             .await
             .unwrap_err();
         assert!(
@@ -674,15 +428,15 @@ mod tests {
         shipper.policy = fast();
         shipper.max_in_flight = 1;
         let settings = PipelineSettings {
-            pack: PackSettings {
+            split: SplitSettings::packing(PackSettings {
                 buckets: 8,
                 max_record_bytes: 1024,
                 max_held_bytes: 8 * 1024,
-            },
+            }),
             queued_records: 1,
             ..PipelineSettings::default()
         };
-        let e = split_object(src, &object(), &shipper, settings)
+        let e = ship_object(src, &object(), &shipper, settings)
             .await
             .unwrap_err();
         assert!(matches!(e, PipelineError::Put(_)), "{e}");
@@ -735,7 +489,7 @@ mod tests {
     async fn a_bad_header_is_a_permanent_file_error() {
         let src = memory(b"this is not,a meter file\n1,2\n".to_vec());
         let shipper = Shipper::new(Arc::new(Recording::default()), 8);
-        let e = split_object(src, &object(), &shipper, PipelineSettings::default())
+        let e = ship_object(src, &object(), &shipper, PipelineSettings::default())
             .await
             .unwrap_err();
         assert!(matches!(e, PipelineError::File(_)), "{e}");

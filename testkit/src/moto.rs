@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
-use crate::client::ClientSettings;
+use meterflow_aws::client::ClientSettings;
 
 /// How long a server may take to answer its first request (Python imports are slow on a busy
 /// 2-core machine).
@@ -311,4 +311,86 @@ pub async fn read_shard(
         };
     }
     Ok(out)
+}
+
+/// A moto server with one bucket and one stream, and SDK clients pointed at it: what the S3
+/// and Kinesis tests of every crate start from.
+pub struct Env {
+    pub moto: Moto,
+    pub s3: aws_sdk_s3::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub bucket: String,
+    pub stream: String,
+}
+
+impl Env {
+    /// Starts a server (off the async runtime: it blocks until moto answers) and creates
+    /// `bucket` and a stream `stream` of `shards` shards. Panics with moto's log on failure.
+    pub async fn start(bucket: &str, stream: &str, shards: i32) -> Env {
+        let moto = tokio::task::spawn_blocking(Moto::start)
+            .await
+            .expect("the moto starter panicked")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let http = meterflow_aws::client::http_client();
+        let settings = moto.client_settings();
+        let env = Env {
+            s3: meterflow_aws::client::s3_client(&settings, http.clone()),
+            kinesis: meterflow_aws::client::kinesis_client(&settings, http),
+            moto,
+            bucket: bucket.to_owned(),
+            stream: stream.to_owned(),
+        };
+        create_bucket_and_stream(&env.s3, &env.kinesis, bucket, stream, shards)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        env
+    }
+
+    /// The real adapters on this server: the S3 source and sink, the stream.
+    pub fn source(&self) -> meterflow_aws::s3::S3Source {
+        meterflow_aws::s3::S3Source {
+            client: self.s3.clone(),
+        }
+    }
+
+    pub fn sink(&self) -> meterflow_aws::sink::S3Sink {
+        meterflow_aws::sink::S3Sink {
+            client: self.s3.clone(),
+        }
+    }
+
+    pub fn stream(&self) -> meterflow_aws::kinesis::KinesisStream {
+        meterflow_aws::kinesis::KinesisStream {
+            client: self.kinesis.clone(),
+            stream_name: self.stream.clone(),
+        }
+    }
+
+    /// Puts `body` at `bucket`/`key`.
+    pub async fn upload(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        upload(&self.s3, bucket, key, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The object at `bucket`/`key`, as text.
+    pub async fn download(&self, bucket: &str, key: &str) -> String {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"));
+        let body = out.body.collect().await.expect("a body").into_bytes();
+        String::from_utf8(body.to_vec()).expect("UTF-8")
+    }
+
+    /// Every record on the stream, and each shard's hash key range.
+    pub async fn read_back(&self) -> (Vec<ShardRecord>, BTreeMap<String, (u128, u128)>) {
+        read_stream(&self.kinesis, &self.stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
 }

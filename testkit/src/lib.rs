@@ -1,0 +1,17 @@
+//! Test support, shared by the workspace's tests and never part of a production build (a
+//! dev-dependency only: `cargo tree -e normal` shows no testkit).
+//!
+//! - [`moto`]: a `moto_server` (S3, Kinesis, SSM emulator) on a loopback port, and helpers to
+//!   fill and read it;
+//! - [`cql`]: an in-process CQL server (the `kassandra` engine) on a loopback port, plain or
+//!   behind TLS;
+//! - [`kinesis`], [`s3`], [`sink`]: doubles of the AWS adapters' traits, including the
+//!   fault-injecting ones for failures the emulator cannot produce;
+//! - [`conformance`]: the suite every [`meterflow_store::Store`] must pass, and sample data.
+
+pub mod conformance;
+pub mod cql;
+pub mod kinesis;
+pub mod moto;
+pub mod s3;
+pub mod sink;
