@@ -20,7 +20,7 @@ py="$(dirname "$moto_server")/python"
 export PATH="$root/bench/.venv/bin:$PATH"
 
 cargo build --release -q -p meterflow-cli --bin meterflow
-cargo build --release -q -p meterflow-lambda --bin splitter # so that no invoke waits for a build
+cargo build --release -q -p meterflow-splitter --bin splitter # so that no invoke waits for a build
 for spec in "small 1000 100" "large 4000 365" "huge 12000 365"; do
   set -- $spec
   [ -s "$out/rss-$1.csv" ] || "$target/release/meterflow" generate --format wide --meters "$2" --days "$3" --seed 3 --out "$out/rss-$1.csv" 2>/dev/null
@@ -53,13 +53,13 @@ env_vars="METERFLOW_STREAM=meterflow-fragments,AWS_ENDPOINT_URL=http://127.0.0.1
 echo "| object | bytes | rows | records | put calls | seconds | peak RSS (KiB) |"
 echo "|---|---|---|---|---|---|---|"
 for name in ${SIZES:-small large huge}; do
-  cargo lambda watch --release -p meterflow-lambda --invoke-port "$invoke_port" --env-vars "$env_vars" >"$out/watch.log" 2>&1 &
+  cargo lambda watch --release -p meterflow-splitter --invoke-port "$invoke_port" --env-vars "$env_vars" >"$out/watch.log" 2>&1 &
   watch_pid=$!
   for _ in $(seq 300); do # until the watch server listens (it starts in a few seconds)
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $invoke_port), 0.2)" 2>/dev/null && break
     sleep 0.1
   done
-  python3 - "$root/lambda/tests/fixtures/s3_put_encoded_key.json" "$name.csv" > "$out/rss-event.json" <<'PY'
+  python3 - "$root/testkit/fixtures/events/s3_put_encoded_key.json" "$name.csv" > "$out/rss-event.json" <<'PY'
 import json, sys
 e = json.load(open(sys.argv[1]))
 e["Records"][0]["s3"]["object"]["key"] = sys.argv[2]

@@ -1,18 +1,39 @@
-//! The aggregator Lambda's handler: a raw `KinesisEvent` in, `batchItemFailures` out.
+//! The aggregator Lambda: Kinesis batches in, fragments stored, `batchItemFailures` out.
 //!
-//! Generic over the store so that it is tested on the embedded store with real event JSON,
-//! and deployed on the CQL store. The event source mapping is configured with
-//! ReportBatchItemFailures: returning the records from the first failed one on makes Lambda
-//! checkpoint just before it and retry from there; records before it were written and stay
-//! written (writes are idempotent, so a retry that repeats some is harmless).
+//! Configuration (environment):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `METERFLOW_STORE` | unset | a SQLite path or a `cql://host:port/keyspace` URL (local runs); unset: the CQL store of the `METERFLOW_CQL_*` variables (on AWS: Keyspaces) |
+//! | `METERFLOW_CQL_*` | | the CQL store's settings (see `meterflow_store_cql::CqlConfig::from_env`) |
+//! | `METERFLOW_DEAD_LETTER` | unset | `s3://bucket/prefix`: undecodable records are copied there as `<prefix><stream>/<shard>/<sequence number>` |
+//! | `AWS_REGION`, `AWS_ACCESS_KEY_ID`, … | set by Lambda | for the dead-letter writes and SigV4 |
+//!
+//! A record that can never decode is quarantined: logged with its stream position and, when
+//! `METERFLOW_DEAD_LETTER` is set, copied to S3 under a key made of that position, so a
+//! redelivered batch overwrites the copy instead of adding one. A dead-letter write that
+//! failed retryably makes the batch fail from that record on (the event source mapping
+//! redelivers it, and the copy is written then); one that fails for good is logged.
+//!
+//! [`handle`] is the pure part: a raw `KinesisEvent` in, `batchItemFailures` out, generic over
+//! the store so that it is tested on the embedded store with real event JSON and deployed on
+//! the CQL store. The event source mapping is configured with ReportBatchItemFailures:
+//! returning the records from the first failed one on makes Lambda checkpoint just before it
+//! and retry from there; records before it were written and stay written (writes are
+//! idempotent, so a retry that repeats some is harmless).
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use meterflow_core::metric_names;
-use meterflow_store::Store;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{apply, batch_item_failures, Outcome};
+use bytes::Bytes;
+use lambda_runtime::tracing::{error, info, warn};
+use meterflow_aws::env::{ConfigError, S3Location, Vars};
+use meterflow_aws::sink::ObjectSink;
+use meterflow_store::Store;
+use serde::Serialize;
 
 /// Applies a batch; returns the response for Lambda and what happened (for logs and metrics).
 /// The wall-clock form of [`handle_at`].
@@ -60,4 +81,127 @@ pub fn iterator_age_ms(event: &KinesisEvent, now: SystemTime) -> Option<u64> {
         Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
     };
     Some(u64::try_from(now_ms.saturating_sub(newest)).unwrap_or(0))
+}
+
+/// The aggregator's settings besides the store's (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorConfig {
+    pub dead_letter: Option<S3Location>,
+}
+
+impl AggregatorConfig {
+    pub fn from_vars(vars: &impl Vars) -> Result<AggregatorConfig, ConfigError> {
+        Ok(AggregatorConfig {
+            dead_letter: S3Location::from_var(vars, "METERFLOW_DEAD_LETTER")?,
+        })
+    }
+}
+
+/// Where a record sits in its stream, from the event's own fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position<'a> {
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub sequence_number: &'a str,
+}
+
+impl<'a> Position<'a> {
+    /// The stream is the name in `eventSourceARN` (`arn:aws:kinesis:…:stream/NAME`), the
+    /// shard the part of `eventID` before `:` (`shardId-000000000000:SEQUENCE`).
+    pub fn of(record: &'a KinesisEventRecord) -> Position<'a> {
+        let stream = record
+            .event_source_arn
+            .as_deref()
+            .and_then(|arn| arn.rsplit_once(":stream/"))
+            .map_or("unknown-stream", |(_, name)| name);
+        let shard = record
+            .event_id
+            .as_deref()
+            .and_then(|id| id.split_once(':'))
+            .map_or("unknown-shard", |(shard, _)| shard);
+        Position {
+            stream,
+            shard,
+            sequence_number: &record.kinesis.sequence_number,
+        }
+    }
+
+    /// The dead letter's name under the prefix: unique per record, the same on redelivery.
+    pub fn dead_letter_name(&self) -> String {
+        format!("{}/{}/{}", self.stream, self.shard, self.sequence_number)
+    }
+}
+
+/// What a batch did, for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchSummary {
+    pub records: usize,
+    pub applied: usize,
+    pub fragments: usize,
+    pub quarantined: usize,
+    pub dead_letters: usize,
+    /// Records reported in `batchItemFailures` (redelivered).
+    pub retried: usize,
+}
+
+/// The handler, generic over the store and the dead-letter sink.
+pub struct Aggregator<S, K> {
+    pub store: S,
+    /// The sink and where in it; `None`: quarantined records are only logged.
+    pub dead_letter: Option<(K, S3Location)>,
+}
+
+impl<S: Store, K: ObjectSink> Aggregator<S, K> {
+    pub async fn handle(&self, event: &KinesisEvent) -> (KinesisEventResponse, BatchSummary) {
+        let (mut response, outcome) = handle(&self.store, event).await;
+        let mut retry_from = outcome.failed.as_ref().map(|(i, _)| *i);
+        if let Some((i, e)) = &outcome.failed {
+            let p = Position::of(&event.records[*i]);
+            warn!(stream = p.stream, shard = p.shard, sequence_number = p.sequence_number, error = %e, "store write failed; the batch is retried from this record");
+        }
+        let mut summary = BatchSummary {
+            records: event.records.len(),
+            applied: outcome.applied,
+            fragments: outcome.fragments,
+            quarantined: outcome.quarantined.len(),
+            ..BatchSummary::default()
+        };
+        for q in &outcome.quarantined {
+            let record = &event.records[q.index];
+            let p = Position::of(record);
+            error!(stream = p.stream, shard = p.shard, sequence_number = p.sequence_number, error = %q.error, "quarantined a record that cannot be decoded");
+            let Some((sink, at)) = &self.dead_letter else {
+                continue;
+            };
+            let key = at.key(&p.dead_letter_name());
+            let body = Bytes::copy_from_slice(&record.kinesis.data.0);
+            match sink
+                .put_object(&at.bucket, &key, body, "application/octet-stream")
+                .await
+            {
+                Ok(()) => {
+                    summary.dead_letters += 1;
+                    info!(dead_letter = %format!("s3://{}/{key}", at.bucket), "quarantined record copied");
+                }
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "dead-letter copy failed; the batch is retried from this record");
+                    retry_from = Some(retry_from.map_or(q.index, |r| r.min(q.index)));
+                }
+                Err(e) => {
+                    error!(error = %e, "dead-letter copy failed for good; check METERFLOW_DEAD_LETTER and the role's s3:PutObject permission")
+                }
+            }
+        }
+        if retry_from.is_some() {
+            let ids: Vec<&str> = event
+                .records
+                .iter()
+                .map(|r| r.kinesis.sequence_number.as_str())
+                .collect();
+            let failures = crate::retry_from(&ids, retry_from);
+            summary.retried = failures.len();
+            response.set_failures(failures);
+        }
+        (response, summary)
+    }
 }

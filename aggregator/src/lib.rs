@@ -8,6 +8,7 @@
 //! applied before a failure may safely be applied again.
 
 pub mod drain;
+#[cfg(feature = "lambda")]
 pub mod lambda;
 
 use meterflow_core::envelope::{DecodeError, Envelope, RawFragment};

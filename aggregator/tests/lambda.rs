@@ -7,8 +7,10 @@ use meterflow_store::{daily_totals, SqliteStore, Store, StoreError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn event() -> aws_lambda_events::event::kinesis::KinesisEvent {
-    serde_json::from_str(include_str!("fixtures/kinesis-batch-with-undecodable.json"))
-        .expect("fixture parses")
+    serde_json::from_slice(&meterflow_testkit::events::fixture(
+        "kinesis_batch_with_undecodable.json",
+    ))
+    .expect("fixture parses")
 }
 
 fn day(s: &str) -> Day {

@@ -8,6 +8,8 @@
 //! Every client mistake is a 4xx with `{"error": "..."}` saying what to fix; a 5xx only ever
 //! means the store failed (503 when retrying may help).
 
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod parse_errors;
 
 use std::collections::HashMap;

@@ -16,12 +16,18 @@
 //! - [`secrets`]: SSM parameters (Keyspaces service-specific credentials), behind the
 //!   [`secrets::SecretSource`] trait.
 //! - [`client`]: SDK clients on a lean HTTPS stack, pointed at AWS or at an emulator.
+//! - [`mod@env`]: the Lambdas' settings from environment variables, validated with messages that
+//!   name the variable; with the `cql` feature, `cql_store`: the aggregator's and api's
+//!   store from them (Keyspaces credentials from SSM).
 //!
 //! Errors say whether a retry can help (`is_retryable`): a Lambda fails the invocation on a
 //! retryable error so the platform retries it (the pipeline is idempotent by construction), and
 //! reports a permanent one without retrying forever.
 
 pub mod client;
+#[cfg(feature = "cql")]
+pub mod cql_store;
+pub mod env;
 pub mod event;
 pub mod kinesis;
 pub mod retry;

@@ -77,10 +77,14 @@ impl SecretSource for SsmParameters {
     }
 }
 
-/// A [`SecretSource`] of fixed values (tests).
+/// A [`SecretSource`] of fixed values, for this crate's unit tests (which cannot use the test
+/// kit's doubles: those implement the trait of this crate as a dependency, another crate
+/// than the one under test).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FixedSecrets(pub Vec<(String, String)>);
 
+#[cfg(test)]
 impl SecretSource for FixedSecrets {
     async fn secure_string(&self, name: &str) -> Result<String, SecretError> {
         self.0

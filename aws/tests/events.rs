@@ -1,15 +1,11 @@
 //! S3 event fixtures, written by hand from the documented notification shape.
 
 use meterflow_aws::event::{created_objects, ObjectRef};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use meterflow_testkit::events::fixture;
 
 #[test]
 fn a_put_event_names_the_decoded_key_and_version() {
-    let objects = created_objects(&fixture("s3_put_encoded_key.json")).unwrap();
+    let objects = created_objects(&fixture("s3_put_unicode_key.json")).unwrap();
     assert_eq!(
         objects,
         [ObjectRef {

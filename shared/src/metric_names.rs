@@ -1,7 +1,7 @@
 //! The names of every metric meterflow records, and their units, in one place.
 //!
 //! The crates record through the `metrics` facade (a no-op until a binary installs a recorder;
-//! the Lambdas install the CloudWatch EMF exporter of `meterflow_aws::emf`). The names live
+//! the Lambdas install the CloudWatch EMF exporter of `meterflow_telemetry::emf`). The names live
 //! here so that dashboards, alarms and code agree on one spelling; the core itself records
 //! nothing and stays free of the facade. Counters are recorded once per unit of work (a split
 //! input, a PutRecords call, a batch written), never per row, so the parser's hot path pays

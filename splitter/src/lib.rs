@@ -8,9 +8,15 @@
 
 pub mod channel;
 pub mod files;
+#[cfg(feature = "lambda")]
+pub mod handover;
 pub mod input;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod object;
 pub mod pack;
+#[cfg(feature = "lambda")]
+pub mod report;
 pub mod s3;
 
 pub use input::{split, split_part, SplitError, SplitErrorKind, READ_CHUNK};

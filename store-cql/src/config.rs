@@ -22,7 +22,7 @@
 //! process listings. On Lambda, prefer `METERFLOW_CQL_AUTH=sigv4` (no secret to keep at all);
 //! service-specific credentials kept in SSM Parameter Store are the fallback: the Lambdas read
 //! them at start from the parameters `METERFLOW_CQL_USERNAME_SSM`/`_PASSWORD_SSM` name
-//! (`meterflow_lambda::store`).
+//! (`meterflow_aws::cql_store`).
 
 use std::path::PathBuf;
 use std::time::Duration;

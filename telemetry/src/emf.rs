@@ -297,6 +297,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// [`flush`], logging a failure instead of returning it: after every invocation, failed ones
+/// too (a failing batch still shows what it did). Losing a metrics line must not make Lambda
+/// redeliver a batch that was stored.
+pub fn flush_logged() {
+    if let Err(e) = flush() {
+        tracing::warn!(error = %e, "could not write the metrics (EMF) line");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,13 @@
 //!   behind TLS;
 //! - [`kinesis`], [`s3`], [`sink`]: doubles of the AWS adapters' traits, including the
 //!   fault-injecting ones for failures the emulator cannot produce;
-//! - [`conformance`]: the suite every [`meterflow_store::Store`] must pass, and sample data.
+//! - [`conformance`]: the suite every [`meterflow_store::Store`] must pass, and sample data;
+//! - [`events`]: Lambda event JSON, fixtures and builders (S3 notifications, Kinesis batches,
+//!   Function URL requests).
 
 pub mod conformance;
 pub mod cql;
+pub mod events;
 pub mod kinesis;
 pub mod moto;
 pub mod s3;

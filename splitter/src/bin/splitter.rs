@@ -1,23 +1,24 @@
-//! The splitter Lambda (see `meterflow_lambda::splitter` for its configuration).
+//! The splitter Lambda (see `meterflow_splitter::lambda` for its configuration).
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use lambda_runtime::tracing::warn;
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use lambda_runtime::{run, service_fn, LambdaEvent};
 use meterflow_aws::client::{http_client, kinesis_client, s3_client, ClientSettings};
+use meterflow_aws::env::ProcessEnv;
 use meterflow_aws::kinesis::KinesisStream;
 use meterflow_aws::s3::S3Source;
 use meterflow_aws::sink::S3Sink;
-use meterflow_lambda::env::ProcessEnv;
-use meterflow_lambda::splitter::{instant_of, Splitter, SplitterConfig};
-use meterflow_lambda::StartError;
+use meterflow_splitter::lambda::{instant_of, Splitter, SplitterConfig};
 use serde_json::value::RawValue;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    meterflow_lambda::init_observability()?;
-    let config = SplitterConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
-    let clients = ClientSettings::from_env().map_err(StartError::of)?;
+async fn main() -> anyhow::Result<()> {
+    lambda_runtime::tracing::init_default_subscriber();
+    meterflow_telemetry::emf::install_from_env()?;
+    let config = SplitterConfig::from_vars(&ProcessEnv)?;
+    let clients = ClientSettings::from_env()?;
     let http = http_client();
     let s3 = s3_client(&clients, http.clone());
     let stream = KinesisStream {
@@ -40,9 +41,11 @@ async fn main() -> Result<(), Error> {
             let result = splitter
                 .handle(event.payload.get().as_bytes(), deadline)
                 .await;
-            meterflow_lambda::flush_metrics();
+            meterflow_telemetry::emf::flush_logged();
             result
         }
     }))
     .await
+    .map_err(|e| anyhow::anyhow!(e))
+    .context("the Lambda runtime stopped")
 }

@@ -1,28 +1,27 @@
-//! The aggregator Lambda (see `meterflow_lambda::aggregator` for its configuration).
+//! The aggregator Lambda (see `meterflow_aggregator::lambda` for its configuration).
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_runtime::tracing::info;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use meterflow_aggregator::lambda::{Aggregator, AggregatorConfig};
 use meterflow_aws::client::{http_client, s3_client, ClientSettings};
+use meterflow_aws::cql_store::store_from_env;
+use meterflow_aws::env::ProcessEnv;
 use meterflow_aws::sink::S3Sink;
-use meterflow_lambda::aggregator::{Aggregator, AggregatorConfig};
-use meterflow_lambda::env::ProcessEnv;
-use meterflow_lambda::StartError;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    meterflow_lambda::init_observability()?;
-    let config = AggregatorConfig::from_vars(&ProcessEnv).map_err(StartError::of)?;
-    let store = meterflow_lambda::store::from_env().await?;
+async fn main() -> anyhow::Result<()> {
+    lambda_runtime::tracing::init_default_subscriber();
+    meterflow_telemetry::emf::install_from_env()?;
+    let config = AggregatorConfig::from_vars(&ProcessEnv)?;
+    let store = store_from_env().await?;
     // S3 credentials only matter with a dead-letter prefix.
     let dead_letter = match config.dead_letter {
         Some(at) => {
-            let client = s3_client(
-                &ClientSettings::from_env().map_err(StartError::of)?,
-                http_client(),
-            );
+            let client = s3_client(&ClientSettings::from_env()?, http_client());
             Some((S3Sink { client }, at))
         }
         None => None,
@@ -33,7 +32,7 @@ async fn main() -> Result<(), Error> {
         let aggregator = Arc::clone(&aggregator);
         async move {
             let (response, summary) = aggregator.handle(&event.payload).await;
-            meterflow_lambda::flush_metrics();
+            meterflow_telemetry::emf::flush_logged();
             info!(
                 records = summary.records,
                 applied = summary.applied,
@@ -46,4 +45,6 @@ async fn main() -> Result<(), Error> {
         }
     }))
     .await
+    .map_err(|e| anyhow::anyhow!(e))
+    .context("the Lambda runtime stopped")
 }

@@ -5,14 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, in_memory, s3_event, splitter, BUCKET, KEY};
+use common::{in_memory, splitter, BUCKET, KEY};
+use meterflow_aws::env::S3Location;
 use meterflow_aws::kinesis::{CallError, Entry, EntryOutcome, RecordStream};
 use meterflow_aws::s3::ObjectSource;
 use meterflow_aws::sink::{ObjectSink, SinkError};
 use meterflow_core::synth::Spec;
 use meterflow_core::Format;
-use meterflow_lambda::env::S3Location;
-use meterflow_lambda::splitter::{ObjectSummary, Splitter, SplitterError, SplitterResponse};
+use meterflow_splitter::lambda::{ObjectSummary, Splitter, SplitterError, SplitterResponse};
+use meterflow_testkit::events::{fixture, s3_event};
 use meterflow_testkit::kinesis::{throttled, Fault, Faulty, Recording};
 use meterflow_testkit::s3::InMemory;
 use meterflow_testkit::sink::MemorySink;

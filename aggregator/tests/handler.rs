@@ -2,16 +2,14 @@
 //! copied to the dead-letter prefix under their stream position; a dead-letter write that
 //! fails retryably makes the batch be redelivered from that record.
 
-mod common;
-
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use common::{fixture, kinesis_event};
+use meterflow_aggregator::lambda::Aggregator;
+use meterflow_aws::env::S3Location;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Day, Format};
-use meterflow_lambda::aggregator::Aggregator;
-use meterflow_lambda::env::S3Location;
 use meterflow_splitter::{split, Collected, PackSettings};
 use meterflow_store::{SqliteStore, Store};
+use meterflow_testkit::events::{fixture, kinesis_event};
 use meterflow_testkit::moto::ShardRecord;
 use meterflow_testkit::sink::MemorySink;
 

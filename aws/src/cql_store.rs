@@ -1,4 +1,5 @@
-//! The store of the aggregator and api Lambdas, from the environment.
+//! The store of the aggregator and api Lambdas, from the environment (with the `cql` feature:
+//! the splitter Lambda builds without the CQL driver).
 //!
 //! `METERFLOW_STORE` (a SQLite path or `cql://` URL, for local runs) or else the
 //! `METERFLOW_CQL_*` variables (see `meterflow_store_cql::CqlConfig::from_env`). On AWS the
@@ -15,33 +16,43 @@
 //! read once, at cold start (the role needs `ssm:GetParameter` and `kms:Decrypt`), and never
 //! logged.
 
-use meterflow_aws::client::{http_client, ssm_client, ClientSettings};
-use meterflow_aws::secrets::{SecretSource, SsmParameters};
 use meterflow_store_cql::{AnyStore, CqlConfig, Credentials};
 
+use crate::client::{http_client, ssm_client, ClientSettings};
 use crate::env::{ProcessEnv, Vars};
-use crate::StartError;
+use crate::secrets::{SecretSource, SsmParameters};
+
+/// Why the store could not be set up: the message says which variable to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreSetupError(String);
+
+impl StoreSetupError {
+    fn of(e: impl std::fmt::Display) -> StoreSetupError {
+        StoreSetupError(e.to_string())
+    }
+}
 
 const USERNAME_SSM: &str = "METERFLOW_CQL_USERNAME_SSM";
 const PASSWORD_SSM: &str = "METERFLOW_CQL_PASSWORD_SSM";
 
 /// Opens the store the process environment names, reading SSM credentials if asked to.
-pub async fn from_env() -> Result<AnyStore, StartError> {
+pub async fn store_from_env() -> Result<AnyStore, StoreSetupError> {
     let vars = ProcessEnv;
     let ssm = vars.get(USERNAME_SSM).is_some() || vars.get(PASSWORD_SSM).is_some();
     match (AnyStore::spec_from_env(), ssm) {
-        (Some(_), true) => Err(StartError::of(format!(
+        (Some(_), true) => Err(StoreSetupError::of(format!(
             "{USERNAME_SSM}/{PASSWORD_SSM} sign in to the CQL store of the METERFLOW_CQL_* variables, but METERFLOW_STORE names another store: unset one or the other"
         ))),
-        (_, false) => AnyStore::from_env().await.map_err(StartError::of),
+        (_, false) => AnyStore::from_env().await.map_err(StoreSetupError::of),
         (None, true) => {
-            let mut config = AnyStore::cql_config_from_env().map_err(StartError::of)?;
-            let settings = ClientSettings::from_env().map_err(StartError::of)?;
+            let mut config = AnyStore::cql_config_from_env().map_err(StoreSetupError::of)?;
+            let settings = ClientSettings::from_env().map_err(StoreSetupError::of)?;
             let ssm = SsmParameters {
                 client: ssm_client(&settings, http_client()),
             };
             credentials_from_ssm(&mut config, &vars, &ssm).await?;
-            AnyStore::cql(&config).await.map_err(StartError::of)
+            AnyStore::cql(&config).await.map_err(StoreSetupError::of)
         }
     }
 }
@@ -52,26 +63,29 @@ pub async fn credentials_from_ssm(
     config: &mut CqlConfig,
     vars: &impl Vars,
     secrets: &impl SecretSource,
-) -> Result<(), StartError> {
+) -> Result<(), StoreSetupError> {
     let (user, password) = match (vars.get(USERNAME_SSM), vars.get(PASSWORD_SSM)) {
         (None, None) => return Ok(()),
         (Some(u), Some(p)) => (u, p),
         _ => {
-            return Err(StartError::of(format!(
+            return Err(StoreSetupError::of(format!(
                 "set both {USERNAME_SSM} and {PASSWORD_SSM} (the parameters holding the Keyspaces user name and password), or neither"
             )))
         }
     };
     if config.credentials.is_some() || config.sigv4.is_some() {
-        return Err(StartError::of(format!(
+        return Err(StoreSetupError::of(format!(
             "{USERNAME_SSM}/{PASSWORD_SSM} are set together with other CQL credentials (METERFLOW_CQL_USERNAME/_PASSWORD or METERFLOW_CQL_AUTH=sigv4): choose one way to sign in"
         )));
     }
-    let username = secrets.secure_string(&user).await.map_err(StartError::of)?;
+    let username = secrets
+        .secure_string(&user)
+        .await
+        .map_err(StoreSetupError::of)?;
     let password = secrets
         .secure_string(&password)
         .await
-        .map_err(StartError::of)?;
+        .map_err(StoreSetupError::of)?;
     config.credentials = Some(Credentials { username, password });
     Ok(())
 }
@@ -79,7 +93,7 @@ pub async fn credentials_from_ssm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meterflow_aws::secrets::FixedSecrets;
+    use crate::secrets::FixedSecrets;
     use std::collections::HashMap;
 
     fn config() -> CqlConfig {

@@ -11,15 +11,17 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{ask, fixture, kinesis_event, splitter, Env, BUCKET, KEY, SHARDS, STREAM};
+use common::{splitter, Env, BUCKET, KEY, SHARDS, STREAM};
+use meterflow_aggregator::lambda::Aggregator;
+use meterflow_api::ApiConfig;
+use meterflow_aws::env::S3Location;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Format, Options};
-use meterflow_lambda::aggregator::Aggregator;
-use meterflow_lambda::env::S3Location;
 use meterflow_splitter::{split, Collected, PackSettings};
 use meterflow_store::{SqliteStore, Store};
 use meterflow_store_cql::{CqlConfig, CqlStore};
 use meterflow_testkit::cql::Kassandra;
+use meterflow_testkit::events::{ask, fixture, kinesis_event};
 use meterflow_testkit::moto::{read_shard, ShardRecord};
 use meterflow_testkit::sink::MemorySink;
 use tokio::time::{Duration, Instant};
@@ -129,6 +131,11 @@ fn millionths(n: &serde_json::Value) -> i64 {
 
 /// Every meter's daily JSON from the lambda-side store equals the local pipeline's, and its
 /// totals equal the oracle's.
+/// The api Lambda's router over `store`.
+fn app<S: Store + Clone + 'static>(store: &S) -> axum::Router {
+    meterflow_api::lambda::app(store.clone(), ApiConfig::default())
+}
+
 async fn check_api<S: Store + Clone + 'static>(lambda_side: &S, local: &SqliteStore) {
     let spec = spec();
     let (from, to) = (spec.day(0).to_string(), spec.day(spec.days - 1).to_string());
@@ -139,9 +146,13 @@ async fn check_api<S: Store + Clone + 'static>(lambda_side: &S, local: &SqliteSt
             &format!("/meters/{id}/daily"),
             &[("from", from.clone()), ("to", to.clone())],
         );
-        let (status, got) = ask(lambda_side, &request).await;
+        let (status, got) = ask(app(lambda_side), &request).await;
         assert_eq!(status, 200, "{got}");
-        assert_eq!((status, &got), (200, &ask(local, &request).await.1), "{id}");
+        assert_eq!(
+            (status, &got),
+            (200, &ask(app(local), &request).await.1),
+            "{id}"
+        );
         let days = got["days"].as_array().unwrap();
         assert_eq!(days.len(), spec.days as usize, "{id}");
         for day in days {
@@ -158,14 +169,17 @@ async fn check_api<S: Store + Clone + 'static>(lambda_side: &S, local: &SqliteSt
         ("date", "05-01-2019".to_owned()),
     ];
     let request = function_url("/", &legacy);
-    let (status, got) = ask(lambda_side, &request).await;
+    let (status, got) = ask(app(lambda_side), &request).await;
     assert_eq!(status, 200, "{got}");
-    assert_eq!(got, ask(local, &request).await.1);
+    assert_eq!(got, ask(app(local), &request).await.1);
     let request = function_url(
         "/",
         &[("meterId", spec.meter_id(3)), ("date", "31-02-2019".into())],
     );
-    assert_eq!(ask(lambda_side, &request).await, ask(local, &request).await);
+    assert_eq!(
+        ask(app(lambda_side), &request).await,
+        ask(app(local), &request).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

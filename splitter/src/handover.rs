@@ -1,7 +1,7 @@
 //! Hand-over notes: how an object too large for one invocation is split over several.
 //!
 //! When an invocation nears its deadline (or has read `METERFLOW_MAX_BYTES_PER_INVOCATION`),
-//! the pipeline cuts the input at a row boundary ([`meterflow_aws::pipeline::Handover`]) and
+//! the pipeline cuts the input at a row boundary ([`crate::object::Handover`]) and
 //! the splitter writes a note: a small JSON object in S3 holding where the next part starts,
 //! the parser context it needs (a header, a NEM12 channel), and the accounting and rejects of
 //! the parts so far. Writing it raises an `ObjectCreated` event like any upload, which invokes
@@ -26,13 +26,13 @@
 //! `sequencer`, [`Note::chain`]) this run stops as a `duplicate`: only the one part is split
 //! twice. A note of another chain (left by an earlier upload whose chain broke) is replaced.
 
+use crate::object::Handover;
 use meterflow_aws::event::ObjectRef;
 use meterflow_core::format::Resume;
 use meterflow_core::{Format, Reject, RejectKind, Stats};
-use meterflow_splitter::object::Handover;
 use serde::{Deserialize, Serialize};
 
-use crate::env::S3Location;
+use meterflow_aws::env::S3Location;
 
 /// What a note's key ends with.
 pub const NOTE_SUFFIX: &str = ".handover.json";

@@ -109,7 +109,7 @@ impl S3Location {
             value: value.to_owned(),
             problem: format!("{problem}; write it as s3://bucket/prefix (the prefix may be empty)"),
         };
-        let (bucket, prefix) = meterflow_aws::s3::split_url(value)
+        let (bucket, prefix) = crate::s3::split_url(value)
             .ok_or_else(|| invalid("not an s3:// URL"))?
             .map_err(invalid)?;
         let mut prefix = prefix.to_owned();

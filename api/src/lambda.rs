@@ -11,10 +11,11 @@
 
 use std::sync::Arc;
 
-use meterflow_api::{router, ApiConfig};
 use meterflow_store::Store;
 
-use crate::env::{number, ConfigError, Vars};
+use meterflow_aws::env::{number, ConfigError, Vars};
+
+use crate::{router, ApiConfig};
 
 pub fn config_from_vars(vars: &impl Vars) -> Result<ApiConfig, ConfigError> {
     let default = ApiConfig::default().max_range_days;

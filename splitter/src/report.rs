@@ -8,11 +8,11 @@
 //! (a bad header, a corrupt archive) gets a report of one row naming the failure (line 0 when
 //! no line is at fault), so every failure is found where the rejects are.
 
+use crate::s3::PipelineError;
 use meterflow_aws::event::ObjectRef;
 use meterflow_core::{FileError, Reject, RejectKind};
-use meterflow_splitter::s3::PipelineError;
 
-use crate::env::S3Location;
+use meterflow_aws::env::S3Location;
 
 /// What a report's key ends with. The splitter never splits such an object: a report written
 /// next to its input would otherwise trigger the bucket's notification and be split itself.

@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::object::{Handover, Part};
+use crate::s3::{ship_object_part, PartError, PipelineError, PipelineSettings, SplitReport};
 use bytes::Bytes;
 use lambda_runtime::tracing::{error, info, warn};
 use meterflow_aws::event::{created_objects, EventError, ObjectRef};
@@ -41,16 +43,12 @@ use meterflow_aws::kinesis::{RecordStream, Shipper};
 use meterflow_aws::s3::{read_small, ObjectSource, SourceError};
 use meterflow_aws::sink::{ObjectSink, SinkError};
 use meterflow_core::Reject;
-use meterflow_splitter::object::{Handover, Part};
-use meterflow_splitter::s3::{
-    ship_object_part, PartError, PipelineError, PipelineSettings, SplitReport,
-};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::env::{number, required, ConfigError, S3Location, Vars};
 use crate::handover::{self, Done, Note, NoteError};
 use crate::report;
+use meterflow_aws::env::{number, required, ConfigError, S3Location, Vars};
 
 /// The splitter's settings (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
