@@ -39,7 +39,7 @@ impl Drained {
 /// Why draining stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
-    #[error("writing to the store failed: {0}")]
+    #[error("writing to the store failed")]
     Store(#[from] StoreError),
     #[error("a store writer task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -157,7 +157,7 @@ impl<S: Store, K: ObjectSink> Aggregator<S, K> {
         let mut retry_from = outcome.failed.as_ref().map(|(i, _)| *i);
         if let Some((i, e)) = &outcome.failed {
             let p = Position::of(&event.records[*i]);
-            warn!(stream = p.stream, shard = p.shard, sequence_number = p.sequence_number, error = %e, "store write failed; the batch is retried from this record");
+            warn!(stream = p.stream, shard = p.shard, sequence_number = p.sequence_number, error = %e.report(), "store write failed; the batch is retried from this record");
         }
         let mut summary = BatchSummary {
             records: event.records.len(),

@@ -140,7 +140,10 @@ mod tests {
     impl Store for Flaky {
         async fn put(&self, fragments: Vec<Fragment>) -> Result<(), StoreError> {
             if self.calls.fetch_add(1, Ordering::SeqCst) >= self.ok {
-                return Err(StoreError::Retryable("injected timeout".into()));
+                return Err(StoreError::Retryable {
+                    message: "injected timeout".into(),
+                    cause: None,
+                });
             }
             self.inner.put(fragments).await
         }

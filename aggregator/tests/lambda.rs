@@ -55,7 +55,10 @@ struct Down;
 
 impl Store for Down {
     async fn put(&self, _: Vec<Fragment>) -> Result<(), StoreError> {
-        Err(StoreError::Retryable("injected: connection reset".into()))
+        Err(StoreError::retryable(
+            "injected",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        ))
     }
     async fn fragments(&self, _: &SeriesId, _: Day, _: Day) -> Result<Vec<Fragment>, StoreError> {
         Ok(Vec::new())

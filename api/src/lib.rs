@@ -74,7 +74,7 @@ impl From<StoreError> for ApiError {
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };
-        ApiError(status, e.to_string())
+        ApiError(status, e.report())
     }
 }
 

@@ -438,7 +438,7 @@ mod tests {
 
     impl Store for Broken {
         async fn put(&self, _: Vec<Fragment>) -> Result<(), StoreError> {
-            Err(StoreError::Permanent("the disk is full".into()))
+            Err(StoreError::refused("the disk is full"))
         }
 
         async fn fragments(

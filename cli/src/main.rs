@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", meterflow_store::chain(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -7,12 +7,12 @@ use meterflow_store_cql::AnyStore;
 
 /// Opens (a SQLite file: creates) the store `spec` names.
 pub async fn open(spec: &str) -> Result<AnyStore> {
+    if !AnyStore::is_cql(spec) {
+        // The store's error names the file and says what to check.
+        return Ok(AnyStore::open(spec).await?);
+    }
     AnyStore::open(spec).await.with_context(|| {
-        if AnyStore::is_cql(spec) {
-            format!("cannot open the CQL store {spec} (fix the URL or the cluster, or pass --store PATH for a local file)")
-        } else {
-            format!("cannot open the store file {spec}")
-        }
+        format!("cannot open the CQL store {spec} (fix the URL or the cluster, or pass --store PATH for a local file)")
     })
 }
 

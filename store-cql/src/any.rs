@@ -32,7 +32,7 @@ impl AnyStore {
         if Self::is_cql(spec) {
             let config = CqlConfig::from_url(spec)
                 .and_then(CqlConfig::with_env_credentials)
-                .map_err(|e| StoreError::Permanent(e.to_string()))?;
+                .map_err(|e| StoreError::refused(e.to_string()))?;
             return Self::cql(&config).await;
         }
         Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(spec))?))
@@ -58,7 +58,7 @@ impl AnyStore {
     /// The CQL store's settings from the `METERFLOW_CQL_*` variables, or what to set.
     pub fn cql_config_from_env() -> Result<CqlConfig, StoreError> {
         CqlConfig::from_env().map_err(|e| {
-            StoreError::Permanent(format!(
+            StoreError::refused(format!(
                 "no store configured: set METERFLOW_STORE to a SQLite path or a cql:// URL, or configure the CQL store ({e})"
             ))
         })

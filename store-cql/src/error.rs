@@ -21,10 +21,15 @@ pub(crate) enum Kind {
     Permanent,
 }
 
-fn make(kind: Kind, msg: String) -> StoreError {
+/// The error of `kind`: `message` says what failed and what to do, `cause` is the driver's.
+fn make<E>(kind: Kind, message: String, cause: &E) -> StoreError
+where
+    E: std::error::Error + Clone + Send + Sync + 'static,
+{
+    let cause = cause.clone();
     match kind {
-        Kind::Retryable => StoreError::Retryable(msg),
-        Kind::Permanent => StoreError::Permanent(msg),
+        Kind::Retryable => StoreError::retryable(message, cause),
+        Kind::Permanent => StoreError::permanent(message, cause),
     }
 }
 
@@ -180,12 +185,12 @@ fn request(e: &RequestError) -> (Kind, &'static str) {
 /// happened, the advice what to do.
 pub(crate) fn execution(context: &str, e: &ExecutionError) -> StoreError {
     let (kind, advice) = execution_kind(e);
-    make(kind, format!("{context}: {e}; {advice}"))
+    make(kind, format!("{context}; {advice}"), e)
 }
 
 pub(crate) fn prepare_error(context: &str, e: &PrepareError) -> StoreError {
     let (kind, advice) = prepare(e);
-    make(kind, format!("{context}: {e}; {advice}"))
+    make(kind, format!("{context}; {advice}"), e)
 }
 
 pub(crate) fn pager(context: &str, e: &PagerExecutionError) -> StoreError {
@@ -199,7 +204,7 @@ pub(crate) fn pager(context: &str, e: &PagerExecutionError) -> StoreError {
         PagerExecutionError::MetadataError(m) => metadata(m),
         _ => (Kind::Retryable, "the read could not start"),
     };
-    make(kind, format!("{context}: {e}; {advice}"))
+    make(kind, format!("{context}; {advice}"), e)
 }
 
 fn next_page(e: &NextPageError) -> (Kind, &'static str) {
@@ -220,7 +225,7 @@ pub(crate) fn next_row(context: &str, e: &NextRowError) -> StoreError {
             "a row does not have the columns this build expects: is the table from an older or newer meterflow?",
         ),
     };
-    make(kind, format!("{context}: {e}; {advice}"))
+    make(kind, format!("{context}; {advice}"), e)
 }
 
 pub(crate) fn new_session(e: &NewSessionError) -> StoreError {
@@ -236,7 +241,8 @@ pub(crate) fn new_session(e: &NewSessionError) -> StoreError {
     };
     make(
         kind,
-        format!("cannot connect to the CQL cluster: {e}; {advice}"),
+        format!("cannot connect to the CQL cluster; {advice}"),
+        e,
     )
 }
 
@@ -301,8 +307,19 @@ mod tests {
     fn messages_carry_context_and_advice() {
         let e = execution("writing fragments of EE1", &attempt_err(DbError::Invalid));
         let m = e.to_string();
-        assert!(m.starts_with("writing fragments of EE1: "), "{m}");
+        assert!(m.starts_with("writing fragments of EE1; "), "{m}");
         assert!(m.contains("METERFLOW_CQL_CREATE_SCHEMA"), "{m}");
+        // The driver's error is the source, and the report shows it.
+        let cause = std::error::Error::source(&e).expect("the driver's error");
+        assert!(
+            cause.downcast_ref::<ExecutionError>().is_some(),
+            "{cause:?}"
+        );
+        assert!(
+            e.report().ends_with(&format!(": {cause}")),
+            "{}",
+            e.report()
+        );
         let m = execution("x", &attempt_err(DbError::AuthenticationError)).to_string();
         assert!(m.contains("METERFLOW_CQL_USERNAME"), "{m}");
     }
@@ -347,6 +364,6 @@ mod tests {
             },
         );
         assert!(!e.is_retryable(), "{e}");
-        assert!(e.to_string().contains("unconfigured table"), "{e}");
+        assert!(e.report().contains("unconfigured table"), "{}", e.report());
     }
 }

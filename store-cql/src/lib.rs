@@ -178,10 +178,10 @@ impl CqlStore {
         let mut builder = EnvelopeBuilder::new(envelope::MAX_RECORD_BYTES);
         builder
             .try_push(f)
-            .map_err(|e| StoreError::Permanent(format!("{}: {e}", context())))?;
+            .map_err(|e| StoreError::permanent(context(), e))?;
         let blob = builder.finish();
         let line = i64::try_from(f.line).map_err(|_| {
-            StoreError::Permanent(format!(
+            StoreError::refused(format!(
                 "{}: line {} does not fit a CQL bigint",
                 context(),
                 f.line
@@ -224,10 +224,13 @@ impl CqlStore {
             .await
             .map_err(|e| error::pager(&context(), &e))?;
         let mut rows = pager.rows_stream::<Row>().map_err(|e| {
-            StoreError::Permanent(format!(
-                "{}: {e}; the table's columns differ from what this build expects (created by another meterflow version?)",
-                context()
-            ))
+            StoreError::permanent(
+                format!(
+                    "{}; the table's columns differ from what this build expects (created by another meterflow version?)",
+                    context()
+                ),
+                e,
+            )
         })?;
         while let Some(row) = rows.next().await {
             let (date, version, source, line, total, blob) =
@@ -237,7 +240,7 @@ impl CqlStore {
                 continue;
             }
             let corrupt = |why: String| {
-                StoreError::Permanent(format!(
+                StoreError::refused(format!(
                     "{}: the row ({day} days, version {version}, {source}, line {line}) is corrupt: {why}; rewrite it by ingesting its source again",
                     context()
                 ))
@@ -284,8 +287,8 @@ fn with_tls(
 
 #[cfg(not(feature = "keyspaces"))]
 fn with_tls(_: SessionBuilder, _: &TlsConfig, _: &[String]) -> Result<SessionBuilder, StoreError> {
-    Err(StoreError::Permanent(
-        "TLS was asked for, but this build of meterflow-store-cql lacks the `keyspaces` feature: rebuild with it, or turn METERFLOW_CQL_TLS off".into(),
+    Err(StoreError::refused(
+        "TLS was asked for, but this build of meterflow-store-cql lacks the `keyspaces` feature: rebuild with it, or turn METERFLOW_CQL_TLS off",
     ))
 }
 
@@ -299,7 +302,7 @@ pub async fn create_schema(
 ) -> Result<(), StoreError> {
     // The keyspace name is spliced into the text: only accept what `CqlConfig` would.
     if CqlConfig::from_url(&format!("cql://localhost/{keyspace}")).is_err() {
-        return Err(StoreError::Permanent(
+        return Err(StoreError::refused(
             config::ConfigError::BadKeyspace(keyspace.to_string()).to_string(),
         ));
     }

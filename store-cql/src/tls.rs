@@ -62,7 +62,7 @@ impl ServerCertVerifier for PinnedName {
 }
 
 fn permanent(msg: String) -> StoreError {
-    StoreError::Permanent(msg)
+    StoreError::refused(msg)
 }
 
 /// The trusted roots: the PEM file if given, else the Mozilla set compiled in (so a Lambda

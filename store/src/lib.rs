@@ -15,21 +15,81 @@ use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
 
 pub use sqlite::SqliteStore;
 
-/// Why a store call failed, split by what the caller should do about it.
+/// The cause of a [`StoreError`]: the driver's or the database's own error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store call failed, split by what the caller should do about it. The message says what
+/// failed and what to do; the cause (the driver's error, when there is one) is the error's
+/// [`source`](std::error::Error::source), so that a caller can inspect it and a report can
+/// show the whole chain ([`StoreError::report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Worth retrying as is: timeouts, overload, a lost connection.
-    #[error("store temporarily unavailable: {0}; retrying later should succeed")]
-    Retryable(String),
+    #[error("store temporarily unavailable: {message}; retrying later should succeed")]
+    Retryable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Retrying the same call will fail again: bad configuration, corrupt data, a bug.
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl StoreError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Retryable(_))
+    /// A retryable failure of `message`, caused by `cause`.
+    pub fn retryable(message: impl Into<String>, cause: impl Into<Cause>) -> StoreError {
+        StoreError::Retryable {
+            message: message.into(),
+            cause: Some(cause.into()),
+        }
     }
+
+    /// A permanent failure of `message`, caused by `cause`.
+    pub fn permanent(message: impl Into<String>, cause: impl Into<Cause>) -> StoreError {
+        StoreError::Permanent {
+            message: message.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// A permanent failure with no other error behind it (bad data, a refused setting).
+    pub fn refused(message: impl Into<String>) -> StoreError {
+        StoreError::Permanent {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Retryable { .. })
+    }
+
+    /// The message and every cause under it, on one line (`message: cause: cause…`): for
+    /// logs and answers that show a single string. A cause whose text is already there is
+    /// left out: some drivers' errors repeat their own sources in their messages.
+    pub fn report(&self) -> String {
+        chain(self)
+    }
+}
+
+/// `e` and its sources on one line, each text once (see [`StoreError::report`]).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// A fragment store.
@@ -51,7 +111,7 @@ pub trait Store: Send + Sync {
     fn put_record(&self, record: Vec<u8>) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
             let fragments = meterflow_core::envelope::decode(&record).map_err(|e| {
-                StoreError::Permanent(format!("a record given to the store does not decode: {e}"))
+                StoreError::permanent("a record given to the store does not decode", e)
             })?;
             self.put(fragments).await
         }

@@ -46,7 +46,7 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn permanent(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+fn sqlite_error(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |e| match e {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
@@ -54,11 +54,12 @@ fn permanent(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ) =>
         {
-            StoreError::Retryable(format!(
-                "{context}: the SQLite file is locked by another process"
-            ))
+            StoreError::retryable(
+                format!("{context}: the SQLite file is locked by another process"),
+                e,
+            )
         }
-        e => StoreError::Permanent(format!("{context}: {e}")),
+        e => StoreError::permanent(context, e),
     }
 }
 
@@ -66,53 +67,58 @@ impl SqliteStore {
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(|e| {
-            StoreError::Permanent(format!(
-                "cannot open the store file {}: {e}; check that its folder exists and is writable, or choose another with --store",
-                path.display()
-            ))
+            StoreError::permanent(
+                format!(
+                    "cannot open the store file {}; check that its folder exists and is writable, or choose another with --store",
+                    path.display()
+                ),
+                e,
+            )
         })?;
         // A pack (a series-month, ~2 KB for half-hourly data) must fit a leaf page of the
         // WITHOUT ROWID table, whose rows spill to overflow pages past about a quarter of a
         // page: with the default 4 KiB pages every pack took an extra page and the file grew
         // to 2.3 times its contents. Only takes effect on a new file (before WAL is enabled).
         conn.pragma_update(None, "page_size", PAGE_SIZE)
-            .map_err(permanent("setting the page size"))?;
+            .map_err(sqlite_error("setting the page size"))?;
         // WAL lets `serve` read while `ingest` writes; NORMAL sync is durable at checkpoints,
         // and an interrupted ingest is simply run again (puts are idempotent).
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(permanent("enabling WAL"))?;
+            .map_err(sqlite_error("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(permanent("setting synchronous"))?;
+            .map_err(sqlite_error("setting synchronous"))?;
         // A page cache that holds an ingest's working set of B-tree pages (the default 2 MB
         // re-read them), bounded so memory stays flat however large the store grows.
         conn.pragma_update(None, "cache_size", -16384)
-            .map_err(permanent("setting cache_size"))?;
+            .map_err(sqlite_error("setting cache_size"))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(permanent("setting busy timeout"))?;
+            .map_err(sqlite_error("setting busy timeout"))?;
         Self::init(conn)
     }
 
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(permanent("opening an in-memory store"))?)
+        Self::init(
+            Connection::open_in_memory().map_err(sqlite_error("opening an in-memory store"))?,
+        )
     }
 
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.execute_batch(SCHEMA)
-            .map_err(permanent("creating the schema"))?;
+            .map_err(sqlite_error("creating the schema"))?;
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
             })
             .optional()
-            .map_err(permanent("reading the schema version"))?;
+            .map_err(sqlite_error("reading the schema version"))?;
         match version.as_deref() {
             None => {
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
-                    .map_err(permanent("writing the schema version"))?;
+                    .map_err(sqlite_error("writing the schema version"))?;
             }
             Some(SCHEMA_VERSION) => {}
             Some(v) => {
-                return Err(StoreError::Permanent(format!(
+                return Err(StoreError::refused(format!(
                     "the store file has schema version {v}, this build reads {SCHEMA_VERSION}; use a matching meterflow or a new --store file"
                 )))
             }
@@ -128,13 +134,13 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| {
-                StoreError::Permanent("the store lock was poisoned by a panic".into())
-            })?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::refused("the store lock was poisoned by a panic"))?;
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Permanent(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::permanent("the store task failed", e))?
     }
 }
 
@@ -225,9 +231,8 @@ fn packs<T: Packable>(items: &[T]) -> Result<Vec<Pack>, StoreError> {
         for f in group {
             if f.push_into(&mut builder).is_err() {
                 out.push(ship(&mut builder, first_line, count));
-                f.push_into(&mut builder).map_err(|e| {
-                    StoreError::Permanent(format!("a fragment cannot be encoded: {e}"))
-                })?;
+                f.push_into(&mut builder)
+                    .map_err(|e| StoreError::permanent("a fragment cannot be encoded", e))?;
                 first_line = f.line();
                 count = 0;
             }
@@ -256,7 +261,7 @@ fn record_packs(record: &[u8]) -> Result<Vec<Pack>, StoreError> {
 }
 
 fn undecodable(e: DecodeError) -> StoreError {
-    StoreError::Permanent(format!("a record given to the store does not decode: {e}"))
+    StoreError::permanent("a record given to the store does not decode", e)
 }
 
 impl SqliteStore {
@@ -270,25 +275,25 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let packs = make()?;
             let mut conn = conn.lock().map_err(|_| {
-                StoreError::Permanent("the store lock was poisoned by a panic".into())
+                StoreError::refused("the store lock was poisoned by a panic")
             })?;
-            let tx = conn.transaction().map_err(permanent("starting a write"))?;
+            let tx = conn.transaction().map_err(sqlite_error("starting a write"))?;
             {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO packs (series, month, source, first_line, digest, fragments, body) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
-                    .map_err(permanent("preparing the insert"))?;
+                    .map_err(sqlite_error("preparing the insert"))?;
                 for p in &packs {
                     stmt.execute(params![p.series, p.month, p.source, p.first_line as i64, &digest(&p.body)[..], p.fragments as i64, p.body])
-                        .map_err(permanent("writing fragments"))?;
+                        .map_err(sqlite_error("writing fragments"))?;
                 }
             }
-            tx.commit().map_err(permanent("committing fragments"))
+            tx.commit().map_err(sqlite_error("committing fragments"))
         })
         .await
-        .map_err(|e| StoreError::Permanent(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::permanent("the store task failed", e))?
     }
 }
 
@@ -327,18 +332,19 @@ impl Store for SqliteStore {
         self.blocking(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT body FROM packs WHERE series = ?1 AND month = ?2")
-                .map_err(permanent("preparing the read"))?;
+                .map_err(sqlite_error("preparing the read"))?;
             let mut out = Vec::new();
             for month in month_buckets(from, to) {
                 let mut rows = stmt
                     .query(params![series, month])
-                    .map_err(permanent("reading fragments"))?;
-                while let Some(row) = rows.next().map_err(permanent("reading fragments"))? {
-                    let body: Vec<u8> = row.get(0).map_err(permanent("reading a pack"))?;
+                    .map_err(sqlite_error("reading fragments"))?;
+                while let Some(row) = rows.next().map_err(sqlite_error("reading fragments"))? {
+                    let body: Vec<u8> = row.get(0).map_err(sqlite_error("reading a pack"))?;
                     let decoded = envelope::decode(&body).map_err(|e| {
-                        StoreError::Permanent(format!(
-                            "a stored pack of {series} ({month}) is unreadable: {e}"
-                        ))
+                        StoreError::permanent(
+                            format!("a stored pack of {series} ({month}) is unreadable"),
+                            e,
+                        )
                     })?;
                     out.extend(decoded.into_iter().filter(|f| f.day >= from && f.day <= to));
                 }
