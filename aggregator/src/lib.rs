@@ -1,11 +1,16 @@
 //! The aggregator: envelope records in, fragments stored.
 //!
-//! Records are applied in order, one store write per record (a deterministic batch, see
-//! [`meterflow_store::Store::put`]). A record that can never decode is quarantined, counted and
-//! skipped, never retried forever; a store failure stops the batch at that record so that the
-//! caller retries from there (Kinesis: `batchItemFailures` from the first failed record, as
-//! Lambda checkpoints at the lowest failed sequence number). Writes are idempotent, so records
-//! applied before a failure may safely be applied again.
+//! [`apply`] walks a batch's records once to validate them, then hands the valid ones to the
+//! store in one call ([`meterflow_store::Store::put_records`]: one transaction for SQLite),
+//! which says how many leading records it wrote if it fails. A record that can never decode is
+//! quarantined, counted and skipped, never retried forever; a store failure stops the batch at
+//! the first record not written so that the caller retries from there (Kinesis:
+//! `batchItemFailures` from that record, as Lambda checkpoints at the lowest failed sequence
+//! number). Writes are idempotent, so records applied before a failure may safely be applied
+//! again.
+//!
+//! - [`drain`]: records from an in-process channel into the store (`meterflow ingest`);
+//! - `lambda` (feature `lambda`): the aggregator Lambda's handler, and its binary.
 
 pub mod drain;
 #[cfg(feature = "lambda")]

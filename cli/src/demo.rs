@@ -14,7 +14,7 @@ use meterflow_core::decompress::Limits;
 use meterflow_core::{Day, TimestampLabel};
 use meterflow_store::SqliteStore;
 
-use crate::ingest::{self, Sink};
+use crate::ingest::{self, Destination};
 use crate::inputs::{Found, Input};
 
 /// `(file name, contents)` of every example.
@@ -98,7 +98,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         inputs: files.into_iter().map(Input::File).collect(),
         ..Found::default()
     };
-    let summary = ingest::run(Sink::Store(store.clone()), found, cfg).await?;
+    let summary = ingest::run(Destination::Store(store.clone()), found, cfg).await?;
     summary.print_text(&mut std::io::stdout().lock(), None);
     out!()?;
     for (meter, from, to) in SHOW {

@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::inputs::{Found, Input, SkipReason, Skipped};
-use crate::kinesis_sink::{KinesisSink, PutSummary};
+use crate::kinesis_destination::{KinesisDestination, PutSummary};
 use crate::s3_inputs::S3Inputs;
 
 /// Records in flight between parsers and the store.
@@ -55,18 +55,18 @@ pub struct IngestConfig {
 }
 
 /// Where the records go.
-pub enum Sink<S> {
+pub enum Destination<S> {
     /// Aggregated here, into a store.
     Store(Arc<S>),
     /// Put on a Kinesis stream, for the aggregator Lambda.
-    Stream(KinesisSink),
+    Stream(KinesisDestination),
 }
 
-impl<S> Sink<S> {
+impl<S> Destination<S> {
     fn packing(&self) -> PackSettings {
         match self {
-            Sink::Store(_) => LOCAL_PACKING,
-            Sink::Stream(_) => crate::kinesis_sink::packing(),
+            Destination::Store(_) => LOCAL_PACKING,
+            Destination::Stream(_) => crate::kinesis_destination::packing(),
         }
     }
 }
@@ -152,9 +152,9 @@ impl RejectLog {
 /// What the consumer of the records made of them.
 type Consumed = (Drained, Option<PutSummary>);
 
-/// Runs the pipeline over what `found` names into `sink`.
+/// Runs the pipeline over what `found` names into `destination`.
 pub async fn run<S: Store + 'static>(
-    sink: Sink<S>,
+    destination: Destination<S>,
     found: Found,
     cfg: IngestConfig,
 ) -> Result<Summary> {
@@ -192,7 +192,7 @@ pub async fn run<S: Store + 'static>(
         ..Summary::default()
     };
     let settings = SplitSettings {
-        pack: sink.packing(),
+        pack: destination.packing(),
         limits: cfg.limits,
         timestamps: cfg.timestamps,
         long_interval_minutes: cfg.long_interval_minutes,
@@ -222,12 +222,12 @@ pub async fn run<S: Store + 'static>(
         .then(|| crate::progress::Progress::start(Arc::clone(&read)));
 
     // The consumer: the aggregator library as in the Lambda, or the Lambda's Kinesis shipper.
-    let consumed: Result<Consumed> = match &sink {
-        Sink::Store(store) => store_all(Arc::clone(store), rx)
+    let consumed: Result<Consumed> = match &destination {
+        Destination::Store(store) => store_all(Arc::clone(store), rx)
             .await
             .map(|d| (d, None))
             .map_err(anyhow::Error::from),
-        Sink::Stream(stream) => stream.ship(rx).await.map(|p| {
+        Destination::Stream(stream) => stream.ship(rx).await.map(|p| {
             let d = Drained {
                 records: p.report.records,
                 ..Drained::default()
@@ -488,7 +488,7 @@ mod tests {
             inputs: vec![Input::File(fifo)],
             ..Found::default()
         };
-        let run = run(Sink::Store(Arc::new(Broken)), found, cfg);
+        let run = run(Destination::Store(Arc::new(Broken)), found, cfg);
         let e = tokio::time::timeout(Duration::from_secs(120), run)
             .await
             .expect("the parser stopped")

@@ -1,4 +1,4 @@
-//! `meterflow ingest`'s arguments and wiring: which inputs, which sink, which settings.
+//! `meterflow ingest`'s arguments and wiring: which inputs, which destination, which settings.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ use meterflow_core::decompress::Limits;
 use meterflow_core::TimestampLabel;
 use meterflow_store_cql::AnyStore;
 
-use crate::ingest::{self, IngestConfig, Sink};
-use crate::kinesis_sink::KinesisSink;
+use crate::ingest::{self, Destination, IngestConfig};
+use crate::kinesis_destination::KinesisDestination;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Labels {
@@ -68,9 +68,9 @@ pub struct Args {
 
 pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
     // The destination first: a wrong store or stream fails before any listing.
-    let sink: Sink<AnyStore> = match &args.stream {
-        Some(url) => Sink::Stream(KinesisSink::open(url, args.puts_in_flight).await?),
-        None => Sink::Store(Arc::new(crate::store::open(store).await?)),
+    let destination: Destination<AnyStore> = match &args.stream {
+        Some(url) => Destination::Stream(KinesisDestination::open(url, args.puts_in_flight).await?),
+        None => Destination::Store(Arc::new(crate::store::open(store).await?)),
     };
     let all: Vec<PathBuf> = args.paths.iter().chain(&args.source).cloned().collect();
     let found = crate::inputs::expand(&all, args.rejects.as_deref()).await?;
@@ -105,7 +105,7 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
         progress: !args.json && std::io::stderr().is_terminal(),
         s3: found.s3.clone(),
     };
-    let summary = ingest::run(sink, found, cfg).await?;
+    let summary = ingest::run(destination, found, cfg).await?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&summary)?)?;
     }

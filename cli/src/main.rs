@@ -22,7 +22,7 @@ mod generate;
 mod ingest;
 mod ingest_command;
 mod inputs;
-mod kinesis_sink;
+mod kinesis_destination;
 mod progress;
 mod s3_inputs;
 mod store;

@@ -3,7 +3,7 @@
 //! function of the fragments and the settings, so re-splitting an input yields the same
 //! records, which keeps downstream writes idempotent.
 
-use meterflow_core::envelope::{EnvelopeBuilder, StreamRecord, MAX_RECORD_BYTES};
+use meterflow_core::envelope::{EnvelopeBuilder, StreamRecord, MAX_ENVELOPE_BYTES};
 use meterflow_core::partition::bucket;
 use meterflow_core::{Fragment, Reject, RejectKind, Sink};
 
@@ -24,7 +24,7 @@ impl Default for PackSettings {
         PackSettings {
             buckets: 64,
             // 1 MiB less room for the partition key Kinesis counts against the same limit.
-            max_record_bytes: MAX_RECORD_BYTES - 256,
+            max_record_bytes: MAX_ENVELOPE_BYTES - 256,
             max_held_bytes: 8 << 20,
         }
     }

@@ -175,7 +175,7 @@ impl CqlStore {
 
     async fn put_one(&self, f: &Fragment) -> Result<(), StoreError> {
         let context = || format!("writing the fragment of {} on {}", f.series, f.day);
-        let mut builder = EnvelopeBuilder::new(envelope::MAX_RECORD_BYTES);
+        let mut builder = EnvelopeBuilder::new(envelope::MAX_ENVELOPE_BYTES);
         builder
             .try_push(f)
             .map_err(|e| StoreError::permanent(context(), e))?;

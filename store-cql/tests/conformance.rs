@@ -117,8 +117,9 @@ async fn a_row_whose_blob_contradicts_its_key_is_reported() {
     let f = conformance::fragment("EE1", "2019-01-01", 10, "a.csv", 2, &[Some(7)]);
     store.put(vec![f.clone()]).await.expect("put");
     // The same blob under another line number: a row that was tampered with or mis-copied.
-    let mut builder =
-        meterflow_core::envelope::EnvelopeBuilder::new(meterflow_core::envelope::MAX_RECORD_BYTES);
+    let mut builder = meterflow_core::envelope::EnvelopeBuilder::new(
+        meterflow_core::envelope::MAX_ENVELOPE_BYTES,
+    );
     builder.try_push(&f).expect("encode");
     let blob = builder.finish();
     let cql = format!(

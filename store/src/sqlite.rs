@@ -216,7 +216,7 @@ fn packs<T: Packable>(items: &[T]) -> Result<Vec<Pack>, StoreError> {
     }
     groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
-    let mut builder = EnvelopeBuilder::new(envelope::MAX_RECORD_BYTES);
+    let mut builder = EnvelopeBuilder::new(envelope::MAX_ENVELOPE_BYTES);
     for ((series, month, source), group) in groups {
         let mut first_line = group[0].line();
         let mut count = 0;

@@ -73,7 +73,7 @@ pub struct Emf {
 }
 
 /// One metric's value as it goes into a document.
-struct Entry<'a> {
+struct MetricEntry<'a> {
     name: &'a str,
     unit: &'static str,
     value: Value,
@@ -158,8 +158,8 @@ impl Emf {
     /// The entries to write, in rounds that each name a metric at most once: the first holds
     /// every counter and gauge and each histogram's first [`MAX_VALUES_PER_METRIC`] values,
     /// the next ones the rest of the histograms that have more.
-    fn rounds<'s>(&self, snapshot: &'s Snapshot) -> Vec<Vec<Entry<'s>>> {
-        let mut rounds: Vec<Vec<Entry<'s>>> = vec![Vec::new()];
+    fn rounds<'s>(&self, snapshot: &'s Snapshot) -> Vec<Vec<MetricEntry<'s>>> {
+        let mut rounds: Vec<Vec<MetricEntry<'s>>> = vec![Vec::new()];
         let mut add = |round: usize, name: &'s str, value: Value| {
             if !usable(name) {
                 return;
@@ -171,7 +171,7 @@ impl Emf {
             // The member `"name":value,` and the definition `{"Name":"name","Unit":"unit"},`.
             let quoted = Value::from(name).to_string().len();
             let bytes = quoted + value.to_string().len() + 2 + quoted + unit.len() + 22;
-            rounds[round].push(Entry {
+            rounds[round].push(MetricEntry {
                 name,
                 unit,
                 value,
@@ -204,7 +204,7 @@ impl Emf {
         }
     }
 
-    fn document(&self, timestamp_ms: i64, entries: &[Entry<'_>]) -> Value {
+    fn document(&self, timestamp_ms: i64, entries: &[MetricEntry<'_>]) -> Value {
         let definitions: Vec<Value> = entries
             .iter()
             .map(|e| json!({"Name": e.name, "Unit": e.unit}))

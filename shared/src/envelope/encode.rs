@@ -53,9 +53,9 @@ pub enum InvalidFragment {
 /// [`finish`](Self::finish) returns.
 ///
 /// ```
-/// use meterflow_core::envelope::{EnvelopeBuilder, PushError, MAX_RECORD_BYTES};
+/// use meterflow_core::envelope::{EnvelopeBuilder, PushError, MAX_ENVELOPE_BYTES};
 /// # let fragments: Vec<meterflow_core::Fragment> = Vec::new();
-/// let mut builder = EnvelopeBuilder::new(MAX_RECORD_BYTES);
+/// let mut builder = EnvelopeBuilder::new(MAX_ENVELOPE_BYTES);
 /// let mut records = Vec::new();
 /// for f in &fragments {
 ///     match builder.try_push(f) {
@@ -112,12 +112,12 @@ struct Table {
 
 impl Default for EnvelopeBuilder {
     fn default() -> Self {
-        EnvelopeBuilder::new(MAX_RECORD_BYTES)
+        EnvelopeBuilder::new(MAX_ENVELOPE_BYTES)
     }
 }
 
 impl EnvelopeBuilder {
-    /// A builder whose envelopes never exceed `max_bytes` (normally [`MAX_RECORD_BYTES`]).
+    /// A builder whose envelopes never exceed `max_bytes` (normally [`MAX_ENVELOPE_BYTES`]).
     pub fn new(max_bytes: usize) -> EnvelopeBuilder {
         EnvelopeBuilder {
             max_bytes,
@@ -166,7 +166,7 @@ impl EnvelopeBuilder {
         self.push_entry(f)
     }
 
-    fn push_entry(&mut self, f: &impl Entry) -> Result<(), PushError> {
+    fn push_entry(&mut self, f: &impl Encodable) -> Result<(), PushError> {
         let (series, unit, source) = f.keys();
         let hit = self
             .last
@@ -210,7 +210,7 @@ impl EnvelopeBuilder {
     /// the sizes of the dictionary entries it adds; `unit_idx` is known when any are added.
     fn push_encoded(
         &mut self,
-        f: &impl Entry,
+        f: &impl Encodable,
         entries: [Option<usize>; 3],
         series_idx: usize,
         source_idx: usize,
@@ -394,10 +394,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// What a builder can take: a fragment's dictionary keys, fields and value bytes.
-trait Entry {
+trait Encodable {
     fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>);
     /// Day, version, line, quality and flags byte; `values` is scratch space shared with
-    /// [`payload`](Entry::payload).
+    /// [`payload`](Encodable::payload).
     fn fields(&self, values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8);
     /// Appends the presence bitmap and packed values.
     fn payload(&self, out: &mut Vec<u8>, values: &mut Vec<i64>, flags: u8);
@@ -434,7 +434,7 @@ struct Checked<'f> {
     code: u8,
 }
 
-impl Entry for Checked<'_> {
+impl Encodable for Checked<'_> {
     fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>) {
         (&self.f.series, &self.f.unit, &self.f.source)
     }
@@ -472,7 +472,7 @@ impl Entry for Checked<'_> {
     }
 }
 
-impl Entry for RawFragment<'_> {
+impl Encodable for RawFragment<'_> {
     fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>) {
         (self.series, self.unit, self.source)
     }

@@ -76,11 +76,13 @@ pub use encode::{EnvelopeBuilder, InvalidFragment, PushError};
 pub const MAGIC: [u8; 4] = *b"MFEN";
 /// The layout this build writes and the newest it reads.
 pub const FORMAT_VERSION: u8 = 1;
-/// Kinesis' limit on one record's data blob (1 MiB); the default cap of a builder.
+/// The largest envelope, and the default cap of a builder: 1 MiB, Kinesis' limit on one
+/// record, so that an envelope travels as one record.
 ///
-/// Kinesis counts the partition key against the same limit, so a producer with long partition
-/// keys passes `MAX_RECORD_BYTES - key.len()` as the cap.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Kinesis counts the partition key against the same limit (`meterflow_aws::kinesis`'s
+/// `MAX_RECORD_BYTES`), so a producer with long partition keys passes
+/// `MAX_ENVELOPE_BYTES - key.len()` as the cap.
+pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
 
 /// One envelope record ready for the stream, and the partition bucket its series are in
 /// (which picks its Kinesis shard).
@@ -326,7 +328,7 @@ mod tests {
     /// 1 MiB cap and CSV bytes per row for the same data, both in tenths of a byte (integer
     /// arithmetic, like everything else here), and the number of records.
     fn measure(fragments: &[Fragment]) -> (usize, usize, usize) {
-        let (records, too_large) = pack(fragments, MAX_RECORD_BYTES);
+        let (records, too_large) = pack(fragments, MAX_ENVELOPE_BYTES);
         assert!(too_large.is_empty());
         let total: usize = records.iter().map(Vec::len).sum();
         let csv: usize = fragments.iter().map(csv_row_len).sum();
@@ -379,11 +381,11 @@ mod tests {
 
     #[test]
     fn limits() {
-        assert_eq!(MAX_RECORD_BYTES, 1_048_576);
+        assert_eq!(MAX_ENVELOPE_BYTES, 1_048_576);
         assert_eq!(MAGIC, *b"MFEN");
         assert_eq!(FORMAT_VERSION, 1);
         assert_eq!(HEADER_BYTES, 5);
-        assert_eq!(EnvelopeBuilder::default().max_bytes(), MAX_RECORD_BYTES);
+        assert_eq!(EnvelopeBuilder::default().max_bytes(), MAX_ENVELOPE_BYTES);
         assert_eq!(POW10[MAX_SCALE], 1_000_000_000_000_000);
         // Every interval length yields whole bitmap bytes (the layout relies on it).
         for m in INTERVAL_MINUTES {

@@ -17,7 +17,7 @@ use crate::reject::{FileError, Sink};
 
 /// Longest record accepted. A real 288-slot row is a few kB; an unterminated quote would
 /// otherwise make the whole file one "record" held in memory.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
+pub const MAX_CSV_RECORD_BYTES: usize = 1 << 20;
 
 /// Longest unterminated tail of a chunk held back to be joined with the next chunk. Well above
 /// a 288-slot row; longer tails (a file without `\n`, a huge quoted field) go to `csv-core`
@@ -347,11 +347,11 @@ impl Records {
         match res {
             ReadRecordResult::InputEmpty | ReadRecordResult::End => {}
             ReadRecordResult::OutputFull => {
-                if self.out.len() >= MAX_RECORD_BYTES {
+                if self.out.len() >= MAX_CSV_RECORD_BYTES {
                     return Err(FileError::RecordTooLong {
                         input: self.source.clone(),
                         line: self.record_line,
-                        limit: MAX_RECORD_BYTES,
+                        limit: MAX_CSV_RECORD_BYTES,
                     });
                 }
                 let n = self.out.len() * 2;
@@ -461,7 +461,7 @@ mod tests {
     #[test]
     fn overlong_record_is_a_file_error() {
         let mut input = vec![b'"'];
-        input.resize(MAX_RECORD_BYTES + 10, b'x');
+        input.resize(MAX_CSV_RECORD_BYTES + 10, b'x');
         let mut r = Records::new("t".into(), 1);
         let mut h = Log {
             fast: false,

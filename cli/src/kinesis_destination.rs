@@ -18,7 +18,7 @@ pub fn packing() -> PackSettings {
 }
 
 /// A stream to put records on.
-pub struct KinesisSink {
+pub struct KinesisDestination {
     url: String,
     shipper: Shipper<KinesisStream>,
 }
@@ -31,10 +31,10 @@ pub struct PutSummary {
     pub report: PutReport,
 }
 
-impl KinesisSink {
+impl KinesisDestination {
     /// Checks that the stream `url` names exists (so a typo fails before any parsing) and
     /// readies a shipper with `puts_in_flight` PutRecords calls at once.
-    pub async fn open(url: &str, puts_in_flight: usize) -> Result<KinesisSink> {
+    pub async fn open(url: &str, puts_in_flight: usize) -> Result<KinesisDestination> {
         let name = url
             .strip_prefix("kinesis://")
             .filter(|n| !n.is_empty() && !n.contains('/'))
@@ -53,7 +53,7 @@ impl KinesisSink {
         }
         let mut shipper = Shipper::new(Arc::new(stream), packing().buckets);
         shipper.max_in_flight = puts_in_flight.max(1);
-        Ok(KinesisSink {
+        Ok(KinesisDestination {
             url: url.to_owned(),
             shipper,
         })
