@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use meterflow_api::daily_report;
-use meterflow_core::decompress::Limits;
-use meterflow_core::{Day, TimestampLabel};
+use meterflow_core::Day;
 use meterflow_store::SqliteStore;
 
 use crate::ingest::{self, Destination};
@@ -85,15 +84,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
         }
     }
     let store = Arc::new(SqliteStore::open(store_path)?);
-    let cfg = ingest::IngestConfig {
-        rejects: None,
-        jobs: 2,
-        timestamps: TimestampLabel::Auto,
-        long_interval_minutes: 30,
-        limits: Limits::default(),
-        progress: false,
-        s3: None,
-    };
+    let cfg = ingest::IngestConfig::local(2);
     let found = Found {
         inputs: files.into_iter().map(Input::File).collect(),
         ..Found::default()

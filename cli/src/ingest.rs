@@ -54,6 +54,21 @@ pub struct IngestConfig {
     pub s3: Option<Arc<S3Inputs>>,
 }
 
+impl IngestConfig {
+    /// Local files on `jobs` threads, with every setting at its default and no report.
+    pub fn local(jobs: usize) -> IngestConfig {
+        IngestConfig {
+            rejects: None,
+            jobs,
+            timestamps: TimestampLabel::Auto,
+            long_interval_minutes: 30,
+            limits: Limits::default(),
+            progress: false,
+            s3: None,
+        }
+    }
+}
+
 /// Where the records go.
 pub enum Destination<S> {
     /// Aggregated here, into a store.
@@ -475,15 +490,7 @@ mod tests {
                 written.unwrap_err()
             }
         });
-        let cfg = IngestConfig {
-            rejects: None,
-            jobs: 1,
-            timestamps: TimestampLabel::Auto,
-            long_interval_minutes: 30,
-            limits: Limits::default(),
-            progress: false,
-            s3: None,
-        };
+        let cfg = IngestConfig::local(1);
         let found = Found {
             inputs: vec![Input::File(fifo)],
             ..Found::default()
