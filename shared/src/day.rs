@@ -15,7 +15,9 @@ pub struct Day(i32);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{text}` is not a date: {why} (accepted: {accepted})")]
 pub struct DayError {
+    /// The refused text as read, blanks included (shown lossily if not UTF-8).
     pub text: String,
+    /// What is wrong with it, in a few words (such as "no such day in the calendar").
     pub why: &'static str,
     /// The forms accepted where the date was read: [`FILE_DATE_FORMS`] or [`ISO_DATE_FORM`].
     pub accepted: &'static str,
@@ -37,6 +39,7 @@ impl DayError {
 /// Years accepted from input: wide enough for any metering history, narrow enough that a
 /// typo such as `219-01-01` is caught instead of stored.
 pub const MIN_YEAR: i32 = 1900;
+/// Last year accepted from input; see [`MIN_YEAR`].
 pub const MAX_YEAR: i32 = 2999;
 
 impl Day {
@@ -58,10 +61,13 @@ impl Day {
         (MIN_YEAR..=MAX_YEAR).contains(&y).then_some(day)
     }
 
+    /// Days since 1970-01-01 (negative before it): the compact form used in keys and on the
+    /// wire.
     pub fn days(self) -> i32 {
         self.0
     }
 
+    /// `(year, month 1–12, day of month 1–31)` in the proleptic Gregorian calendar.
     pub fn ymd(self) -> (i32, u32, u32) {
         civil_from_days(self.0)
     }
@@ -72,10 +78,13 @@ impl Day {
         y * 100 + m as i32
     }
 
+    /// The next day. Unchecked: it may step past the last day of [`MAX_YEAR`], which
+    /// [`Day::from_days`] would refuse.
     pub fn succ(self) -> Day {
         Day(self.0 + 1)
     }
 
+    /// The day before. Unchecked, like [`Day::succ`]: it may step before [`MIN_YEAR`].
     pub fn pred(self) -> Day {
         Day(self.0 - 1)
     }
@@ -179,6 +188,8 @@ pub enum SlashedOrder {
 }
 
 impl SlashedOrder {
+    /// How `text` (blanks trimmed) reads as a slashed date: lets the wide parser flag dates
+    /// a month-first (US-style) export may have written.
     pub fn of(text: &[u8]) -> SlashedOrder {
         let Some([a, b, y]) = split3(text.trim_ascii(), b'/') else {
             return SlashedOrder::Plain;

@@ -43,10 +43,15 @@ pub fn interval_for_slots(slots: usize) -> Option<u16> {
 pub struct Quality(pub u8);
 
 impl Quality {
+    /// `A`: read from the meter.
     pub const ACTUAL: Quality = Quality(1);
+    /// `E`: a forward estimate, to be replaced by actual or substituted data.
     pub const ESTIMATED: Quality = Quality(2);
+    /// `S`: substituted for missing or faulty data; may still be replaced.
     pub const SUBSTITUTED: Quality = Quality(4);
+    /// `F`: a final substitution, which no actual read will replace.
     pub const FINAL_SUBSTITUTED: Quality = Quality(8);
+    /// `N`: null data, the meter gave no reading.
     pub const NULL: Quality = Quality(16);
     /// The source format carries no quality (plain CSV).
     pub const UNSPECIFIED: Quality = Quality(32);
@@ -65,14 +70,17 @@ impl Quality {
         })
     }
 
+    /// The flags of a stored or decoded byte; `None` when it sets a bit no flag defines.
     pub fn from_bits(bits: u8) -> Option<Quality> {
         (bits & !Self::ALL == 0).then_some(Quality(bits))
     }
 
+    /// Both sets of flags together: how a day gathers the quality of its fragments.
     pub fn union(self, other: Quality) -> Quality {
         Quality(self.0 | other.0)
     }
 
+    /// Whether every flag of `other` is set in `self`.
     pub fn contains(self, other: Quality) -> bool {
         self.0 & other.0 == other.0
     }
@@ -132,6 +140,7 @@ impl std::hash::Hash for Slots {
 }
 
 impl Slots {
+    /// `len` slots, all missing.
     pub fn new(len: usize) -> Slots {
         Slots {
             values: vec![MISSING; len],
@@ -149,14 +158,17 @@ impl Slots {
         (self.sum, self.present, self.fresh, self.bounded) = (0, 0, true, true);
     }
 
+    /// Number of slots, present or missing (a whole day of 5-minute intervals has 288).
     pub fn len(&self) -> usize {
         self.values.len()
     }
 
+    /// True for zero slots (not for slots that are all missing: see [`Slots::present`]).
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
 
+    /// The value of `slot` in millionths of the unit; `None` when missing or out of range.
     pub fn get(&self, slot: usize) -> Option<i64> {
         self.values.get(slot).copied().filter(|&v| v != MISSING)
     }
@@ -203,6 +215,7 @@ impl Slots {
         );
     }
 
+    /// Makes `slot` missing. Panics when `slot` is out of range.
     pub fn clear(&mut self, slot: usize) {
         let old = std::mem::replace(&mut self.values[slot], MISSING);
         if old != MISSING {
@@ -239,6 +252,7 @@ impl Slots {
         }
     }
 
+    /// How many slots hold a value; cached, like [`Slots::total`].
     pub fn present(&self) -> usize {
         if self.fresh {
             self.present
@@ -272,17 +286,27 @@ impl Slots {
 /// Part or all of one series' day, as delivered by one input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fragment {
+    /// The meter or channel the values belong to.
     pub series: SeriesId,
+    /// The local calendar day of the meter's market that the slots divide.
     pub day: Day,
+    /// Orders corrections: for each slot the fragment with the greatest version wins (see
+    /// [`Version`]).
     pub version: Version,
     /// Names the input deterministically (file path, or S3 key + version id / ETag).
     pub source: Arc<str>,
     /// First input line that contributed. Makes keys unique within one input (two rows for the
     /// same meter-day never overwrite each other in the store) and orders them: later lines win.
     pub line: u64,
+    /// Interval length in minutes, one of [`INTERVAL_MINUTES`]; `slots` holds a whole day of
+    /// them.
     pub interval_minutes: u16,
+    /// The unit the values are millionths of (kWh for energy).
     pub unit: Unit,
+    /// Every quality flag among the values (one set per fragment, not per slot).
     pub quality: Quality,
+    /// The values in millionths of `unit`, slot 0 being the day's first interval; slots the
+    /// input did not give are missing.
     pub slots: Slots,
 }
 
@@ -290,12 +314,16 @@ pub struct Fragment {
 /// fragment with the greatest `(version, source, line)` wins.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FragmentRank<'a> {
+    /// Compared first: a correction with a later version wins.
     pub version: Version,
+    /// Breaks ties between inputs at one version (see [`crate::source`]).
     pub source: &'a str,
+    /// Compared last: within one input a later line wins.
     pub line: u64,
 }
 
 impl Fragment {
+    /// The fragment's merge rank, borrowing its source.
     pub fn rank(&self) -> FragmentRank<'_> {
         FragmentRank {
             version: self.version,
@@ -304,6 +332,7 @@ impl Fragment {
         }
     }
 
+    /// The exact sum of the present values, in millionths of `unit`.
     pub fn total(&self) -> i64 {
         self.slots.total()
     }

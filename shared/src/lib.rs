@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! meterflow's pure, synchronous core: input formats, readings, merge rules and the wire
 //! encoding. No I/O beyond `std::io::Read` adapters, no async runtime, no AWS: the Lambdas and
 //! the CLI wire their I/O to these functions.

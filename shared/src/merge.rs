@@ -32,14 +32,19 @@ use crate::source::object_of;
 /// One series' merged day.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayTotal {
+    /// The meter or channel.
     pub series: SeriesId,
+    /// The day totalled.
     pub day: Day,
     /// Exact sum in amount units (millionths of `unit`).
     pub total: i64,
     /// Slots that have a value.
     pub intervals: usize,
+    /// Slots in a whole day at `interval_minutes` (48 for half-hourly data).
     pub slots_per_day: usize,
+    /// Interval length, in minutes, of the highest-ranked fragment: the day's resolution.
     pub interval_minutes: u16,
+    /// Unit of `total`, from the highest-ranked fragment.
     pub unit: Unit,
     /// Union of the quality flags of fragments that supplied at least one winning slot.
     pub quality: Quality,
@@ -49,6 +54,7 @@ pub struct DayTotal {
 }
 
 impl DayTotal {
+    /// True when every slot of the day has a value, so `total` covers the whole day.
     pub fn complete(&self) -> bool {
         self.intervals == self.slots_per_day
     }

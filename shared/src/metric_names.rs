@@ -10,8 +10,11 @@
 /// What a metric counts, in CloudWatch's unit names (the EMF exporter writes them as is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
+    /// A number of things: rows, records, calls.
     Count,
+    /// A size in bytes.
     Bytes,
+    /// A duration in milliseconds.
     Milliseconds,
 }
 

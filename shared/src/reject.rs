@@ -18,7 +18,9 @@ pub struct Reject {
     pub line: u64,
     /// 1-based column (field) at fault, when one is.
     pub column: Option<u32>,
+    /// What the line is about, which decides the count of [`Stats`] it adds to.
     pub kind: RejectKind,
+    /// Why, in words meant for whoever supplied the input.
     pub reason: String,
 }
 
@@ -120,18 +122,35 @@ fn write_csv_field(w: &mut impl Write, s: &str) -> io::Result<()> {
 /// the source name; messages show its object (see [`crate::source`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileError {
+    /// The header line is missing or unusable (a required column absent, say), so no row can
+    /// be read.
     #[error("{}:{line}: {reason}", object_of(input))]
     Header {
+        /// The source name.
         input: Arc<str>,
+        /// 1-based line of the header, or where it was expected.
         line: u64,
+        /// What is wrong with it.
         reason: String,
     },
+    /// The input is not a meter-data file meterflow reads: empty, binary, UTF-16, compressed
+    /// twice, or of no recognised format.
     #[error("{}: {reason}", object_of(input))]
-    Format { input: Arc<str>, reason: String },
+    Format {
+        /// The source name.
+        input: Arc<str>,
+        /// What the input is instead, and what to do.
+        reason: String,
+    },
+    /// One CSV record exceeds the length limit: usually an unterminated quote that swallows the
+    /// rest of the file.
     #[error("{}:{line}: a single record is longer than {limit} bytes; is this really a meter-data CSV file?", object_of(input))]
     RecordTooLong {
+        /// The source name.
         input: Arc<str>,
+        /// 1-based line where the record starts.
         line: u64,
+        /// The limit, in bytes ([`crate::format::record::MAX_CSV_RECORD_BYTES`]).
         limit: usize,
     },
 }
@@ -139,7 +158,9 @@ pub enum FileError {
 /// Receives a parser's output. Fragments are lent, not given: the parser reuses one buffer
 /// per row, and a sink that keeps them clones (most encode them straight onto the wire).
 pub trait Sink {
+    /// Receives an accepted fragment, lent for the duration of the call.
     fn fragment(&mut self, fragment: &Fragment);
+    /// Receives one line of the rejects report.
     fn reject(&mut self, reject: Reject);
 }
 
@@ -148,18 +169,26 @@ pub trait Sink {
 /// `warnings` (by its [`RejectKind`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Data rows read (headers and structural records excluded); each is either accepted or
+    /// rejected, never dropped.
     pub rows_read: u64,
+    /// Rows whose values went into fragments.
     pub rows_accepted: u64,
+    /// Rows not counted, each reported as a [`RejectKind::Row`] reject.
     pub rows_rejected: u64,
     /// Records that are not rows and were refused ([`RejectKind::Record`]).
     pub records_rejected: u64,
     /// Warnings reported ([`RejectKind::Warning`]).
     pub warnings: u64,
+    /// Fragments given to the sink: a long file folds a day's rows into one, so this may be
+    /// fewer than `rows_accepted`.
     pub fragments: u64,
+    /// Decompressed input bytes fed to the parser, less those a cut handed over.
     pub bytes: u64,
 }
 
 impl Stats {
+    /// Adds `o`'s counts to these: totals several inputs, or the parts of a cut one.
     pub fn add(&mut self, o: &Stats) {
         self.rows_read += o.rows_read;
         self.rows_accepted += o.rows_accepted;
@@ -188,7 +217,9 @@ impl Sink for Discard {
 /// A sink that keeps everything; for tests and small inputs.
 #[derive(Debug, Default)]
 pub struct Collect {
+    /// Every fragment received, cloned, in order.
     pub fragments: Vec<Fragment>,
+    /// Every reject received, in order.
     pub rejects: Vec<Reject>,
 }
 

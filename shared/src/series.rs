@@ -34,16 +34,28 @@ pub fn same_str(a: &Arc<str>, b: &Arc<str>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
+/// Why bytes are not a valid [`SeriesId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SeriesIdError {
+    /// The id is empty, or only blanks.
     #[error("the meter id is empty")]
     Empty,
+    /// The id is longer than [`MAX_SERIES_LEN`].
     #[error("meter id `{id}…` is longer than {MAX_SERIES_LEN} characters")]
-    TooLong { id: String },
+    TooLong {
+        /// Its first [`MAX_SERIES_LEN`] bytes, shown lossily.
+        id: String,
+    },
+    /// The id holds a character other than ASCII letters, digits and `-_.:`.
     #[error(
         "meter id `{id}` contains {ch:?}; ids may hold only ASCII letters, digits and - _ . :"
     )]
-    BadChar { id: String, ch: char },
+    BadChar {
+        /// The whole id, shown lossily.
+        id: String,
+        /// The first character not allowed (U+FFFD for bytes that are not UTF-8).
+        ch: char,
+    },
 }
 
 fn allowed(b: u8) -> bool {
@@ -51,6 +63,7 @@ fn allowed(b: u8) -> bool {
 }
 
 impl SeriesId {
+    /// Validates an id read from input, trimming blanks around it.
     pub fn parse(raw: &[u8]) -> Result<SeriesId, SeriesIdError> {
         let t = raw.trim_ascii();
         Self::check(t)?;
@@ -79,6 +92,7 @@ impl SeriesId {
         Ok(())
     }
 
+    /// The id's text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -117,6 +131,7 @@ impl std::hash::Hash for Unit {
 }
 
 impl Unit {
+    /// Kilowatt-hours (`kWh`): the unit that energy in Wh, kWh or MWh is normalised to.
     pub fn kwh() -> Unit {
         Unit(Arc::from(KWH))
     }
@@ -136,6 +151,8 @@ impl Unit {
         }
     }
 
+    /// A unit as stored or decoded, already normalised: taken as written, never converted
+    /// again.
     pub fn from_stored(s: &str) -> Unit {
         if s == KWH {
             Unit::kwh()
@@ -144,10 +161,12 @@ impl Unit {
         }
     }
 
+    /// The unit's text: `kWh`, or another unit as written in the input.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// True for `kWh`; false for any other unit, such as kVArh.
     pub fn is_kwh(&self) -> bool {
         &*self.0 == KWH
     }

@@ -32,10 +32,12 @@ pub struct SplitMix64 {
 }
 
 impl SplitMix64 {
+    /// A generator started from `seed`: equal seeds give equal streams.
     pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64 { state: seed }
     }
 
+    /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -81,6 +83,7 @@ pub struct Spec {
     pub days: u32,
     /// First day.
     pub start: Day,
+    /// Seeds every value: the same spec always gives the same data.
     pub seed: u64,
     /// Interval length in minutes: one of 5, 10, 15, 30, 60 (wide files: not 10, which has no
     /// wide layout).
@@ -95,18 +98,27 @@ pub const MAX_METERS: u32 = 9_999_999;
 /// Why a spec cannot be written in a format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// The meter count is 0 or above [`MAX_METERS`].
     #[error("{0} meters: at least 1 and at most {MAX_METERS}")]
     Meters(u32),
+    /// The day count is 0.
     #[error("{0} days: at least 1")]
     Days(u32),
+    /// The last day, or the day after it that long files' last timestamp names, would be after
+    /// [`MAX_YEAR`](crate::day::MAX_YEAR).
     #[error("the last day would be after the year {}", crate::day::MAX_YEAR)]
     End,
+    /// The interval length cannot be written in the chosen format.
     #[error("{minutes}-minute intervals cannot be written as {format} (choose {allowed})")]
     Interval {
+        /// The spec's interval length, in minutes.
         minutes: u16,
+        /// The format's name ([`Format::name`]).
         format: &'static str,
+        /// The interval lengths that format can take, for the message.
         allowed: &'static str,
     },
+    /// [`Spec::integer_meters_percent`] is above 100.
     #[error("integer meter share {0}% is above 100%")]
     IntegerShare(u8),
 }
@@ -120,7 +132,9 @@ impl From<SpecError> for io::Error {
 /// One expected daily total, as the oracle reports it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ExpectedTotal {
+    /// The series id a parser gives the meter in the written format ([`Spec::series_id`]).
     pub series: String,
+    /// The day totalled.
     pub day: Day,
     /// Amount units (millionths of a kWh).
     pub total: i64,

@@ -17,12 +17,21 @@ pub const MAX_ABS_VALUE: i64 = 1_000_000_000 * ONE;
 /// Why a cell is not an exact decimal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
+    /// The cell is not a plain decimal number (its text, cut to 40 characters).
     #[error(
         "`{0}` is not a decimal number (expected digits with an optional `.` and sign, like 0.123)"
     )]
     NotDecimal(String),
+    /// The value has more decimal places than the target scale holds; meterflow never rounds.
     #[error("`{value}` has more than {places} decimal places; meterflow keeps values exact and never rounds, so convert the file to at most {places} places")]
-    TooPrecise { value: String, places: u32 },
+    TooPrecise {
+        /// The cell's text, cut to 40 characters.
+        value: String,
+        /// Decimal places the target scale allows (6 for kWh, 3 for Wh, 9 for MWh).
+        places: u32,
+    },
+    /// The value's magnitude reaches [`MAX_ABS_VALUE`], 10^9 kWh (its text, cut to 40
+    /// characters).
     #[error("`{0}` is out of range: a single interval value must be below 10^9 kWh")]
     OutOfRange(String),
 }

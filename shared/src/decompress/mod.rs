@@ -126,56 +126,113 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecompressError {
+    /// The decompressed output passed [`Limits::max_bytes`].
     #[error("{input}: decompressed size exceeds the limit of {limit} bytes (ratio so far {ratio}:1); if this file is genuine, raise --max-decompressed")]
     TooLarge {
+        /// The input being read when the limit was passed (for an archive, the entry: the limit
+        /// covers all entries together).
         input: String,
+        /// The [`Limits::max_bytes`] in force, in bytes.
         limit: u64,
+        /// Decompressed bytes per compressed byte read so far (rounded down): helps tell a bomb
+        /// from a large genuine file.
         ratio: u64,
     },
+    /// The decompressed output outgrew [`Limits::max_ratio`] times the compressed bytes read:
+    /// most likely a decompression bomb.
     #[error("{input}: {out} bytes decompressed from {consumed} compressed bytes, a ratio above the limit of {max_ratio}:1: this looks like a decompression bomb; if this file is genuine, raise --max-ratio")]
     RatioTooHigh {
+        /// The input being read (for an archive, the entry).
         input: String,
+        /// Bytes decompressed so far.
         out: u64,
+        /// Compressed bytes read so far.
         consumed: u64,
+        /// The [`Limits::max_ratio`] in force.
         max_ratio: u64,
     },
+    /// The zip archive holds more entries than [`Limits::max_entries`].
     #[error("{input}: the archive holds more than {limit} entries; split it into several archives, or raise --max-zip-entries")]
-    TooManyEntries { input: String, limit: u64 },
+    TooManyEntries {
+        /// The archive's name.
+        input: String,
+        /// The [`Limits::max_entries`] in force.
+        limit: u64,
+    },
+    /// The file is compressed or archived in a format meterflow does not open (see
+    /// [`Compression::Unsupported`]).
     #[error("{input}: {format} files are not supported; upload the file uncompressed, gzip-compressed (.gz) or in a zip archive")]
-    UnsupportedFormat { input: String, format: &'static str },
+    UnsupportedFormat {
+        /// The file's name.
+        input: String,
+        /// The format's name: `zstd`, `xz`, `7z`, `rar` or `bzip2`.
+        format: &'static str,
+    },
+    /// A zip entry uses a compression method other than stored or deflate; the other entries
+    /// are still read.
     #[error("{input}: compression method {name} ({method}) is not supported; re-create the archive with deflate (the default of zip tools) or upload the file gzip-compressed")]
     UnsupportedMethod {
+        /// The entry, named `archive.zip!entry`.
         input: String,
+        /// The method number from the entry's local header.
         method: u16,
+        /// The method's usual name (`bzip2`, `LZMA`, `zstd`, ...), or `unknown`.
         name: &'static str,
     },
+    /// A zip entry is encrypted; the other entries are still read.
     #[error("{input}: the entry is encrypted; upload the file unencrypted")]
-    Encrypted { input: String },
+    Encrypted {
+        /// The entry, named `archive.zip!entry`.
+        input: String,
+    },
+    /// A stored zip entry gives its size only in a data descriptor after its data, so a stream
+    /// cannot tell where the data ends.
     #[error("{input}: a stored (uncompressed) entry written with a data descriptor cannot be read as a stream; re-create the archive with compression (deflate) or with a tool that writes sizes in the local header")]
-    StoredWithDescriptor { input: String },
+    StoredWithDescriptor {
+        /// The entry, named `archive.zip!entry`.
+        input: String,
+    },
+    /// A zip entry's data does not match its CRC-32: the archive is corrupt.
     #[error("{input}: CRC-32 mismatch (the archive says {expected:08x}, the data gives {actual:08x}): the file is corrupt; upload it again")]
     Crc {
+        /// The entry, named `archive.zip!entry`.
         input: String,
+        /// The CRC-32 the archive records for the entry.
         expected: u32,
+        /// The CRC-32 of the data as read.
         actual: u32,
     },
+    /// A zip entry's compressed or uncompressed size differs from what the archive records.
     #[error("{input}: the {what} size is {actual} bytes but the archive says {expected}: the file is corrupt; upload it again")]
     Size {
+        /// The entry, named `archive.zip!entry`.
         input: String,
+        /// Which size disagrees: `compressed` or `uncompressed`.
         what: &'static str,
+        /// The size the archive records, in bytes.
         expected: u64,
+        /// The size of the data as read, in bytes.
         actual: u64,
     },
+    /// The compressed data ends before its format says it should: usually an incomplete upload.
     #[error("{input}: the {format} data ends unexpectedly ({detail}): the file is truncated, probably an incomplete upload; upload it again")]
     Truncated {
+        /// The input: the file's name, or `archive.zip!entry` inside a zip archive.
         input: String,
+        /// The layer that ended early: `gzip` or `zip`.
         format: &'static str,
+        /// Where the data ended, as the decoder or archive reader describes it.
         detail: String,
     },
+    /// The compressed data cannot be decoded: the file is damaged, or is not what its first
+    /// bytes claim.
     #[error("{input}: the {format} data is corrupt ({detail}); upload the file again, or check how it was compressed")]
     Corrupt {
+        /// The input: the file's name, or `archive.zip!entry` inside a zip archive.
         input: String,
+        /// The layer that is corrupt: `gzip` or `zip`.
         format: &'static str,
+        /// What is wrong, as the decoder or archive reader describes it.
         detail: String,
     },
 }

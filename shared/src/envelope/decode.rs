@@ -17,14 +17,34 @@ use super::*;
 /// other variant means the bytes are not, or no longer, a valid envelope and never will be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The bytes do not start with [`MAGIC`]: not a meterflow envelope at all.
     #[error("not a meterflow envelope (bad magic)")]
     BadMagic,
+    /// A newer build wrote the envelope; this one reads it once upgraded.
     #[error("envelope version {found} is newer than this build understands ({supported}); upgrade the aggregator")]
-    NewerVersion { found: u8, supported: u8 },
+    NewerVersion {
+        /// The format version the envelope declares.
+        found: u8,
+        /// The newest version this build reads ([`FORMAT_VERSION`]).
+        supported: u8,
+    },
+    /// The bytes end before the envelope does.
     #[error("corrupt envelope: it ends at byte {offset} in the middle of {what}")]
-    Truncated { offset: usize, what: &'static str },
+    Truncated {
+        /// Where the data ran out: the length of the bytes given.
+        offset: usize,
+        /// The field being read when they ran out.
+        what: &'static str,
+    },
+    /// The bytes are invalid at `offset`: a count, index or value out of range, or bytes left
+    /// over after the last fragment.
     #[error("corrupt envelope at byte {offset}: {reason}")]
-    Corrupt { offset: usize, reason: String },
+    Corrupt {
+        /// Byte offset of the offending field.
+        offset: usize,
+        /// What is wrong there.
+        reason: String,
+    },
 }
 
 impl DecodeError {
@@ -142,6 +162,7 @@ impl<'a> Envelope<'a> {
         self.count
     }
 
+    /// True when the envelope announces no fragments.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -160,13 +181,22 @@ impl<'a> Envelope<'a> {
 /// Re-encode it with [`EnvelopeBuilder::push_raw`] or decode it by decoding its envelope.
 #[derive(Debug, Clone, Copy)]
 pub struct RawFragment<'e> {
+    /// The series, borrowed from the envelope's dictionary.
     pub series: &'e SeriesId,
+    /// The unit the series' values are millionths of.
     pub unit: &'e Unit,
+    /// The source name (object and delivery, see [`crate::source`]), shared by the
+    /// dictionary.
     pub source: &'e Arc<str>,
+    /// The civil day the values belong to.
     pub day: Day,
+    /// Epoch milliseconds that order corrections: for each slot the higher version wins.
     pub version: Version,
+    /// First input line that contributed; orders fragments of one source.
     pub line: u64,
+    /// Quality flags of the values.
     pub quality: Quality,
+    /// Interval length in minutes, one of [`INTERVAL_MINUTES`].
     pub interval_minutes: u16,
     /// Interval code, presence and scale, as encoded.
     pub(super) flags: u8,

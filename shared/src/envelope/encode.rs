@@ -22,7 +22,12 @@ pub enum PushError {
     #[error(
         "the fragment needs {bytes} bytes even alone in an envelope, more than the {max}-byte cap"
     )]
-    TooLarge { bytes: usize, max: usize },
+    TooLarge {
+        /// Bytes the fragment takes alone in an empty envelope.
+        bytes: usize,
+        /// The builder's cap in bytes ([`EnvelopeBuilder::max_bytes`]).
+        max: usize,
+    },
     /// The fragment breaks an invariant the parsers guarantee, so the envelope cannot carry it
     /// exactly (and a decoder would reject it).
     #[error("the fragment cannot be encoded: {0}")]
@@ -32,16 +37,32 @@ pub enum PushError {
 /// A fragment outside what the envelope represents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidFragment {
+    /// The interval length, in minutes, is not one of [`INTERVAL_MINUTES`].
     #[error("interval length {0} minutes is not one of 5, 10, 15, 30, 60")]
     Interval(u16),
+    /// The slot count is not the number of intervals in a day of that length.
     #[error("{len} slots do not make a day of {interval_minutes}-minute intervals")]
-    SlotCount { interval_minutes: u16, len: usize },
+    SlotCount {
+        /// The fragment's interval length, in minutes.
+        interval_minutes: u16,
+        /// Slots the fragment holds.
+        len: usize,
+    },
+    /// The quality byte sets bits that no [`Quality`] flag defines.
     #[error("quality bits {0:#04x} include undefined flags")]
     Quality(u8),
+    /// The day lies outside the years [`MIN_YEAR`](crate::day::MIN_YEAR) to
+    /// [`MAX_YEAR`](crate::day::MAX_YEAR), which the decoder refuses.
     #[error("day {0} is outside years 1900–2999")]
     Day(Day),
+    /// A value lies beyond ±[`MAX_ABS_VALUE`](crate::value::MAX_ABS_VALUE).
     #[error("slot {slot} holds {value}, beyond the ±10^9 kWh bound of a single value")]
-    Value { slot: usize, value: i64 },
+    Value {
+        /// Index of the first slot out of range.
+        slot: usize,
+        /// Its value, in millionths of the unit.
+        value: i64,
+    },
 }
 
 /// Builds one envelope, fragment by fragment, under a byte cap.
@@ -134,6 +155,7 @@ impl EnvelopeBuilder {
         }
     }
 
+    /// The cap, in bytes, that no envelope of this builder exceeds.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
@@ -143,6 +165,7 @@ impl EnvelopeBuilder {
         self.count
     }
 
+    /// True when the envelope holds no fragment yet: there is nothing to send.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

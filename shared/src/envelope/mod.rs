@@ -88,8 +88,11 @@ pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
 /// (which picks its Kinesis shard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRecord {
+    /// The partition bucket (see [`crate::partition::bucket`]) of every series in the record.
     pub bucket: u32,
+    /// Fragments packed in `data`, for accounting.
     pub fragments: u32,
+    /// The envelope's bytes, as [`EnvelopeBuilder::finish`] writes them.
     pub data: Vec<u8>,
 }
 /// Bytes of magic plus version that open every envelope.

@@ -68,7 +68,9 @@ struct Layout {
 /// A parsed ISO 8601 timestamp: date and minutes after midnight (1440 for `24:00`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Timestamp {
+    /// The date as written; a UTC offset is not applied (see the module documentation).
     pub day: Day,
+    /// Minutes after midnight, 0 to 1440 (1440 for `24:00`, the end of `day`).
     pub minutes: u16,
 }
 

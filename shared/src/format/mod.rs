@@ -22,7 +22,9 @@ pub enum TimestampLabel {
     /// metering convention (00:30 is the first half hour of the day, 00:00 the day before's last).
     #[default]
     Auto,
+    /// A timestamp labels the interval it starts (00:00 is the day's first).
     Start,
+    /// A timestamp labels the interval it ends (00:00 is the day before's last).
     End,
 }
 
@@ -35,12 +37,15 @@ pub struct Options {
     pub version: Version,
     /// Line number of the first byte fed (1 unless resuming mid-file).
     pub first_line: u64,
+    /// How long files' timestamps label intervals; wide and NEM12 files ignore it.
     pub timestamps: TimestampLabel,
     /// Interval length of long files, in minutes.
     pub long_interval_minutes: u16,
 }
 
 impl Options {
+    /// Options for the input `source`, with `version` for data that carries none: lines count
+    /// from 1, timestamps labelled as the header says, long files in 30-minute intervals.
     pub fn new(source: impl Into<Arc<str>>, version: Version) -> Options {
         Options {
             source: source.into(),
@@ -64,6 +69,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// The lowercase name (`wide`, `long`, `nem12`) used in options and messages.
     pub fn name(self) -> &'static str {
         match self {
             Format::Wide => "wide",
@@ -90,6 +96,8 @@ impl Format {
 /// it would have within one fragment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
+    /// The input's format, as the run that cut detected it: a resumed parser does not detect it
+    /// again.
     pub format: Format,
     /// Bytes of the (decompressed) input before the boundary.
     pub offset: u64,
@@ -409,6 +417,7 @@ pub struct Parser {
 }
 
 impl Parser {
+    /// A parser for an input from its start; the format is detected from the first line fed.
     pub fn new(opts: Options) -> Parser {
         Parser {
             opts,
@@ -454,6 +463,9 @@ impl Parser {
         self.format
     }
 
+    /// Parses the next `chunk` of the input (any size, cut anywhere), giving `sink` the
+    /// fragments and rejects of rows as they complete. After an error the input has failed, and
+    /// every later call returns that error.
     pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn Sink) -> Result<(), FileError> {
         debug_assert!(!self.cut, "a parser that was cut takes no more input");
         self.bytes += chunk.len() as u64;

@@ -31,20 +31,24 @@ pub struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// Number of fields.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// True for a record without fields.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
+    /// Field `i` (0-based), unquoted but not trimmed; `None` past the last field.
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
         let end = *self.ends.get(i)?;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         Some(&self.buf[start..end])
     }
 
+    /// The fields in order, as [`Record::get`] gives them.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
@@ -211,6 +215,9 @@ impl Records {
         self.after_cr = after_cr;
     }
 
+    /// Splits the next bytes of the input into records for `h`, whatever the chunk boundaries:
+    /// an unterminated last line is held back and joined with the next chunk. Fails on a record
+    /// longer than [`MAX_CSV_RECORD_BYTES`], or with the handler's error.
     pub fn feed<H: Handler>(
         &mut self,
         mut input: &[u8],
