@@ -94,15 +94,11 @@ pub struct Summary {
     pub inputs: u64,
     /// Entries of archives that could not be read, while the rest of their archive was.
     pub inputs_failed: u64,
-    pub rows_read: u64,
-    pub rows_accepted: u64,
-    pub rows_rejected: u64,
-    /// Records that are not rows and were refused (a bad NEM12 200 record, say); each is a
-    /// line of the rejects report, as each rejected row is.
-    pub records_rejected: u64,
-    /// Warnings (a NEM12 file without its 900 end record, say): lines of the report too.
-    pub warnings: u64,
-    pub fragments: u64,
+    /// Rows read, accepted and rejected, refused records, warnings and fragments (flat in
+    /// the JSON; see [`Stats`]): each rejected row, refused record and warning is a line of
+    /// the rejects report.
+    #[serde(flatten)]
+    pub stats: Stats,
     pub records: u64,
     pub records_quarantined: u64,
     pub series: u64,
@@ -295,12 +291,7 @@ pub async fn run<S: Store + 'static>(
     if let Some(e) = log_guard.error.take() {
         anyhow::bail!("cannot write the rejects report: {e}");
     }
-    summary.rows_read = stats.rows_read;
-    summary.rows_accepted = stats.rows_accepted;
-    summary.rows_rejected = stats.rows_rejected;
-    summary.records_rejected = stats.records_rejected;
-    summary.warnings = stats.warnings;
-    summary.fragments = stats.fragments;
+    summary.stats = stats;
     summary.records = drained.records;
     summary.records_quarantined = drained.quarantined;
     summary.series = drained.series.len() as u64;
@@ -343,7 +334,7 @@ impl Summary {
 
     /// Lines of the rejects report: rejected rows, refused records, warnings, failures.
     pub fn reported(&self) -> u64 {
-        self.rows_rejected + self.records_rejected + self.warnings + self.failures.len() as u64
+        self.stats.reported() + self.failures.len() as u64
     }
 
     /// The human summary (stderr for `ingest`, keeping stdout for `--json`; stdout for the demo).
@@ -356,7 +347,7 @@ impl Summary {
         let _ = writeln!(
             err,
             "{} files ({} inputs), {} rows read: {} accepted, {} rejected; {} fragments{spread}; {:.1} MB in {:.2}s ({:.0} MB/s)",
-            self.files, self.inputs, self.rows_read, self.rows_accepted, self.rows_rejected, self.fragments,
+            self.files, self.inputs, self.stats.rows_read, self.stats.rows_accepted, self.stats.rows_rejected, self.stats.fragments,
             self.bytes as f64 / 1e6, self.seconds, self.mb_per_s
         );
         if let Some(p) = &self.put {
@@ -372,11 +363,11 @@ impl Summary {
                 p.report.throttled_calls
             );
         }
-        if self.records_rejected > 0 || self.warnings > 0 {
+        if self.stats.records_rejected > 0 || self.stats.warnings > 0 {
             let _ = writeln!(
                 err,
                 "{} records that are not rows refused, {} warnings",
-                self.records_rejected, self.warnings
+                self.stats.records_rejected, self.stats.warnings
             );
         }
         if self.reported() > 0 {

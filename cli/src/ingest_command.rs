@@ -114,7 +114,7 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
     }
     Ok(if summary.failed() {
         ExitCode::from(1)
-    } else if args.strict && summary.rows_rejected + summary.records_rejected > 0 {
+    } else if args.strict && summary.stats.rows_rejected + summary.stats.records_rejected > 0 {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS

@@ -168,6 +168,7 @@ pub trait Sink {
 /// every report line is counted by exactly one of `rows_rejected`, `records_rejected` and
 /// `warnings` (by its [`RejectKind`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Data rows read (headers and structural records excluded); each is either accepted or
     /// rejected, never dropped.
@@ -184,6 +185,7 @@ pub struct Stats {
     /// fewer than `rows_accepted`.
     pub fragments: u64,
     /// Decompressed input bytes fed to the parser, less those a cut handed over.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub bytes: u64,
 }
 

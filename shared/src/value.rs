@@ -158,16 +158,7 @@ fn scan_kwh(line: &[u8], pos: usize, is_end: impl Fn(u8) -> bool) -> Option<(Opt
             }
         }
     }
-    let mut i = pos;
-    let mut int: u64 = 0;
-    while i < n {
-        let d = line[i].wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        int = int * 10 + u64::from(d);
-        i += 1;
-    }
+    let (int, i) = digits(line, pos);
     let int_digits = i - pos;
     if int_digits > 9 {
         return None;
@@ -181,17 +172,8 @@ fn scan_kwh(line: &[u8], pos: usize, is_end: impl Fn(u8) -> bool) -> Option<(Opt
     if line[i] != b'.' {
         return None;
     }
-    i += 1;
-    let fstart = i;
-    let mut frac: u64 = 0;
-    while i < n {
-        let d = line[i].wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        frac = frac * 10 + u64::from(d);
-        i += 1;
-    }
+    let fstart = i + 1;
+    let (frac, i) = digits(line, fstart);
     let places = i - fstart;
     if places > SCALE as usize || (int_digits == 0 && places == 0) {
         return None;
@@ -201,6 +183,23 @@ fn scan_kwh(line: &[u8], pos: usize, is_end: impl Fn(u8) -> bool) -> Option<(Opt
     }
     const POW: [u64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
     Some((Some((int * ONE as u64 + frac * POW[places]) as i64), i))
+}
+
+/// The run of decimal digits at `line[i..]`: its value and the index after it. The value
+/// wraps past 19 digits instead of overflowing: callers refuse runs that long (more than 9
+/// integer digits, more than [`SCALE`] decimals) before using it.
+#[inline(always)]
+fn digits(line: &[u8], mut i: usize) -> (u64, usize) {
+    let mut v: u64 = 0;
+    while let Some(&b) = line.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    (v, i)
 }
 
 /// Parses a cell of the exact shape `d.ddd,` from the first 6 of 8 little-endian bytes, in a
@@ -320,6 +319,21 @@ mod tests {
             parse_decimal(b"99999999999999999999999999999999", 6),
             Err(ValueError::OutOfRange(_))
         ));
+    }
+
+    /// Runs of digits longer than any value are declined by the fast scanner (which then
+    /// leaves them to `parse_decimal`'s refusal); they once overflowed it.
+    #[test]
+    fn very_long_digit_runs_are_declined_not_overflowed() {
+        for cell in [
+            "123456789012345678901234567890",
+            "0.123456789012345678901234567890",
+            "1234567890.5",
+        ] {
+            let line = format!("{cell},");
+            assert_eq!(scan_plain_kwh(line.as_bytes(), 0), None, "{cell}");
+            assert!(parse_decimal(cell.as_bytes(), 6).is_err(), "{cell}");
+        }
     }
 
     #[test]

@@ -392,22 +392,27 @@ impl<'a> Walk<'a> {
         let prev = self.cursor;
         let head = r.byte("a fragment head")?;
         let mut next = prev;
-        if head & HEAD_SERIES != 0 {
-            let delta = unzigzag(r.varint("a series index")?);
-            next.series = prev.series.wrapping_add(delta as u64);
-        }
-        let series = usize::try_from(next.series)
-            .ok()
-            .filter(|&i| i < n_series)
-            .ok_or_else(|| {
-                r.corrupt(
-                    start,
-                    what(&format!(
-                        "series index {} is outside the {}-entry dictionary",
-                        next.series, n_series
-                    )),
-                )
-            })?;
+        // A dictionary index: the previous one, or moved by a delta the head says follows.
+        let index = |r: &mut Reader<'a>, given: bool, prev: u64, n: usize, name: &'static str| {
+            let at = match given {
+                true => prev.wrapping_add(unzigzag(r.varint(name)?) as u64),
+                false => prev,
+            };
+            let valid = usize::try_from(at).ok().filter(|&i| i < n);
+            let outside = || {
+                let why = format!("{name} {at} is outside the {n}-entry dictionary");
+                r.corrupt(start, what(&why))
+            };
+            valid.map(|i| (at, i)).ok_or_else(outside)
+        };
+        let (at, series) = index(
+            r,
+            head & HEAD_SERIES != 0,
+            prev.series,
+            n_series,
+            "series index",
+        )?;
+        next.series = at;
         let day_delta = match (head & HEAD_DAY_MASK) >> HEAD_DAY_SHIFT {
             DAY_SAME => 0,
             DAY_NEXT => 1,
@@ -424,22 +429,14 @@ impl<'a> Walk<'a> {
         if head & HEAD_VERSION != 0 {
             next.version = prev.version.wrapping_add(unzigzag(r.varint("a version")?));
         }
-        if head & HEAD_SOURCE != 0 {
-            let delta = unzigzag(r.varint("a source index")?);
-            next.source = prev.source.wrapping_add(delta as u64);
-        }
-        let source = usize::try_from(next.source)
-            .ok()
-            .filter(|&i| i < n_sources)
-            .ok_or_else(|| {
-                r.corrupt(
-                    start,
-                    what(&format!(
-                        "source index {} is outside the {}-entry dictionary",
-                        next.source, n_sources
-                    )),
-                )
-            })?;
+        let (at, source) = index(
+            r,
+            head & HEAD_SOURCE != 0,
+            prev.source,
+            n_sources,
+            "source index",
+        )?;
+        next.source = at;
         next.line = if head & HEAD_LINE != 0 {
             prev.line.wrapping_add(unzigzag(r.varint("a line")?) as u64)
         } else {

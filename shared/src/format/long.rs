@@ -327,9 +327,7 @@ impl Handler for Long {
 
 impl FormatHandler for Long {
     fn finish(&mut self, sink: &mut dyn Sink) -> Result<(), FileError> {
-        if self.layout.is_none() {
-            return Err(self.tally.header_error(1, "the file has no header line"));
-        }
+        self.tally.require_header(self.layout.is_some())?;
         self.flush(sink);
         Ok(())
     }

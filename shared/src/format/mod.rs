@@ -309,6 +309,14 @@ impl Tally {
             reason: reason.into(),
         }
     }
+
+    /// At the end of a file whose format needs a header: an error unless one was `seen`.
+    pub fn require_header(&self, seen: bool) -> Result<(), FileError> {
+        match seen {
+            true => Ok(()),
+            false => Err(self.header_error(1, "the file has no header line")),
+        }
+    }
 }
 
 /// A format's state machine, driven by [`Records`].

@@ -585,10 +585,7 @@ impl Handler for Wide {
 
 impl FormatHandler for Wide {
     fn finish(&mut self, _sink: &mut dyn Sink) -> Result<(), FileError> {
-        if self.layout.is_none() {
-            return Err(self.tally.header_error(1, "the file has no header line"));
-        }
-        Ok(())
+        self.tally.require_header(self.layout.is_some())
     }
 
     fn end_of_input(&mut self, sink: &mut dyn Sink) {
