@@ -10,11 +10,13 @@
 //! again.
 //!
 //! - [`drain`]: records from an in-process channel into the store (`meterflow ingest`);
+//! - [`replay`]: a Kinesis stream read back through [`apply`] (`meterflow replay`);
 //! - `lambda` (feature `lambda`): the aggregator Lambda's handler, and its binary.
 
 pub mod drain;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod replay;
 
 use meterflow_core::envelope::{DecodeError, Envelope, RawFragment};
 use meterflow_core::metric_names as m;

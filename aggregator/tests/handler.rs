@@ -49,6 +49,7 @@ fn mixed_batch() -> KinesisEvent {
         sequence_number: n.into(),
         partition_key: "bucket-0".into(),
         data,
+        arrival_ms: 0,
     };
     let mut records = vec![record("1001", out.records[0].data.clone())];
     records.push(record(SEQUENCE, bad.records[0].kinesis.data.0.clone()));

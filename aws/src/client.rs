@@ -3,10 +3,14 @@
 //! The SDK crates are built without default features: their default HTTPS client brings
 //! `aws-lc-rs`, a large C build, for nothing we need. We build the same hyper + rustls client on
 //! `ring` instead, once, and share it between both clients (one connection pool per host).
-//! Credentials are static (the Lambda runtime puts the execution role's in the environment);
-//! `aws-config` and its STS/SSO clients are left out on purpose.
+//!
+//! Credentials: the Lambdas take the execution role's from the environment, where the runtime
+//! puts them ([`ClientSettings::from_env`]); `aws-config` with its STS and SSO clients stays
+//! out of their binaries. An operator's `meterflow` on a laptop wants what the AWS CLI does
+//! (profiles, SSO, web identity, container and instance roles): feature `credential-chain`,
+//! [`ClientSettings::from_chain`].
 
-use aws_sdk_kinesis::config::{Credentials, Region};
+use aws_sdk_kinesis::config::{Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_s3::config::SharedHttpClient;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_http_client::Builder;
@@ -17,9 +21,8 @@ pub struct ClientSettings {
     pub region: String,
     /// An emulator's URL (`http://127.0.0.1:PORT`); `None` for AWS itself.
     pub endpoint_url: Option<String>,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
+    /// Static keys, or a chain that finds and refreshes them.
+    pub credentials: SharedCredentialsProvider,
 }
 
 /// Why settings could not be read from the environment.
@@ -33,9 +36,7 @@ impl ClientSettings {
         ClientSettings {
             region: "us-east-1".to_owned(),
             endpoint_url: Some(endpoint_url.into()),
-            access_key_id: "testing".to_owned(),
-            secret_access_key: "testing".to_owned(),
-            session_token: None,
+            credentials: static_credentials("testing", "testing", None),
         }
     }
 
@@ -47,21 +48,23 @@ impl ClientSettings {
         Ok(ClientSettings {
             region: var("AWS_REGION").or_else(|_| var("AWS_DEFAULT_REGION"))?,
             endpoint_url: var("AWS_ENDPOINT_URL").ok(),
-            access_key_id: var("AWS_ACCESS_KEY_ID")?,
-            secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
-            session_token: var("AWS_SESSION_TOKEN").ok(),
+            credentials: static_credentials(
+                &var("AWS_ACCESS_KEY_ID")?,
+                &var("AWS_SECRET_ACCESS_KEY")?,
+                var("AWS_SESSION_TOKEN").ok(),
+            ),
         })
     }
+}
 
-    fn credentials(&self) -> Credentials {
-        Credentials::new(
-            &self.access_key_id,
-            &self.secret_access_key,
-            self.session_token.clone(),
-            None,
-            "meterflow-static",
-        )
-    }
+fn static_credentials(key: &str, secret: &str, token: Option<String>) -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new(
+        key,
+        secret,
+        token,
+        None,
+        "meterflow-static",
+    ))
 }
 
 /// The HTTPS client both SDK clients share: hyper + rustls on ring.
@@ -78,7 +81,7 @@ macro_rules! config_builder {
         let settings: &ClientSettings = $settings;
         let mut b = $sdk::Config::builder()
             .region(Region::new(settings.region.clone()))
-            .credentials_provider(settings.credentials())
+            .credentials_provider(settings.credentials.clone())
             .http_client($http);
         if let Some(url) = &settings.endpoint_url {
             b = b.endpoint_url(url);
@@ -107,3 +110,84 @@ pub fn kinesis_client(
 pub fn ssm_client(settings: &ClientSettings, http: SharedHttpClient) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::from_conf(config_builder!(aws_sdk_ssm, settings, http).build())
 }
+
+/// The standard chain, as the AWS CLI resolves it (feature `credential-chain`).
+#[cfg(feature = "credential-chain")]
+mod chain {
+    use super::{ClientSettings, SharedHttpClient};
+    use aws_config::BehaviorVersion;
+    use aws_credential_types::provider::ProvideCredentials;
+
+    /// Why the chain found no region or no credentials.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ChainError {
+        #[error(
+            "no AWS region: set AWS_REGION, or `region` in the profile{} of the shared config file (~/.aws/config, or AWS_CONFIG_FILE)",
+            profile_note()
+        )]
+        NoRegion,
+        #[error(
+            "no AWS credentials{}: {reason}. Set AWS_PROFILE to a profile of ~/.aws/config (run `aws sso login --profile NAME` first for an SSO profile), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            profile_note()
+        )]
+        NoCredentials { reason: String },
+    }
+
+    fn profile_note() -> String {
+        match std::env::var("AWS_PROFILE") {
+            Ok(p) => format!(" (AWS_PROFILE={p})"),
+            Err(_) => String::new(),
+        }
+    }
+
+    impl ClientSettings {
+        /// Region, endpoint and credentials as the AWS CLI finds them: environment variables,
+        /// then the profile (`AWS_PROFILE`, else `default`) of the shared config and
+        /// credentials files (static keys, `credential_process`, SSO, an assumed role), web
+        /// identity, then the container's or the instance's role. The credentials are fetched
+        /// once here, so a wrong profile fails before any work, saying so; the provider
+        /// refreshes them as they expire.
+        pub async fn from_chain(http: SharedHttpClient) -> Result<ClientSettings, ChainError> {
+            let config = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(http)
+                .load()
+                .await;
+            let region = config.region().ok_or(ChainError::NoRegion)?.to_string();
+            let credentials =
+                config
+                    .credentials_provider()
+                    .ok_or_else(|| ChainError::NoCredentials {
+                        reason: "no credential provider was configured".to_owned(),
+                    })?;
+            credentials
+                .provide_credentials()
+                .await
+                .map_err(|e| ChainError::NoCredentials {
+                    reason: error_chain(&e),
+                })?;
+            Ok(ClientSettings {
+                region,
+                endpoint_url: config.endpoint_url().map(str::to_owned),
+                credentials,
+            })
+        }
+    }
+
+    /// An error and its causes on one line (the SDK's top message alone says little).
+    fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            let next = c.to_string();
+            if !text.contains(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = c.source();
+        }
+        text
+    }
+}
+
+#[cfg(feature = "credential-chain")]
+pub use chain::ChainError;

@@ -11,6 +11,8 @@
 //!   the object's size.
 //! - [`event`]: S3 event notifications → object references (URL-decoded keys, test events
 //!   ignored).
+//! - [`shards`]: a stream read back shard by shard (ListShards, GetShardIterator,
+//!   GetRecords) behind the [`shards::ShardReader`] trait, for replays.
 //! - [`sink`]: whole small objects written to S3 (rejects reports, dead letters), behind the
 //!   [`sink::ObjectSink`] trait.
 //! - [`secrets`]: SSM parameters (Keyspaces service-specific credentials), behind the
@@ -33,4 +35,5 @@ pub mod kinesis;
 pub mod retry;
 pub mod s3;
 pub mod secrets;
+pub mod shards;
 pub mod sink;

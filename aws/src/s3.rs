@@ -192,21 +192,35 @@ where
     }
 }
 
+/// An object a listing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// Bytes (what a progress bar counts down).
+    pub size: u64,
+}
+
 impl S3Source {
-    /// The keys under `prefix` in `bucket`, in key order (ListObjectsV2, every page).
-    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, SourceError> {
-        self.list_keys_in_pages(bucket, prefix, 1000).await
+    /// The objects under `prefix` in `bucket`, in key order (ListObjectsV2, every page).
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, SourceError> {
+        self.list_in_pages(bucket, prefix, 1000).await
     }
 
-    /// [`list_keys`](Self::list_keys) asking for at most `page_keys` keys per call (tests
-    /// use small pages to follow continuation tokens on a few objects).
-    pub async fn list_keys_in_pages(
+    /// The keys of [`list`](Self::list).
+    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, SourceError> {
+        let listed = self.list(bucket, prefix).await?;
+        Ok(listed.into_iter().map(|o| o.key).collect())
+    }
+
+    /// [`list`](Self::list) asking for at most `page_keys` keys per call (tests use small
+    /// pages to follow continuation tokens on a few objects).
+    pub async fn list_in_pages(
         &self,
         bucket: &str,
         prefix: &str,
         page_keys: i32,
-    ) -> Result<Vec<String>, SourceError> {
-        let mut keys = Vec::new();
+    ) -> Result<Vec<Listed>, SourceError> {
+        let mut listed = Vec::new();
         let mut token = None;
         loop {
             let out = self
@@ -226,14 +240,15 @@ impl S3Source {
                     }
                     _ => classify(format!("s3://{bucket}/{prefix}"), e),
                 })?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
+            listed.extend(out.contents().iter().filter_map(|o| {
+                Some(Listed {
+                    key: o.key()?.to_owned(),
+                    size: o.size().map_or(0, |s| s.max(0) as u64),
+                })
+            }));
             match out.next_continuation_token() {
                 Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => return Ok(keys),
+                _ => return Ok(listed),
             }
         }
     }

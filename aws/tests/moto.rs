@@ -41,7 +41,8 @@ async fn listing_follows_every_page_and_missing_buckets_and_streams_are_named() 
     let source = S3Source {
         client: env.s3.clone(),
     };
-    let keys = source.list_keys_in_pages(BUCKET, "in/", 2).await.unwrap();
+    let listed = source.list_in_pages(BUCKET, "in/", 2).await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(
         keys,
         [
@@ -52,6 +53,7 @@ async fn listing_follows_every_page_and_missing_buckets_and_streams_are_named() 
             "in/sub/c.csv.gz"
         ]
     );
+    assert!(listed.iter().all(|o| o.size == 1), "sizes: {listed:?}");
     assert_eq!(source.list_keys(BUCKET, "").await.unwrap().len(), 6);
     assert!(source
         .list_keys(BUCKET, "nothing/")

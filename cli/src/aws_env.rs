@@ -1,14 +1,16 @@
-//! AWS settings for `s3://` inputs and `kinesis://` streams, from the variables the AWS tools
-//! use, so one command drives an emulator (`AWS_ENDPOINT_URL`) or a real account unchanged.
+//! AWS settings for `s3://` inputs and `kinesis://` streams, found as the AWS CLI finds them
+//! (environment variables, `AWS_PROFILE` and the shared config and credentials files, SSO, web
+//! identity, container and instance roles; `AWS_ENDPOINT_URL` or a profile's `endpoint_url`
+//! for an emulator), so one command drives an emulator or a real account unchanged.
 
 use anyhow::{Context, Result};
-use meterflow_aws::client::ClientSettings;
+use meterflow_aws::client::{http_client, ClientSettings};
 
-/// Region, credentials and endpoint from the environment.
-pub fn settings() -> Result<ClientSettings> {
-    ClientSettings::from_env().context(
-        "s3:// and kinesis:// need AWS settings: set AWS_REGION, AWS_ACCESS_KEY_ID and \
-         AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL=http://127.0.0.1:PORT for an emulator such as moto)",
+/// Region, credentials and endpoint from the standard chain.
+pub async fn settings() -> Result<ClientSettings> {
+    ClientSettings::from_chain(http_client()).await.context(
+        "s3:// and kinesis:// need AWS settings (for an emulator such as moto, also \
+         AWS_ENDPOINT_URL=http://127.0.0.1:PORT)",
     )
 }
 

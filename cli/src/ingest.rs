@@ -195,6 +195,7 @@ pub async fn run<S: Store + 'static>(
     let (tx, rx) = mpsc::channel::<StreamRecord>(STREAM_CAPACITY);
     let read = Arc::new(AtomicU64::new(0));
     let halt = Arc::new(AtomicBool::new(false));
+    let total_bytes = found.bytes;
     let mut summary = Summary {
         files: found.inputs.len() as u64,
         skipped: found.skipped,
@@ -228,9 +229,8 @@ pub async fn run<S: Store + 'static>(
             rejects: Arc::new(move |r| rejects.lock().unwrap_or_else(|p| p.into_inner()).add(r)),
         },
     );
-    let progress = cfg
-        .progress
-        .then(|| crate::progress::Progress::start(Arc::clone(&read)));
+    let bars = crate::progress::Bars::new(cfg.progress);
+    let ticker = bars.bytes(total_bytes, Arc::clone(&read));
 
     // The consumer: the aggregator library as in the Lambda, or the Lambda's Kinesis shipper.
     let consumed: Result<Consumed> = match &destination {
@@ -252,9 +252,7 @@ pub async fn run<S: Store + 'static>(
     let outcomes = tokio::task::spawn_blocking(move || workers.join())
         .await
         .map_err(|e| anyhow::anyhow!("waiting for the splitting threads: {e}"))??;
-    if let Some(p) = progress {
-        p.stop();
-    }
+    ticker.stop();
     let mut stats = Stats::default();
     let mut log_guard = log.lock().unwrap_or_else(|p| p.into_inner());
     for outcome in outcomes {

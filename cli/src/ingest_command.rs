@@ -1,4 +1,7 @@
-//! `meterflow ingest`'s arguments and wiring: which inputs, which destination, which settings.
+//! `meterflow ingest` and `meterflow reprocess`: their arguments and wiring (which inputs,
+//! which destination, which settings). `reprocess` is `ingest` of `s3://` prefixes only: the
+//! objects are named and versioned as the splitter Lambda names them, so a reprocessed object
+//! writes the keys its first pass wrote, and lands once.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -30,6 +33,23 @@ pub struct Args {
     /// An s3://bucket/prefix to read (repeatable; the same as naming it among the paths).
     #[arg(long)]
     source: Vec<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(clap::Args)]
+pub struct ReprocessArgs {
+    /// s3://bucket/prefix (every object under it, as the splitter Lambda names them; its
+    /// rejects reports are passed over).
+    #[arg(required = true, value_name = "S3_PREFIX")]
+    prefixes: Vec<String>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// What `ingest` and `reprocess` share.
+#[derive(clap::Args)]
+struct Settings {
     /// Put the records on this Kinesis stream (kinesis://NAME), for the aggregator Lambda,
     /// instead of writing them to the store.
     #[arg(long)]
@@ -67,13 +87,28 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
+    let all: Vec<PathBuf> = args.paths.iter().chain(&args.source).cloned().collect();
+    ingest(&all, args.settings, store).await
+}
+
+pub async fn reprocess(args: ReprocessArgs, store: &str) -> Result<ExitCode> {
+    for p in &args.prefixes {
+        anyhow::ensure!(
+            p.starts_with("s3://"),
+            "`{p}` is not an S3 prefix: reprocess re-splits objects in S3 (s3://bucket/prefix); read local files with `meterflow ingest`"
+        );
+    }
+    let all: Vec<PathBuf> = args.prefixes.iter().map(PathBuf::from).collect();
+    ingest(&all, args.settings, store).await
+}
+
+async fn ingest(all: &[PathBuf], args: Settings, store: &str) -> Result<ExitCode> {
     // The destination first: a wrong store or stream fails before any listing.
     let destination: Destination<AnyStore> = match &args.stream {
         Some(url) => Destination::Stream(KinesisDestination::open(url, args.puts_in_flight).await?),
         None => Destination::Store(Arc::new(crate::store::open(store).await?)),
     };
-    let all: Vec<PathBuf> = args.paths.iter().chain(&args.source).cloned().collect();
-    let found = crate::inputs::expand(&all, args.rejects.as_deref()).await?;
+    let found = crate::inputs::expand(all, args.rejects.as_deref()).await?;
     if found.inputs.is_empty() {
         let why = found
             .failures

@@ -46,6 +46,8 @@ pub struct Found {
     pub failures: Vec<(String, String)>,
     /// The S3 client, when some argument is an `s3://` prefix.
     pub s3: Option<Arc<S3Inputs>>,
+    /// Bytes of all the inputs (as stored: compressed ones compressed), for progress.
+    pub bytes: u64,
 }
 
 /// A path or key that a directory walk or prefix listing did not read.
@@ -139,6 +141,7 @@ impl Walk<'_> {
             return self.skip(path, SkipReason::Duplicate);
         }
         self.found.inputs.push(Input::File(path.to_path_buf()));
+        self.found.bytes += meta.len();
     }
 
     /// Walks `dir` in name order; what cannot be read is a failure of its own.
@@ -208,18 +211,24 @@ pub async fn expand(args: &[PathBuf], report: Option<&Path>) -> Result<Found> {
                     None => walk
                         .found
                         .s3
-                        .insert(Arc::new(S3Inputs::from_env()?))
+                        .insert(Arc::new(S3Inputs::from_env().await?))
                         .clone(),
                 };
-                for key in s3.list(&at).await? {
+                for object in s3.list(&at).await? {
+                    let key = object.key;
                     let path = format!("s3://{}/{key}", at.bucket);
-                    if key == at.prefix || (!key.ends_with('/') && is_data_file(&key)) {
+                    if key.ends_with(REPORT_SUFFIX) && key != at.prefix {
+                        // The splitter Lambda's rejects reports beside their objects.
+                        walk.skip(Path::new(&path), SkipReason::Report);
+                    } else if key == at.prefix || (!key.ends_with('/') && is_data_file(&key)) {
+                        walk.found.bytes += object.size;
                         walk.found.inputs.push(Input::S3 {
                             bucket: at.bucket.clone(),
                             key,
                         });
                     } else if !key.ends_with('/') {
-                        // (A key ending in `/` is a console "folder", not data.)
+                        // (A key ending in `/` is a console "folder", not data; the splitter
+                        // Lambda's hand-over notes, `*.handover.json`, are passed over here.)
                         walk.skip(Path::new(&path), SkipReason::Extension);
                     }
                 }

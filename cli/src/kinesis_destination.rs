@@ -31,15 +31,28 @@ pub struct PutSummary {
     pub report: PutReport,
 }
 
+/// The stream an argument names: `kinesis://NAME` or `NAME` (Kinesis' rules: 1 to 128
+/// letters, digits, `_`, `-` or `.`).
+pub fn stream_name(arg: &str) -> Result<&str> {
+    let name = arg.strip_prefix("kinesis://").unwrap_or(arg);
+    let valid = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    anyhow::ensure!(
+        valid,
+        "`{arg}` is not a stream: expected kinesis://NAME or NAME (1 to 128 letters, digits, _, - or .)"
+    );
+    Ok(name)
+}
+
 impl KinesisDestination {
-    /// Checks that the stream `url` names exists (so a typo fails before any parsing) and
+    /// Checks that the stream `arg` names exists (so a typo fails before any parsing) and
     /// readies a shipper with `puts_in_flight` PutRecords calls at once.
-    pub async fn open(url: &str, puts_in_flight: usize) -> Result<KinesisDestination> {
-        let name = url
-            .strip_prefix("kinesis://")
-            .filter(|n| !n.is_empty() && !n.contains('/'))
-            .ok_or_else(|| anyhow::anyhow!("`{url}` is not a stream: expected kinesis://NAME"))?;
-        let settings = crate::aws_env::settings()?;
+    pub async fn open(arg: &str, puts_in_flight: usize) -> Result<KinesisDestination> {
+        let name = stream_name(arg)?;
+        let url = &format!("kinesis://{name}");
+        let settings = crate::aws_env::settings().await?;
         let stream = KinesisStream {
             client: kinesis_client(&settings, http_client()),
             stream_name: name.to_owned(),
@@ -54,7 +67,7 @@ impl KinesisDestination {
         let mut shipper = Shipper::new(Arc::new(stream), packing().buckets);
         shipper.max_in_flight = puts_in_flight.max(1);
         Ok(KinesisDestination {
-            url: url.to_owned(),
+            url: url.clone(),
             shipper,
         })
     }

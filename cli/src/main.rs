@@ -18,12 +18,14 @@ macro_rules! out {
 
 mod aws_env;
 mod demo;
+mod failure_file;
 mod generate;
 mod ingest;
 mod ingest_command;
 mod inputs;
 mod kinesis_destination;
 mod progress;
+mod replay_command;
 mod s3_inputs;
 mod store;
 
@@ -62,6 +64,14 @@ enum Command {
     /// Read files, directories (recursively) or S3 prefixes (.csv, NEM12, .gz, .zip; format
     /// from content) into the store, or onto a Kinesis stream with --stream.
     Ingest(ingest_command::Args),
+    /// Re-split S3 objects (data older than the stream's retention) as the splitter Lambda
+    /// would: into the store, or onto the stream with --stream. A reprocessed object lands
+    /// once: it writes the keys its first pass wrote.
+    Reprocess(ingest_command::ReprocessArgs),
+    /// Apply what is still on a Kinesis stream again, through the aggregator's own code: after
+    /// a store loss, an aggregator fix, a new table, or a batch the event source mapping gave
+    /// up on (--from-failure). Idempotent: replaying twice changes nothing.
+    Replay(replay_command::Args),
     /// Daily totals of one meter, as the API's JSON.
     Query {
         /// The meter (series id), e.g. EE00027, or NMI-suffix for NEM12 data (VABD000163-E1).
@@ -123,6 +133,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => ingest_command::run(args, &cli.store).await,
+        Command::Reprocess(args) => ingest_command::reprocess(args, &cli.store).await,
+        Command::Replay(args) => replay_command::run(args, &cli.store).await,
         Command::Query {
             meter,
             from,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use meterflow_aws::client::{http_client, s3_client};
-use meterflow_aws::s3::{self, ObjectSource, ReadSettings, S3Source};
+use meterflow_aws::s3::{self, Listed, ObjectSource, ReadSettings, S3Source};
 use tokio::runtime::Handle;
 
 use meterflow_splitter::files::Opened;
@@ -41,9 +41,9 @@ pub struct S3Inputs {
 }
 
 impl S3Inputs {
-    /// Clients from the environment; call on the runtime the reads will use.
-    pub fn from_env() -> Result<S3Inputs> {
-        let settings = crate::aws_env::settings()?;
+    /// Clients from the standard chain; call on the runtime the reads will use.
+    pub async fn from_env() -> Result<S3Inputs> {
+        let settings = crate::aws_env::settings().await?;
         Ok(S3Inputs {
             handle: Handle::current(),
             source: Arc::new(S3Source {
@@ -53,11 +53,12 @@ impl S3Inputs {
         })
     }
 
-    /// Every key under the prefix; none at all is an error (a mistyped prefix, most likely).
-    pub async fn list(&self, at: &S3Prefix) -> Result<Vec<String>> {
+    /// Every object under the prefix; none at all is an error (a mistyped prefix, most
+    /// likely).
+    pub async fn list(&self, at: &S3Prefix) -> Result<Vec<Listed>> {
         let keys = self
             .source
-            .list_keys(&at.bucket, &at.prefix)
+            .list(&at.bucket, &at.prefix)
             .await
             .with_context(|| {
                 format!(

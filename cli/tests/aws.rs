@@ -391,9 +391,9 @@ fn missing_buckets_streams_and_settings_fail_saying_what_to_fix() {
         &["kinesis://nope: no such stream", "AWS_REGION"],
     );
     aws.fails(
-        &["ingest", file, "--stream", "nope"],
+        &["ingest", file, "--stream", "kinesis://a/b"],
         1,
-        &["expected kinesis://NAME"],
+        &["expected kinesis://NAME or NAME"],
     );
     aws.fails(&["ingest", file, "--puts-in-flight", "2"], 2, &["--stream"]);
     aws.fails(&["ingest", "s3://"], 1, &["s3://bucket/prefix"]);

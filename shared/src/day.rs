@@ -208,6 +208,69 @@ impl SlashedOrder {
     }
 }
 
+/// An RFC 3339 instant (`2019-01-31T13:45:00Z`, `2019-01-31T23:45:00.250+10:00`) as epoch
+/// milliseconds: the times of the stream (`meterflow replay --from-time`), which, unlike a
+/// reading's timestamp, name one moment, so the offset is required and applied.
+pub fn parse_instant_ms(text: &str) -> Result<i64, String> {
+    let err = |why: &str| {
+        format!("`{text}` is not a time: {why} (write it as RFC 3339, like 2019-01-31T13:45:00Z or 2019-01-31T23:45:00+10:00)")
+    };
+    let t = text.trim().as_bytes();
+    if t.len() < 20 || !matches!(t[10], b'T' | b't' | b' ') {
+        return Err(err("expected a date, `T` and a time"));
+    }
+    let day = Day::parse_iso(std::str::from_utf8(&t[..10]).unwrap_or_default())
+        .map_err(|e| err(e.why))?;
+    let two = |b: &[u8]| match b {
+        [a @ b'0'..=b'9', c @ b'0'..=b'9'] => Some(i64::from((a - b'0') * 10 + (c - b'0'))),
+        _ => None,
+    };
+    let (h, m, sec) = match (&t[13..14], &t[16..17]) {
+        (b":", b":") => (two(&t[11..13]), two(&t[14..16]), two(&t[17..19])),
+        _ => (None, None, None),
+    };
+    let (Some(h), Some(m), Some(sec)) = (h, m, sec) else {
+        return Err(err("the time must be HH:MM:SS"));
+    };
+    if h > 23 || m > 59 || sec > 60 {
+        return Err(err("no such time of day"));
+    }
+    let mut rest = &t[19..];
+    let mut millis = 0i64;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return Err(err("a `.` with no fraction of a second after it"));
+        }
+        let digits = &frac[..n];
+        millis = (0..3).fold(0, |acc, i| {
+            acc * 10 + digits.get(i).map_or(0, |d| i64::from(d - b'0'))
+        });
+        rest = &frac[n..];
+    }
+    let offset_minutes = match rest {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), oh0, oh1, b':', om0, om1] => {
+            let (Some(oh), Some(om)) = (two(&[*oh0, *oh1]), two(&[*om0, *om1])) else {
+                return Err(err("unreadable UTC offset"));
+            };
+            if oh > 23 || om > 59 {
+                return Err(err("unreadable UTC offset"));
+            }
+            let minutes = oh * 60 + om;
+            if *sign == b'-' {
+                -minutes
+            } else {
+                minutes
+            }
+        }
+        [] => return Err(err("no UTC offset: add Z for UTC, or +HH:MM")),
+        _ => return Err(err("unreadable UTC offset")),
+    };
+    let secs = i64::from(day.days()) * 86_400 + h * 3600 + m * 60 + sec - offset_minutes * 60;
+    Ok(secs * 1000 + millis)
+}
+
 fn split3(t: &[u8], sep: u8) -> Option<[&[u8]; 3]> {
     let mut it = t.split(|&b| b == sep);
     let a = it.next()?;
@@ -345,6 +408,29 @@ mod tests {
             ("13/13/2019", SlashedOrder::Plain),
         ] {
             assert_eq!(SlashedOrder::of(text.as_bytes()), order, "{text}");
+        }
+    }
+
+    #[test]
+    fn instants_apply_their_offset() {
+        let utc = parse_instant_ms("2019-01-31T13:45:00Z").unwrap();
+        assert_eq!(utc, 1_548_942_300_000);
+        assert_eq!(parse_instant_ms("2019-01-31T23:45:00+10:00"), Ok(utc));
+        assert_eq!(
+            parse_instant_ms("2019-01-31T08:45:00.250-05:00"),
+            Ok(utc + 250)
+        );
+        assert_eq!(parse_instant_ms("1970-01-01T00:00:00.9999Z"), Ok(999));
+        for bad in [
+            "2019-01-31T13:45:00",
+            "2019-01-31",
+            "2019-01-31T25:00:00Z",
+            "2019-02-30T00:00:00Z",
+            "2019-01-31T13:45Z",
+            "2019-01-31T13:45:00+1000",
+        ] {
+            let e = parse_instant_ms(bad).unwrap_err();
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
         }
     }
 

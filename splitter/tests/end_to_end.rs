@@ -22,7 +22,7 @@ use meterflow_store::{SqliteStore, Store};
 use meterflow_store_cql::{CqlConfig, CqlStore};
 use meterflow_testkit::cql::Kassandra;
 use meterflow_testkit::events::{ask, fixture, kinesis_event};
-use meterflow_testkit::moto::{read_shard, ShardRecord};
+use meterflow_testkit::moto::ShardRecord;
 use meterflow_testkit::sink::MemorySink;
 use tokio::time::{Duration, Instant};
 
@@ -31,26 +31,6 @@ fn spec() -> Spec {
     spec.seed = 11;
     spec.integer_meters_percent = 20;
     spec
-}
-
-/// Every record of every shard.
-async fn read_shards(env: &Env) -> Vec<ShardRecord> {
-    let shards = env
-        .kinesis
-        .list_shards()
-        .stream_name(STREAM)
-        .send()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for shard in shards.shards() {
-        out.extend(
-            read_shard(&env.kinesis, STREAM, shard.shard_id())
-                .await
-                .unwrap(),
-        );
-    }
-    out
 }
 
 /// One event per shard, in shard order, as the event source mapping delivers them.
@@ -207,7 +187,7 @@ async fn a_file_goes_from_s3_through_the_three_lambdas_to_the_same_totals_as_loc
         (0, None)
     );
 
-    let records = read_shards(&env).await;
+    let (records, _) = env.read_back().await;
     assert_eq!(
         records.len() as u64,
         object.counts.records,

@@ -5,8 +5,8 @@
 //!   fill and read it;
 //! - [`cql`]: an in-process CQL server (the `kassandra` engine) on a loopback port, plain or
 //!   behind TLS;
-//! - [`kinesis`], [`s3`], [`sink`]: doubles of the AWS adapters' traits, including the
-//!   fault-injecting ones for failures the emulator cannot produce;
+//! - [`kinesis`], [`s3`], [`sink`], [`shards`]: doubles of the AWS adapters' traits, including
+//!   the fault-injecting ones for failures the emulator cannot produce;
 //! - [`conformance`]: the suite every [`meterflow_store::Store`] must pass, and sample data;
 //! - [`events`]: Lambda event JSON, fixtures and builders (S3 notifications, Kinesis batches,
 //!   Function URL requests).
@@ -17,4 +17,5 @@ pub mod events;
 pub mod kinesis;
 pub mod moto;
 pub mod s3;
+pub mod shards;
 pub mod sink;

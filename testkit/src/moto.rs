@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::error::DisplayErrorContext;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use meterflow_aws::shards::{KinesisShards, ReadError, ShardReader, StartingPosition};
 
 use meterflow_aws::client::ClientSettings;
 
@@ -187,6 +187,8 @@ pub struct ShardRecord {
     pub sequence_number: String,
     pub partition_key: String,
     pub data: Vec<u8>,
+    /// When the stream received it, epoch milliseconds.
+    pub arrival_ms: i64,
 }
 
 /// Creates a bucket and a stream of `shards` shards: the tests' usual starting point.
@@ -230,44 +232,29 @@ pub async fn upload(
         .map_err(|e| format!("uploading s3://{bucket}/{key}: {}", DisplayErrorContext(&e)))
 }
 
-/// Every record of every shard of `stream`, from TRIM_HORIZON, and each shard's hash key
-/// range: what tests check a put against (which shard holds which bucket, and the data).
-/// Sequence numbers are not compared across shards (moto repeats them).
+/// Every record of every shard of `stream` (closed ones too), from TRIM_HORIZON, and each
+/// shard's hash key range: what tests check a put against (which shard holds which bucket, and
+/// the data). Sequence numbers are not compared across shards (moto repeats them). Read with
+/// the replay's own adapter ([`KinesisShards`]).
 pub async fn read_stream(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Result<(Vec<ShardRecord>, BTreeMap<String, (u128, u128)>), String> {
     let fail = |e: &dyn std::fmt::Display| format!("reading kinesis://{stream} back: {e}");
+    let reader = KinesisShards {
+        client: client.clone(),
+        stream_name: stream.to_owned(),
+    };
     let mut ranges = BTreeMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let req = match &token {
-            Some(t) => client.list_shards().next_token(t),
-            None => client.list_shards().stream_name(stream),
-        };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| fail(&DisplayErrorContext(&e)))?;
-        for s in out.shards() {
-            let r = s
-                .hash_key_range()
-                .ok_or_else(|| fail(&"a shard without hash keys"))?;
-            let key = |k: &str| k.parse::<u128>().map_err(|e| fail(&e));
-            ranges.insert(
-                s.shard_id().to_owned(),
-                (key(r.starting_hash_key())?, key(r.ending_hash_key())?),
-            );
-        }
-        token = out.next_token().map(str::to_owned);
-        if token.is_none() {
-            break;
-        }
+    for s in reader.list_shards().await.map_err(|e| fail(&e))? {
+        let keys = s
+            .hash_keys
+            .ok_or_else(|| fail(&"a shard without hash keys"))?;
+        ranges.insert(s.id, keys);
     }
     let mut records = Vec::new();
     for shard in ranges.keys() {
-        let read = read_shard(client, stream, shard).await;
-        records.extend(read.map_err(|e| fail(&DisplayErrorContext(&e)))?);
+        records.extend(read_shard(&reader, shard).await.map_err(|e| fail(&e))?);
     }
     Ok((records, ranges))
 }
@@ -275,40 +262,25 @@ pub async fn read_stream(
 /// Every record of `shard`, from TRIM_HORIZON to the first empty page: an open shard always
 /// has a next iterator, so an empty page is how the reader knows it has seen everything.
 pub async fn read_shard(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
+    reader: &impl ShardReader,
     shard: &str,
-) -> Result<Vec<ShardRecord>, aws_sdk_kinesis::Error> {
-    let mut iterator = client
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await?
-        .shard_iterator()
-        .map(str::to_owned);
+) -> Result<Vec<ShardRecord>, ReadError> {
+    let mut iterator = Some(
+        reader
+            .iterator(shard, &StartingPosition::TrimHorizon)
+            .await?,
+    );
     let mut out = Vec::new();
     while let Some(it) = iterator {
-        let page = client
-            .get_records()
-            .shard_iterator(it)
-            .limit(1000)
-            .send()
-            .await?;
-        for r in page.records() {
-            out.push(ShardRecord {
-                shard: shard.to_owned(),
-                sequence_number: r.sequence_number().to_owned(),
-                partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                data: r.data().as_ref().to_vec(),
-            });
-        }
-        iterator = if page.records().is_empty() {
-            None
-        } else {
-            page.next_shard_iterator().map(str::to_owned)
-        };
+        let page = reader.records(&it, 1000).await?;
+        iterator = page.next_iterator.filter(|_| !page.records.is_empty());
+        out.extend(page.records.into_iter().map(|r| ShardRecord {
+            shard: shard.to_owned(),
+            sequence_number: r.sequence_number,
+            partition_key: r.partition_key,
+            data: r.data,
+            arrival_ms: r.arrival_ms,
+        }));
     }
     Ok(out)
 }
