@@ -76,7 +76,7 @@ async fn a_server_the_ca_did_not_sign_or_another_name_is_refused() {
         config.connect_timeout = std::time::Duration::from_secs(5);
         let e = match CqlStore::connect(&config).await {
             Ok(_) => panic!("connected with CA {ca} to a server for `cql.test` as `{name}`"),
-            Err(e) => e.to_string(),
+            Err(e) => e.report(),
         };
         let why = if ca == "other-ca.pem" {
             "UnknownIssuer"
