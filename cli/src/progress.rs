@@ -110,10 +110,9 @@ impl Observer for ShardBars {
         bar.set_message(format!("{:.1} MB{behind}", report.bytes as f64 / 1e6));
     }
 
+    /// The summary lists every shard: its line goes.
     fn done(&self, report: &ShardReport) {
-        let bar = self.bar(&report.shard);
-        bar.set_position(report.records);
-        bar.finish_with_message(format!("{:.1} MB, done", report.bytes as f64 / 1e6));
+        self.bar(&report.shard).finish_and_clear();
     }
 }
 

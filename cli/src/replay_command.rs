@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use meterflow_aggregator::replay::{
-    lineage_waves, replay, DryRun, Observer, ReplayError, ReplaySettings, ShardPlan, ShardReport,
-    Until,
+    lineage_waves, replay, DryRun, Ended, Observer, ReplayError, ReplaySettings, ShardPlan,
+    ShardReport, Until,
 };
 use meterflow_aws::client::{http_client, kinesis_client};
 use meterflow_aws::shards::{KinesisShards, ShardReader, StartingPosition};
@@ -37,7 +37,12 @@ pub struct Args {
     #[arg(long)]
     trim_horizon: bool,
     /// From this sequence number, included (with exactly one --shard).
-    #[arg(long, value_name = "SEQ")]
+    #[arg(
+        long,
+        value_name = "SEQ",
+        requires = "shard",
+        conflicts_with = "all_shards"
+    )]
     from_sequence: Option<String>,
     /// From the first record that arrived at or after this time.
     #[arg(long, value_name = "RFC3339")]
@@ -102,6 +107,11 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
             eprintln!("stopping after the batches in hand (Ctrl-C again to abort)");
             on_ctrl_c.store(true, Ordering::Relaxed);
         }
+        // The handler replaced the default one: a second Ctrl-C must still end the process.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("aborted: writes are idempotent, so the next replay may simply repeat them");
+            std::process::exit(130);
+        }
     });
     let bars = crate::progress::Bars::new(!args.json);
     let observer: Arc<dyn Observer> = Arc::new(bars.shards());
@@ -136,7 +146,6 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
     let mut summary = Summary {
         stream: format!("kinesis://{name}"),
         dry_run: args.dry_run,
-        stopped: stop.load(Ordering::Relaxed),
         ..Summary::default()
     };
     for r in results {
@@ -151,6 +160,7 @@ pub async fn run(args: Args, store: &str) -> Result<ExitCode> {
         summary.fragments += report.fragments;
         summary.bytes += report.bytes;
         summary.quarantined += report.quarantined;
+        summary.stopped |= report.ended == Some(Ended::Stopped);
         summary.shards.push(report);
     }
     if args.json {
@@ -275,9 +285,15 @@ fn print_text(s: &Summary, err: &mut dyn Write) {
         s.quarantined
     );
     for r in &s.shards {
-        let ended = r
-            .ended
-            .map_or("failed".to_owned(), |e| format!("{e:?}").to_lowercase());
+        let ended = match r.ended {
+            None => "failed",
+            Some(Ended::Tip) => "read to the tip",
+            Some(Ended::Closed) => "a closed shard, read to its end",
+            Some(Ended::ToTime) => "stopped at --to-time",
+            Some(Ended::EndSequence) => "the batch's last record reached",
+            Some(Ended::Count) => "the batch's size reached",
+            Some(Ended::Stopped) => "stopped by Ctrl-C",
+        };
         let last = r.last_sequence_number.as_deref().unwrap_or("none");
         let _ = writeln!(
             err,

@@ -5,161 +5,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::aws::{Aws, Oracle};
 use common::header;
-use meterflow_aws::client::{http_client, kinesis_client, s3_client};
 use meterflow_core::daily_totals;
 use meterflow_core::envelope::decode;
 use meterflow_core::value::write_amount;
-use meterflow_testkit::moto::{read_stream, Moto};
-use serde_json::Value;
-
-const BUCKET: &str = "meter-drop";
-
-/// A moto server, SDK clients on it, and a scratch folder.
-struct Aws {
-    moto: Moto,
-    rt: tokio::runtime::Runtime,
-    s3: aws_sdk_s3::Client,
-    kinesis: aws_sdk_kinesis::Client,
-    dir: tempfile::TempDir,
-}
-
-impl Aws {
-    fn start() -> Aws {
-        let moto = Moto::start().unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let settings = moto.client_settings();
-        let http = http_client();
-        let s3 = s3_client(&settings, http.clone());
-        let kinesis = kinesis_client(&settings, http);
-        rt.block_on(s3.create_bucket().bucket(BUCKET).send())
-            .unwrap();
-        Aws {
-            moto,
-            rt,
-            s3,
-            kinesis,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The binary with the AWS variables a user would set for an emulator.
-    fn command(&self, store: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_meterflow"));
-        c.env("AWS_ENDPOINT_URL", self.moto.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_SESSION_TOKEN")
-            .arg("--store")
-            .arg(self.path(store));
-        c
-    }
-
-    fn meterflow(&self, store: &str, args: &[&str]) -> Output {
-        self.command(store)
-            .args(args)
-            .output()
-            .expect("run meterflow")
-    }
-
-    fn ingest(&self, store: &str, args: &[&str]) -> Value {
-        let mut all = vec!["ingest", "--json"];
-        all.extend_from_slice(args);
-        let out = self.meterflow(store, &all);
-        assert!(
-            out.status.success(),
-            "ingest {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("summary JSON")
-    }
-
-    fn create_stream(&self, name: &str, shards: i32) {
-        let create = self
-            .kinesis
-            .create_stream()
-            .stream_name(name)
-            .shard_count(shards);
-        self.rt.block_on(create.send()).unwrap();
-    }
-
-    fn upload(&self, key: &str, file: &Path) {
-        let body = std::fs::read(file).unwrap();
-        self.rt
-            .block_on(meterflow_testkit::moto::upload(&self.s3, BUCKET, key, body))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// `meterflow generate` into `name`; returns its file and the oracle's
-    /// `series → [(date, total)]`.
-    fn generate(&self, name: &str, format: &str, start: &str, days: u32) -> (PathBuf, Oracle) {
-        let (data, expected) = (self.path(name), self.path(&format!("{name}.expected")));
-        common::generate(format, 12, days, start, &data, &expected);
-        let mut oracle = Oracle::new();
-        for line in std::fs::read_to_string(&expected).unwrap().lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            oracle
-                .entry(f[0].to_owned())
-                .or_default()
-                .push((f[1].to_owned(), f[2].to_owned()));
-        }
-        (data, oracle)
-    }
-
-    /// `(date, total as written)` of a meter in a store, and the whole JSON answer.
-    fn query(&self, store: &str, meter: &str) -> (Vec<(String, String)>, String) {
-        let out = self.meterflow(
-            store,
-            &["query", meter, "--from", "2019-01-01", "--to", "2019-12-31"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let days = v["days"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                (
-                    d["date"].as_str().unwrap().to_owned(),
-                    d["total"].to_string(),
-                )
-            })
-            .collect();
-        (days, String::from_utf8(out.stdout).unwrap())
-    }
-
-    fn fails(&self, args: &[&str], code: i32, needles: &[&str]) {
-        let out = self.meterflow("x.db", args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
-        for n in needles {
-            assert!(stderr.contains(n), "{args:?}: no {n:?} in {stderr}");
-        }
-    }
-}
-
-type Oracle = BTreeMap<String, Vec<(String, String)>>;
+use meterflow_testkit::moto::read_stream;
 
 #[test]
 fn an_s3_prefix_ingests_exactly_like_the_same_files_on_disk() {
@@ -397,11 +255,8 @@ fn missing_buckets_streams_and_settings_fail_saying_what_to_fix() {
     );
     aws.fails(&["ingest", file, "--puts-in-flight", "2"], 2, &["--stream"]);
     aws.fails(&["ingest", "s3://"], 1, &["s3://bucket/prefix"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_meterflow"))
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .arg("--store")
-        .arg(aws.path("x.db"))
+    let out = aws
+        .bare_command("x.db")
         .args(["ingest", "s3://meter-drop/in/"])
         .output()
         .unwrap();

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{splitter, Env, BUCKET, KEY, SHARDS, STREAM};
+use common::{splitter, BUCKET, KEY, SHARDS};
 use meterflow_aggregator::lambda::Aggregator;
 use meterflow_api::ApiConfig;
 use meterflow_aws::env::S3Location;

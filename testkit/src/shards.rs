@@ -40,7 +40,7 @@ impl<R> Unreliable<R> {
 }
 
 fn every(n: u64, call: u64) -> bool {
-    n > 0 && call % n == 0
+    n > 0 && call.is_multiple_of(n)
 }
 
 impl<R: ShardReader> ShardReader for Unreliable<R> {

@@ -1,6 +1,8 @@
 //! Helpers shared by the binary's test files (each includes this module; not all use all).
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::path::Path;
 use std::process::Command;
 
