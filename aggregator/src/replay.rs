@@ -25,7 +25,7 @@ use meterflow_aws::kinesis::CallError;
 use meterflow_aws::retry::RetryPolicy;
 use meterflow_aws::shards::{
     sequence_order, ShardInfo, ShardReader, StartingPosition, EXPIRED_ITERATOR,
-    MAX_RECORDS_PER_CALL, THROUGHPUT_EXCEEDED,
+    MAX_READS_PER_SECOND, MAX_READ_BYTES_PER_SECOND, MAX_RECORDS_PER_CALL, THROUGHPUT_EXCEEDED,
 };
 use meterflow_core::{Day, Fragment, SeriesId};
 use meterflow_store::{Store, StoreError};
@@ -71,8 +71,8 @@ impl Default for ReplaySettings {
     fn default() -> Self {
         ReplaySettings {
             limit: MAX_RECORDS_PER_CALL,
-            min_call_interval: Duration::from_millis(200),
-            max_bytes_per_second: 2_000_000,
+            min_call_interval: Duration::from_secs(1) / MAX_READS_PER_SECOND,
+            max_bytes_per_second: MAX_READ_BYTES_PER_SECOND,
             retry: RetryPolicy {
                 max_attempts: 10,
                 base: Duration::from_millis(200),
@@ -338,10 +338,7 @@ async fn read_shard<R: ShardReader, S: Store>(
             Err(e) => return Err(e),
         };
         let page_bytes: u64 = page.records.iter().map(|r| r.data.len() as u64).sum();
-        let share = Duration::from_secs_f64(
-            page_bytes as f64 / settings.max_bytes_per_second.max(1) as f64,
-        );
-        next_call = called + settings.min_call_interval.max(share);
+        next_call = called + pause_after(page_bytes, settings);
 
         // The records of the page the plan wants, and whether the plan ends inside it.
         let mut ended = None;
@@ -392,6 +389,15 @@ async fn read_shard<R: ShardReader, S: Store>(
             Some(next) => iterator = next,
         }
     }
+}
+
+/// How long after a call that returned `page_bytes` the next may start: the call rate's
+/// interval, or the page's share of the byte rate if that is longer.
+pub fn pause_after(page_bytes: u64, settings: &ReplaySettings) -> Duration {
+    let per_second = settings.max_bytes_per_second.max(1);
+    let share = Duration::from_secs(page_bytes / per_second)
+        + Duration::from_nanos((page_bytes % per_second) * 1_000_000_000 / per_second);
+    settings.min_call_interval.max(share)
 }
 
 /// Applies a batch as the aggregator Lambda does, retrying a retryable store failure from the
@@ -490,6 +496,19 @@ mod tests {
             closed: false,
             hash_keys: None,
         }
+    }
+
+    #[test]
+    fn reads_keep_within_the_shard_limits() {
+        let s = ReplaySettings::default();
+        // Five calls a second when pages are small...
+        assert_eq!(pause_after(0, &s), Duration::from_millis(200));
+        assert_eq!(pause_after(400_000, &s), Duration::from_millis(200));
+        // ...and 2 MB a second when they are not: a 10 MB page (the most one call returns)
+        // buys five seconds of quiet.
+        assert_eq!(pause_after(1_000_000, &s), Duration::from_millis(500));
+        assert_eq!(pause_after(10_000_000, &s), Duration::from_secs(5));
+        assert_eq!(s.limit, 10_000);
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub const THROUGHPUT_EXCEEDED: &str = "ProvisionedThroughputExceededException";
 
 /// Most records one GetRecords call may return.
 pub const MAX_RECORDS_PER_CALL: i32 = 10_000;
+/// GetRecords calls a shard answers per second; more are throttled.
+pub const MAX_READS_PER_SECOND: u32 = 5;
+/// Bytes a shard serves per second across its readers ("2 MB": read as 10^6, the safe side
+/// of 2 MiB). One call may return up to 10 MB; calls after it are throttled until the shard
+/// has caught up.
+pub const MAX_READ_BYTES_PER_SECOND: u64 = 2_000_000;
 
 /// One shard as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
