@@ -11,7 +11,18 @@
 //!
 //! A record that can never decode is quarantined: logged with its stream position and, when
 //! `METERFLOW_DEAD_LETTER` is set, copied to S3 under a key made of that position, so a
-//! redelivered batch overwrites the copy instead of adding one. A dead-letter write that
+//! redelivered batch overwrites the copy instead of adding one.
+//!
+//! Store errors are sorted by the store ([`meterflow_store::StoreError`]): a retryable one
+//! (timeouts, throttling, unavailable replicas, lost connections) fails the batch from the
+//! record that failed, and the event source mapping redelivers it from there; a permanent one
+//! (the store will never take this write: an invalid request, a refused authorisation) skips
+//! the record as a quarantined one is skipped (logged, counted as `records_refused`,
+//! dead-lettered) and the rest of the batch is written, so that one such record cannot hold
+//! its shard until it expires. A store that refuses everything (a dropped table, a revoked
+//! role) is then an alarm on `records_refused`, and the records stay on the stream for
+//! `meterflow replay --from-time` once it is fixed. Configuration errors that show at start
+//! (no table, wrong credentials) fail the cold start instead, so nothing is skipped for them. A dead-letter write that
 //! failed retryably makes the batch fail from that record on (the event source mapping
 //! redelivers it, and the copy is written then); one that fails for good is logged.
 //!
@@ -27,7 +38,7 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use meterflow_core::metric_names;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{apply, batch_item_failures, Outcome};
+use crate::{apply, batch_item_failures, Outcome, Quarantined, Refused};
 use bytes::Bytes;
 use lambda_runtime::tracing::{error, info, warn};
 use meterflow_aws::env::{ConfigError, S3Location, Vars};
@@ -61,7 +72,34 @@ pub async fn handle_at<S: Store>(
         .iter()
         .map(|r| r.kinesis.data.0.as_slice())
         .collect();
-    let outcome = apply(store, &data, |_| {}).await;
+    let mut outcome = Outcome::default();
+    let mut start = 0;
+    while start < data.len() {
+        let part = apply(store, &data[start..], |_| {}).await;
+        outcome.applied += part.applied;
+        outcome.fragments += part.fragments;
+        outcome
+            .quarantined
+            .extend(part.quarantined.into_iter().map(|q| Quarantined {
+                index: start + q.index,
+                ..q
+            }));
+        match part.failed {
+            // Refused for good: retrying would hold the shard until the record expires.
+            Some((i, error)) if !error.is_retryable() => {
+                outcome.refused.push(Refused {
+                    index: start + i,
+                    error,
+                });
+                metrics::counter!(metric_names::AGGREGATOR_RECORDS_REFUSED).increment(1);
+                start += i + 1;
+            }
+            failed => {
+                outcome.failed = failed.map(|(i, e)| (start + i, e));
+                break;
+            }
+        }
+    }
     let mut response = KinesisEventResponse::default();
     response.set_failures(batch_item_failures(&ids, &outcome));
     (response, outcome)
@@ -139,6 +177,8 @@ pub struct BatchSummary {
     pub applied: usize,
     pub fragments: usize,
     pub quarantined: usize,
+    /// Records the store refused for good (skipped, as quarantined ones are).
+    pub refused: usize,
     pub dead_letters: usize,
     /// Records reported in `batchItemFailures` (redelivered).
     pub retried: usize,
@@ -164,12 +204,30 @@ impl<S: Store, K: ObjectSink> Aggregator<S, K> {
             applied: outcome.applied,
             fragments: outcome.fragments,
             quarantined: outcome.quarantined.len(),
+            refused: outcome.refused.len(),
             ..BatchSummary::default()
         };
-        for q in &outcome.quarantined {
-            let record = &event.records[q.index];
+        let skipped = outcome
+            .quarantined
+            .iter()
+            .map(|q| {
+                (
+                    q.index,
+                    q.error.to_string(),
+                    "quarantined a record that cannot be decoded",
+                )
+            })
+            .chain(outcome.refused.iter().map(|r| {
+                (
+                    r.index,
+                    r.error.report(),
+                    "the store refused a record for good; it is skipped",
+                )
+            }));
+        for (index, error, what) in skipped {
+            let record = &event.records[index];
             let p = Position::of(record);
-            error!(stream = p.stream, shard = p.shard, sequence_number = p.sequence_number, error = %q.error, "quarantined a record that cannot be decoded");
+            error!(stream = p.stream, shard = p.shard, sequence_number = p.sequence_number, error = %error, "{what}");
             let Some((sink, at)) = &self.dead_letter else {
                 continue;
             };
@@ -181,11 +239,11 @@ impl<S: Store, K: ObjectSink> Aggregator<S, K> {
             {
                 Ok(()) => {
                     summary.dead_letters += 1;
-                    info!(dead_letter = %format!("s3://{}/{key}", at.bucket), "quarantined record copied");
+                    info!(dead_letter = %format!("s3://{}/{key}", at.bucket), "skipped record copied");
                 }
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, "dead-letter copy failed; the batch is retried from this record");
-                    retry_from = Some(retry_from.map_or(q.index, |r| r.min(q.index)));
+                    retry_from = Some(retry_from.map_or(index, |r| r.min(index)));
                 }
                 Err(e) => {
                     error!(error = %e, "dead-letter copy failed for good; check METERFLOW_DEAD_LETTER and the role's s3:PutObject permission")

@@ -30,6 +30,15 @@ pub struct Quarantined {
     pub error: DecodeError,
 }
 
+/// A record the store refused for good (a permanent error): skipped like an undecodable one,
+/// by the aggregator Lambda only (see [`lambda`](crate)'s docs).
+#[derive(Debug)]
+pub struct Refused {
+    /// Position of the record in the batch.
+    pub index: usize,
+    pub error: StoreError,
+}
+
 /// What applying a batch did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -37,6 +46,9 @@ pub struct Outcome {
     pub applied: usize,
     pub fragments: usize,
     pub quarantined: Vec<Quarantined>,
+    /// Records the store refused with a permanent error (never filled by [`apply`], which
+    /// stops at any failure; the Lambda's handler skips such records and goes on).
+    pub refused: Vec<Refused>,
     /// The first record whose write failed, and why; records from there on were not applied.
     pub failed: Option<(usize, StoreError)>,
 }

@@ -8,7 +8,7 @@ use meterflow_aws::env::S3Location;
 use meterflow_core::synth::Spec;
 use meterflow_core::{Day, Format};
 use meterflow_splitter::{split, Collected, PackSettings};
-use meterflow_store::{SqliteStore, Store};
+use meterflow_store::{SqliteStore, Store, StoreError};
 use meterflow_testkit::events::{fixture, kinesis_event};
 use meterflow_testkit::moto::ShardRecord;
 use meterflow_testkit::sink::MemorySink;
@@ -135,5 +135,103 @@ async fn the_batch_fixture_stores_its_day_and_quarantines_the_rest() {
             .unwrap();
         let totals = meterflow_core::daily_totals(fragments.iter());
         assert_eq!(totals[0].total, want.total, "{}", want.series);
+    }
+}
+
+/// Refuses for good (a permanent error) any record equal to `refuse`, writing the ones
+/// before it: a store that will never take one particular write.
+struct Refusing {
+    inner: SqliteStore,
+    refuse: Vec<u8>,
+}
+
+impl Store for Refusing {
+    async fn put(&self, fragments: Vec<meterflow_core::Fragment>) -> Result<(), StoreError> {
+        self.inner.put(fragments).await
+    }
+
+    async fn put_records(&self, records: Vec<Vec<u8>>) -> Result<(), (usize, StoreError)> {
+        match records.iter().position(|r| *r == self.refuse) {
+            None => self.inner.put_records(records).await,
+            Some(at) => {
+                let before = records[..at].to_vec();
+                self.inner.put_records(before).await?;
+                Err((at, StoreError::refused("injected: this write is invalid")))
+            }
+        }
+    }
+
+    async fn fragments(
+        &self,
+        series: &meterflow_core::SeriesId,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<meterflow_core::Fragment>, StoreError> {
+        self.inner.fragments(series, from, to).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_store_refuses_for_good_is_skipped_and_the_rest_written() {
+    let spec = Spec::new(3, 1);
+    let csv = spec.generate(Format::Wide).unwrap();
+    let mut out = Collected::default();
+    let settings = PackSettings {
+        buckets: 1,
+        max_record_bytes: 160,
+        max_held_bytes: 1024,
+    };
+    split(&csv[..], spec.options("m.csv"), settings, &mut out).unwrap();
+    assert_eq!(out.records.len(), 3, "one meter-day per record");
+    let records: Vec<ShardRecord> = out
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ShardRecord {
+            shard: "shardId-000000000001".into(),
+            sequence_number: format!("200{i}"),
+            partition_key: "bucket-0".into(),
+            data: r.data.clone(),
+            arrival_ms: 0,
+        })
+        .collect();
+    let event = kinesis_event(&records);
+    let sink = MemorySink::default();
+    let a = Aggregator {
+        store: Refusing {
+            inner: SqliteStore::open_in_memory().unwrap(),
+            refuse: out.records[1].data.clone(),
+        },
+        dead_letter: dead_letter(sink),
+    };
+    let acc = meterflow_telemetry::Accumulator::new();
+    let (response, summary) = {
+        let _metrics = acc.local();
+        a.handle(&event).await
+    };
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a permanent refusal must not hold the shard"
+    );
+    assert_eq!(
+        (summary.applied, summary.refused, summary.dead_letters),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        acc.take()
+            .counter(meterflow_core::metric_names::AGGREGATOR_RECORDS_REFUSED),
+        1
+    );
+    let written = a.dead_letter.as_ref().unwrap().0.written();
+    assert_eq!(
+        written[0].1,
+        "dead/meterflow-fragments/shardId-000000000001/2001"
+    );
+    // The records on both sides of the refused one were written; its meter has no day.
+    let day = spec.day(0);
+    for (meter, stored) in [(0, true), (1, false), (2, true)] {
+        let series = spec.series_id(Format::Wide, meter).parse().unwrap();
+        let got = a.store.fragments(&series, day, day).await.unwrap();
+        assert_eq!(!got.is_empty(), stored, "meter {meter}");
     }
 }

@@ -70,7 +70,11 @@ pub const AGGREGATOR_RECORDS_APPLIED: &str = "aggregator.records_applied";
 pub const AGGREGATOR_FRAGMENTS_WRITTEN: &str = "aggregator.fragments_written";
 /// Count: records that can never decode, skipped (never retried).
 pub const AGGREGATOR_RECORDS_QUARANTINED: &str = "aggregator.records_quarantined";
-/// Count: store writes that failed (the batch is retried from the failed record).
+/// Count: records the store refused with a permanent error, skipped and dead-lettered by the
+/// aggregator Lambda (never retried).
+pub const AGGREGATOR_RECORDS_REFUSED: &str = "aggregator.records_refused";
+/// Count: store writes that failed (retryable: the batch is retried from the failed record;
+/// permanent: the record is refused).
 pub const AGGREGATOR_STORE_FAILURES: &str = "aggregator.store_failures";
 /// Milliseconds (histogram): time of one store write of a batch's valid records.
 pub const AGGREGATOR_STORE_WRITE_MS: &str = "aggregator.store_write_ms";
@@ -95,6 +99,7 @@ pub const ALL: &[(&str, Unit)] = &[
     (AGGREGATOR_RECORDS_APPLIED, Unit::Count),
     (AGGREGATOR_FRAGMENTS_WRITTEN, Unit::Count),
     (AGGREGATOR_RECORDS_QUARANTINED, Unit::Count),
+    (AGGREGATOR_RECORDS_REFUSED, Unit::Count),
     (AGGREGATOR_STORE_FAILURES, Unit::Count),
     (AGGREGATOR_STORE_WRITE_MS, Unit::Milliseconds),
     (AGGREGATOR_ITERATOR_AGE_MS, Unit::Milliseconds),

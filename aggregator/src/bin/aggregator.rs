@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
                 applied = summary.applied,
                 fragments = summary.fragments,
                 quarantined = summary.quarantined,
+                refused = summary.refused,
                 retried = summary.retried,
                 "batch done"
             );
