@@ -30,10 +30,10 @@ ingest() { # file -> "seconds rows_accepted"
 read -r plain_s plain_rows < <(ingest "$out/$main.csv")
 read -r gz_s gz_rows < <(ingest "$out/$main.csv.gz")
 # The same rows from both, or the figures mean nothing.
-[ "$plain_rows" = "$gz_rows" ] && [ "$plain_rows" = $((meters * 365)) ] || {
+if [ "$plain_rows" != "$gz_rows" ] || [ "$plain_rows" != $((meters * 365)) ]; then
   echo "rows differ: plain $plain_rows, gz $gz_rows, expected $((meters * 365))" >&2
   exit 1
-}
+fi
 read -r inflated inflate_s inflate_mbs < <("$inflate" "$out/$main.csv.gz")
 [ "$inflated" = "$size" ] || { echo "inflated $inflated bytes, expected $size" >&2; exit 1; }
 /usr/bin/time -f "%e" -o "$out/time.txt" gzip -dc "$out/$main.csv.gz" > /dev/null

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # `out` and `target` are for the scripts that source this
 # Sourced by the bench scripts: strict mode, the workspace root as the working directory,
 # `out` (bench/out, generated files and logs) and `target` (cargo's target directory).
 set -euo pipefail
@@ -10,5 +12,6 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 # gen NAME METERS DAYS: bench/out/NAME.csv, a wide file from `$mf generate` (seed 7), kept
 # between runs. Name files by their size so that a cached file of another size is never used.
 gen() {
+  # shellcheck disable=SC2154 # `mf` (the binary) is set by the script that calls gen
   [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
 }

@@ -22,7 +22,8 @@ export PATH="$root/bench/.venv/bin:$PATH"
 cargo build --release -q -p meterflow-cli --bin meterflow
 cargo build --release -q -p meterflow-splitter --bin splitter # so that no invoke waits for a build
 for spec in "small 1000 100" "large 4000 365" "huge 12000 365"; do
-  set -- $spec
+  read -r -a fields <<<"$spec"
+  set -- "${fields[@]}"
   [ -s "$out/rss-$1.csv" ] || "$target/release/meterflow" generate --format wide --meters "$2" --days "$3" --seed 3 --out "$out/rss-$1.csv" 2>/dev/null
 done
 

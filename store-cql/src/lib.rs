@@ -37,6 +37,7 @@
 mod any;
 pub mod config;
 mod error;
+pub mod schema;
 pub mod sigv4;
 #[cfg(feature = "keyspaces")]
 mod tls;
@@ -58,15 +59,7 @@ use scylla::value::CqlDate;
 pub use any::AnyStore;
 pub use config::{ConfigError, CqlConfig, Credentials, TlsConfig};
 
-/// The table's name; the keyspace is configured.
-pub const TABLE: &str = "day_fragments";
-
-/// The table's definition (`{ks}` is replaced by the keyspace). CloudFormation on AWS must
-/// declare the same columns and key.
-pub const TABLE_CQL: &str = "CREATE TABLE IF NOT EXISTS {ks}.day_fragments (\
-series text, month int, day date, version bigint, source text, line bigint, \
-total bigint, slots blob, interval_minutes int, unit text, quality int, \
-PRIMARY KEY ((series, month), day, version, source, line))";
+pub use schema::TABLE;
 
 /// A fragment store in one keyspace of a CQL cluster.
 ///
@@ -110,10 +103,7 @@ impl CqlStore {
         }
         let ks = &config.keyspace;
         let mut insert = session
-            .prepare(format!(
-                "INSERT INTO {ks}.{TABLE} (series, month, day, version, source, line, total, slots, interval_minutes, unit, quality) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
+            .prepare(schema::insert(ks))
             .await
             .map_err(|e| error::prepare_error(&format!("preparing the write to {ks}.{TABLE}"), &e))?;
         insert.set_is_idempotent(true);
@@ -310,7 +300,7 @@ pub async fn create_schema(
         format!(
             "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH REPLICATION = {{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
         ),
-        TABLE_CQL.replace("{ks}", keyspace),
+        schema::create_table(keyspace),
     ];
     for cql in statements {
         session
@@ -362,10 +352,5 @@ mod tests {
             cql_date(Day::parse_iso("1969-12-31").expect("day")).0,
             (1 << 31) - 1
         );
-    }
-
-    #[test]
-    fn table_cql_names_the_key_of_the_brief() {
-        assert!(TABLE_CQL.contains("PRIMARY KEY ((series, month), day, version, source, line))"));
     }
 }
