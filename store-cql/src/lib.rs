@@ -102,10 +102,9 @@ impl CqlStore {
             create_schema(&session, &config.keyspace, 1).await?;
         }
         let ks = &config.keyspace;
-        let mut insert = session
-            .prepare(schema::insert(ks))
-            .await
-            .map_err(|e| error::prepare_error(&format!("preparing the write to {ks}.{TABLE}"), &e))?;
+        let mut insert = session.prepare(schema::insert(ks)).await.map_err(|e| {
+            error::prepare_error(&format!("preparing the write to {ks}.{TABLE}"), &e)
+        })?;
         insert.set_is_idempotent(true);
         insert.set_consistency(Consistency::LocalQuorum);
         let mut select = session
