@@ -392,48 +392,40 @@ def model(args):
       f"{a['ks_write_ms']:.0f} ms with {a['ks_in_flight']} in flight; uploads kept "
       f"{a['uploads_kept_days']} days; Keyspaces storage averaged over the first year.")
     w("")
-    w("### meterflow, per day")
-    w("")
     names = [f"{m // 1_000_000} M meters" for m in a["scales"]]
-    w("| | " + " | ".join(names) + " |")
-    w("|---|" + "---|" * len(names))
     rows = [ours(m, f) for m in a["scales"]]
     origs = [original(m, f) for m in a["scales"]]
 
-    def line(label, fmt):
-        w(f"| {label} | " + " | ".join(fmt(r) for r in rows) + " |")
+    def table(title, results, lines):
+        """A table of `lines` (label, format of one result), then the costs and limits."""
+        w(f"### {title}")
+        w("")
+        w("| | " + " | ".join(names) + " |")
+        w("|---|" + "---|" * len(names))
+        lines = lines + [(k, lambda r, k=k: money(r["costs"][k])) for k in results[0]["costs"]]
+        lines.append(("**total per day**", lambda r: f"**{money(sum(r['costs'].values()))}**"))
+        lines.append(("default limits passed", lambda r: ", ".join(r["over"]) or "none"))
+        for label, fmt in lines:
+            w(f"| {label} | " + " | ".join(fmt(r) for r in results) + " |")
+        w("")
 
-    line("CSV in", lambda r: f"{r['csv_gb']:,.1f} GB in {r['files']:,} files")
-    line("on the stream", lambda r: f"{r['stream_gb']:,.2f} GB in {r['records']:,.0f} records")
-    line("stream write rate in the window", lambda r: f"{r['mb_s']:.2g} MB/s")
-    line("shards needed (1 MB/s, 1,000 records/s each)", lambda r: f"{r['shards']:,}")
-    line("splitter GB-s", lambda r: f"{r['split_gb_s']:,.0f} (≈{r['split_concurrency']} running)")
-    line("aggregator GB-s", lambda r: f"{r['agg_gb_s']:,.0f} (≈{r['agg_concurrency']} running)")
-    line("Keyspaces rows written", lambda r: f"{r['rows']:,} of {r['row_bytes']:.0f} B")
-    line("Keyspaces writes/s in the window", lambda r: f"{r['wru_s']:,.0f}")
-    line("Keyspaces data added per year", lambda r: f"{r['ks_gb_year']:,.0f} GB")
-    for k in rows[0]["costs"]:
-        line(k, lambda r, k=k: money(r["costs"][k]))
-    line("**total per day**", lambda r: f"**{money(sum(r['costs'].values()))}**")
-    line("default limits passed", lambda r: ", ".join(r["over"]) or "none")
-    w("")
-    w("### The original design, per day (one Keyspaces row per reading, one Kinesis record per "
-      "CSV row, the whole file in memory)")
-    w("")
-    w("| | " + " | ".join(names) + " |")
-    w("|---|" + "---|" * len(names))
-
-    def oline(label, fmt):
-        w(f"| {label} | " + " | ".join(fmt(r) for r in origs) + " |")
-
-    oline("shards needed", lambda r: f"{r['shards']:,}")
-    oline("Keyspaces rows written", lambda r: f"{r['rows']:,}")
-    oline("Keyspaces writes/s in the window", lambda r: f"{r['wru_s']:,.0f}")
-    for k in origs[0]["costs"]:
-        oline(k, lambda r, k=k: money(r["costs"][k]))
-    oline("**total per day**", lambda r: f"**{money(sum(r['costs'].values()))}**")
-    oline("default limits passed", lambda r: ", ".join(r["over"]) or "none")
-    w("")
+    table("meterflow, per day", rows, [
+        ("CSV in", lambda r: f"{r['csv_gb']:,.1f} GB in {r['files']:,} files"),
+        ("on the stream", lambda r: f"{r['stream_gb']:,.2f} GB in {r['records']:,.0f} records"),
+        ("stream write rate in the window", lambda r: f"{r['mb_s']:.2g} MB/s"),
+        ("shards needed (1 MB/s, 1,000 records/s each)", lambda r: f"{r['shards']:,}"),
+        ("splitter GB-s", lambda r: f"{r['split_gb_s']:,.0f} (≈{r['split_concurrency']} running)"),
+        ("aggregator GB-s", lambda r: f"{r['agg_gb_s']:,.0f} (≈{r['agg_concurrency']} running)"),
+        ("Keyspaces rows written", lambda r: f"{r['rows']:,} of {r['row_bytes']:.0f} B"),
+        ("Keyspaces writes/s in the window", lambda r: f"{r['wru_s']:,.0f}"),
+        ("Keyspaces data added per year", lambda r: f"{r['ks_gb_year']:,.0f} GB"),
+    ])
+    table("The original design, per day (one Keyspaces row per reading, one Kinesis record per "
+          "CSV row, the whole file in memory)", origs, [
+        ("shards needed", lambda r: f"{r['shards']:,}"),
+        ("Keyspaces rows written", lambda r: f"{r['rows']:,}"),
+        ("Keyspaces writes/s in the window", lambda r: f"{r['wru_s']:,.0f}"),
+    ])
     for label, design in (("meterflow", ours), ("The original design", original)):
         meters, over = first_limit(design, f)
         w(f"{label} passes its first default limit at about {meters / 1e6:,.0f} M meters "
