@@ -3,8 +3,12 @@
 //!
 //! `METERFLOW_BIN=/path/to/meterflow` runs the corpus against another build (an older one, to
 //! see which rows it fails).
+//!
+//! Every run stays under [`MAX_RSS_KIB`] of resident memory: read from `getrusage` of this
+//! process's children, whose peak is the largest any run reached.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,6 +16,46 @@ use serde_json::Value;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-inputs")
+}
+
+/// The most resident memory one run may take (debug build included).
+const MAX_RSS_KIB: i64 = 64 * 1024;
+
+/// Rows whose file cell starts with this are written by [`generate`], not kept in the folder.
+const GENERATED: &str = "(generated) ";
+
+/// Writes the generated case `name` into `dir`.
+fn generate(name: &str, dir: &Path) -> PathBuf {
+    let path = dir.join(name);
+    let header: String = std::iter::once("Meter,Date".to_string())
+        .chain((0..48).map(|i| format!("{}:{:02}", i / 2, i % 2 * 30)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let row = format!("M1,2019-01-01{}", ",0.5".repeat(48));
+    // Written in pieces: a child's peak memory as `getrusage` reports it can include this
+    // process's at the time it was started, so this process never holds the 50 MB.
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    match name {
+        "long-line-no-newline.csv" => {
+            write!(out, "{header}\n{row}\n").expect("write");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..50 {
+                out.write_all(&chunk).expect("write");
+            }
+        }
+        other => panic!("no generator for {other}"),
+    }
+    out.flush().expect("write a generated case");
+    path
+}
+
+/// The peak resident size, in KiB, of the children that ended so far.
+fn children_peak_kib() -> i64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(r, 0, "getrusage");
+    usage.ru_maxrss
 }
 
 fn binary() -> PathBuf {
@@ -73,11 +117,15 @@ fn cases() -> Vec<Case> {
 fn run(case: &Case) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("report.csv");
+    let input = match case.file.strip_prefix(GENERATED) {
+        Some(name) => generate(name, dir.path()),
+        None => corpus().join(&case.file),
+    };
     let out = Command::new(binary())
         .arg("--store")
         .arg(dir.path().join("store.db"))
         .args(["ingest", "--json"])
-        .arg(corpus().join(&case.file))
+        .arg(input)
         .arg("--rejects")
         .arg(&report)
         .output()
@@ -123,7 +171,11 @@ fn run(case: &Case) -> Result<(), String> {
 #[test]
 fn every_bad_input_has_the_outcome_its_table_row_says() {
     let cases = cases();
-    let listed: BTreeSet<&str> = cases.iter().map(|c| c.file.as_str()).collect();
+    let listed: BTreeSet<&str> = cases
+        .iter()
+        .map(|c| c.file.as_str())
+        .filter(|f| !f.starts_with(GENERATED))
+        .collect();
     let present: BTreeSet<String> = std::fs::read_dir(corpus())
         .expect("the corpus")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -131,7 +183,26 @@ fn every_bad_input_has_the_outcome_its_table_row_says() {
         .collect();
     let present: BTreeSet<&str> = present.iter().map(String::as_str).collect();
     assert_eq!(listed, present, "every file has a row and every row a file");
-    let failures: Vec<String> = cases.iter().filter_map(|c| run(c).err()).collect();
+    let mut peak = children_peak_kib();
+    let mut failures: Vec<String> = Vec::new();
+    for case in &cases {
+        if let Err(e) = run(case) {
+            failures.push(e);
+        }
+        let now = children_peak_kib();
+        if now > peak.max(MAX_RSS_KIB) {
+            failures.push(format!(
+                "{}: peak resident memory {} KiB, above the bound of {MAX_RSS_KIB} KiB",
+                case.file, now
+            ));
+        }
+        peak = peak.max(now);
+    }
+    eprintln!(
+        "{} cases; the largest run's peak resident memory: {} KiB",
+        cases.len(),
+        peak
+    );
     assert!(
         failures.is_empty(),
         "{} of {} cases differ:\n\n{}",

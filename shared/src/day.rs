@@ -41,6 +41,8 @@ impl DayError {
 pub const MIN_YEAR: i32 = 1900;
 /// Last year accepted from input; see [`MIN_YEAR`].
 pub const MAX_YEAR: i32 = 2999;
+/// Why a date outside [`MIN_YEAR`]..=[`MAX_YEAR`] is refused.
+const YEAR_RANGE: &str = "the year is outside 1900–2999, the years meter data can have";
 
 impl Day {
     /// Builds a day from year, month (1–12) and day of month, validating all three.
@@ -133,7 +135,11 @@ impl Day {
         };
         match (y, m, d) {
             (Some(y), Some(m), Some(d)) => {
-                Day::from_ymd(y as i32, m, d).ok_or_else(|| err("no such day in the calendar"))
+                let y = y as i32;
+                if !(MIN_YEAR..=MAX_YEAR).contains(&y) {
+                    return Err(err(YEAR_RANGE));
+                }
+                Day::from_ymd(y, m, d).ok_or_else(|| err("no such day in the calendar"))
             }
             _ => Err(err("non-digit where digits were expected")),
         }

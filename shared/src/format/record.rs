@@ -63,16 +63,34 @@ impl<'a> Record<'a> {
                 .all(|(f, h)| f.trim_ascii().eq_ignore_ascii_case(h))
     }
 
-    /// The reject for a row shorter than its header, if it is.
+    /// The reject for a row shorter than its header, if it is. A quoted field that holds line
+    /// breaks is most often a stray or unclosed `"` that swallowed the lines after it, which
+    /// the message says, so that the lines missing from the count are not a mystery.
     pub fn has_fields(&self, fields: usize) -> Result<(), (Option<u32>, String)> {
         if self.len() < fields {
-            return Err((
-                None,
-                format!(
-                    "the row has {} fields but the header has {fields}",
-                    self.len()
-                ),
-            ));
+            let mut message = format!(
+                "the row has {} fields but the header has {fields}",
+                self.len()
+            );
+            let breaks = self
+                .buf
+                .trim_ascii_end()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            if breaks > 0 {
+                message.push_str(&format!(
+                    "; a quoted field runs over {breaks} more line{}: an unclosed `\"` joined \
+                     {} to this row (close the quote, or remove it)",
+                    if breaks == 1 { "" } else { "s" },
+                    if breaks == 1 {
+                        "the next line"
+                    } else {
+                        "the lines after it"
+                    },
+                ));
+            }
+            return Err((None, message));
         }
         Ok(())
     }
