@@ -114,6 +114,11 @@ pub const MAX_RESUME_CONTEXT: usize = 64 * 1024;
 
 /// How far detection may look for the first line before giving up.
 pub const DETECT_LIMIT: usize = 64 * 1024;
+/// The bytes [`not_text`] looks at. Detection waits for this many (or the input's end) even
+/// when the first line is complete sooner, so that what it decides never depends on how the
+/// input was cut into chunks (found by the `parse_chunks` fuzz target: a NUL byte after a
+/// short first line was seen or not, depending on the first chunk's length).
+pub const SNIFF_WINDOW: usize = 512;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Why the input's first bytes cannot be CSV text, if they cannot: compressed data (an
@@ -121,7 +126,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// UTF-16 text, or binary data. Each says what to do instead.
 pub fn not_text(head: &[u8]) -> Option<String> {
     use crate::decompress::{sniff, Compression};
-    let head = &head[..head.len().min(512)];
+    let head = &head[..head.len().min(SNIFF_WINDOW)];
     let compressed = match sniff(head) {
         Compression::None => None,
         Compression::Gzip => Some("gzip"),
@@ -484,6 +489,19 @@ impl Parser {
             }
             State::Detecting(buf) => {
                 buf.extend_from_slice(chunk);
+                if buf.len() < SNIFF_WINDOW {
+                    return Ok(());
+                }
+                self.detect_now(sink)
+            }
+            State::Failed { error, .. } => Err(error.clone()),
+        }
+    }
+
+    /// Detects the format from the bytes held, if they hold the first line; waits otherwise.
+    fn detect_now(&mut self, sink: &mut dyn Sink) -> Result<(), FileError> {
+        match &mut self.state {
+            State::Detecting(buf) => {
                 let start = if buf.starts_with(BOM) { BOM.len() } else { 0 };
                 let body = &buf[start..];
                 let skip = body.iter().take_while(|b| b.is_ascii_whitespace()).count();
@@ -502,7 +520,7 @@ impl Parser {
                 self.header = Some((line, first.clone()));
                 self.start(&first, start, sink)
             }
-            State::Failed { error, .. } => Err(error.clone()),
+            _ => Ok(()),
         }
     }
 
@@ -565,10 +583,15 @@ impl Parser {
                     reason: "the file is empty".into(),
                 });
             }
+            // The first line: detection may have waited for more than it (SNIFF_WINDOW).
+            let first = match body.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(nl) => body[..nl].to_vec(),
+                None => body,
+            };
             let skip = buf[start..].len() - buf[start..].trim_ascii_start().len();
             let line = line_after(self.opts.first_line, &buf[start..start + skip]);
-            self.header = Some((line, body.clone()));
-            self.start(&body, start, sink)?;
+            self.header = Some((line, first.clone()));
+            self.start(&first, start, sink)?;
         }
         match &mut self.state {
             State::Running { records, handler } => {
@@ -588,6 +611,9 @@ impl Parser {
     /// record, before the header, between a NEM12 300 and its 400s): feed on (a line at a time
     /// keeps the overshoot small) and ask again.
     pub fn cut(&mut self, next: &[u8], sink: &mut dyn Sink) -> Result<Option<Resume>, FileError> {
+        // A cut within the first SNIFF_WINDOW bytes (tests; hand-overs come megabytes in)
+        // detects from what has arrived.
+        self.detect_now(sink)?;
         let (State::Running { records, handler }, Some(header), Some(format)) =
             (&mut self.state, &self.header, self.format)
         else {
@@ -876,6 +902,28 @@ mod tests {
             (stats.rows_read, stats.rows_accepted, stats.warnings),
             (4, 4, 1)
         );
+    }
+
+    /// Found by the `parse_chunks` fuzz target: a NUL byte after a short first line made the
+    /// file "binary" when it came in one chunk and "cannot tell the format" in small ones.
+    #[test]
+    fn detection_does_not_depend_on_chunking() {
+        let mut input = b"04,MDA1,RET1\n200,NMI&000001,E1\n300,2\xfe\xff".to_vec();
+        input.extend_from_slice(b"\x00 and more text after a NUL byte\n");
+        let errors: Vec<String> = [input.len(), 7, 1]
+            .iter()
+            .map(|&size| {
+                let mut p = Parser::new(Options::new("f", 1));
+                let mut sink = Collect::default();
+                let fed = input.chunks(size).try_for_each(|c| p.feed(c, &mut sink));
+                fed.and_then(|()| p.finish(&mut sink).map(|_| ()))
+                    .unwrap_err()
+                    .to_string()
+            })
+            .collect();
+        assert!(errors[0].contains("NUL bytes"), "{}", errors[0]);
+        assert_eq!(errors[1], errors[0]);
+        assert_eq!(errors[2], errors[0]);
     }
 
     #[test]

@@ -207,7 +207,9 @@ impl Key {
         let mut bytes = [0u8; 16];
         bytes[..text.len()].copy_from_slice(text);
         bytes[text.len()] = b',';
-        let mask = (1u128 << (8 * (text.len() + 1))) - 1;
+        // The low `len + 1` bytes; shifting right keeps a 15-byte key's (all 16 bytes) in
+        // range, where `(1 << 128) - 1` overflowed (found by the `parse_chunks` fuzz target).
+        let mask = u128::MAX >> (8 * (15 - text.len()));
         Key {
             word: u128::from_le_bytes(bytes),
             mask,
@@ -636,6 +638,20 @@ mod tests {
         let mut sink = Collect::default();
         let stats = parse_all(input.as_bytes(), test_opts(), &mut sink).unwrap();
         (sink, stats)
+    }
+
+    /// Found by the `parse_chunks` fuzz target: a 15-byte meter id (16 with its comma, a
+    /// whole fast-path key) overflowed the key's mask and panicked in debug builds.
+    #[test]
+    fn ids_and_dates_of_every_key_length_take_the_fast_path_safely() {
+        for len in 1..=17 {
+            let meter = "M".repeat(len);
+            let row = format!("{meter},2019-01-01{}\n", ",1".repeat(48));
+            let input = format!("{}\n{row}{}", header(48, false, ","), row.replace("01-01", "01-02"));
+            let (sink, stats) = parse(&input);
+            assert_eq!((stats.rows_read, stats.rows_accepted), (2, 2), "{len}");
+            assert!(sink.fragments.iter().all(|f| f.series.as_str() == meter));
+        }
     }
 
     fn row(meter: &str, date: &str, values: &[&str]) -> String {
