@@ -647,7 +647,11 @@ mod tests {
         for len in 1..=17 {
             let meter = "M".repeat(len);
             let row = format!("{meter},2019-01-01{}\n", ",1".repeat(48));
-            let input = format!("{}\n{row}{}", header(48, false, ","), row.replace("01-01", "01-02"));
+            let input = format!(
+                "{}\n{row}{}",
+                header(48, false, ","),
+                row.replace("01-01", "01-02")
+            );
             let (sink, stats) = parse(&input);
             assert_eq!((stats.rows_read, stats.rows_accepted), (2, 2), "{len}");
             assert!(sink.fragments.iter().all(|f| f.series.as_str() == meter));
