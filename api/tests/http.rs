@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod common;
+
+use common::{get, request};
 use meterflow_api::{serve, ApiConfig, OPENAPI};
 use meterflow_store::{SqliteStore, Store};
 use meterflow_testkit::conformance::fragment;
@@ -129,24 +132,6 @@ async fn start() -> SocketAddr {
         ApiConfig { max_range_days: 31 },
     ));
     addr
-}
-
-/// Minimal HTTP/1.1 client: one request per connection.
-async fn request(addr: SocketAddr, method: &str, target: &str) -> (u16, serde_json::Value, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8(buf).expect("utf8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    let status = head[9..12].parse().expect("status");
-    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    (status, json, body.to_string())
-}
-
-async fn get(addr: SocketAddr, target: &str) -> (u16, serde_json::Value, String) {
-    request(addr, "GET", target).await
 }
 
 #[tokio::test]
