@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The HTTP API under load on loopback: `meterflow serve` over a SQLite store of METERS meters ×
+# 365 days, driven by wrk (Debian's package; installed here if missing) with random meters,
+# for a 1-day and a 1-year range, each alone and then while `meterflow ingest` writes another
+# year of other meters into the same store. Prints wrk's requests/s and latency percentiles.
+#
+#   bench/api_load.sh                 # 9000 meters, 10 s per run
+#   METERS=2000 SECONDS_PER_RUN=5 bench/api_load.sh
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+meters="${METERS:-9000}"
+seconds="${SECONDS_PER_RUN:-10}"
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
+cargo build --release -q -p meterflow-cli --bin meterflow
+mf="$target/release/meterflow"
+
+gen "load-$meters" "$meters" 365
+[ -s "$out/load-extra-$meters.csv" ] || "$mf" generate --format wide --meters "$meters" --days 365 \
+  --seed 8 --start 2020-01-01 --out "$out/load-extra-$meters.csv" 2>/dev/null
+base="$out/load-$meters.db"
+[ -s "$base" ] || "$mf" --store "$base" ingest "$out/load-$meters.csv" > /dev/null
+# Each run serves a fresh copy: the ingest below writes into it.
+store="$out/load-run.db"
+rm -f "$store"*
+cp "$base" "$store"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$mf" --store "$store" serve --listen "127.0.0.1:$port" 2> "$out/serve.log" &
+server=$!
+writer=""
+trap 'kill "$server" $writer 2>/dev/null || true' EXIT
+# Ready when /health answers (polled; no fixed wait).
+for _ in $(seq 1 200); do
+  curl -sf "http://127.0.0.1:$port/health" > /dev/null && break
+  python3 -c 'import time; time.sleep(0.05)'
+done
+curl -sf "http://127.0.0.1:$port/health" > /dev/null || { echo "serve did not start" >&2; exit 1; }
+
+# A random meter per request (EE000001..EE<meters>).
+cat > "$out/random_meter.lua" <<LUA
+math.randomseed(7)
+request = function()
+  local id = string.format("EE%06d", math.random(1, $meters))
+  return wrk.format("GET", "/meters/" .. id .. "/daily?" .. os.getenv("RANGE"))
+end
+LUA
+
+run() { # label, range query
+  echo "== $1"
+  RANGE="$2" wrk -t2 -c16 -d"${seconds}s" --latency -s "$out/random_meter.lua" "http://127.0.0.1:$port" |
+    grep -E "Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors"
+}
+
+echo "store: $meters meters x 365 days ($(du -h "$store" | cut -f1)); wrk 2 threads, 16 connections, ${seconds}s per run"
+run "1 day, alone" "from=2019-06-01&to=2019-06-01"
+run "1 year, alone" "from=2019-01-01&to=2019-12-31"
+# Another year of the same meters, ingested again and again (idempotent) while wrk runs.
+(while :; do "$mf" --store "$store" ingest "$out/load-extra-$meters.csv" > /dev/null 2>&1; done) &
+writer=$!
+run "1 day, during ingests" "from=2019-06-01&to=2019-06-01"
+run "1 year, during ingests" "from=2019-01-01&to=2019-12-31"
+kill "$writer"
