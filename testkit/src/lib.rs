@@ -7,6 +7,8 @@
 //!   behind TLS;
 //! - [`kinesis`], [`s3`], [`sink`], [`shards`]: doubles of the AWS adapters' traits, including
 //!   the fault-injecting ones for failures the emulator cannot produce;
+//! - [`store`]: a fault-injecting wrapper around any [`meterflow_store::Store`] (timeouts
+//!   before a write and after it);
 //! - [`conformance`]: the suite every [`meterflow_store::Store`] must pass, and sample data;
 //! - [`events`]: Lambda event JSON, fixtures and builders (S3 notifications, Kinesis batches,
 //!   Function URL requests).
@@ -19,3 +21,4 @@ pub mod moto;
 pub mod s3;
 pub mod shards;
 pub mod sink;
+pub mod store;
