@@ -6,10 +6,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use common::request;
-use meterflow_api::{serve, ApiConfig};
+use common::{request, serve_on_loopback};
+use meterflow_api::ApiConfig;
 use meterflow_store::{SqliteStore, Store};
 use meterflow_testkit::conformance::fragment;
 use proptest::prelude::*;
@@ -40,18 +40,13 @@ fn server() -> &'static (tokio::runtime::Runtime, SocketAddr) {
                 ])
                 .await
                 .expect("put");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            tokio::spawn(serve(
-                listener,
-                Arc::new(store),
+            serve_on_loopback(
+                store,
                 ApiConfig {
                     max_range_days: 366,
                 },
-            ));
-            addr
+            )
+            .await
         });
         (rt, addr)
     })
@@ -68,18 +63,26 @@ fn raw() -> impl Strategy<Value = String> {
     "[ -~]{0,24}"
 }
 
+/// One of `texts`.
+fn pick(texts: &[&str]) -> impl Strategy<Value = String> {
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    proptest::sample::select(texts)
+}
+
 fn value() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("2019-01-01".to_string()),
-        Just("2019-01-02".to_string()),
-        Just("01-01-2019".to_string()),
-        Just("2019-02-30".to_string()),
-        Just("0000-01-01".to_string()),
-        Just("9999-12-31".to_string()),
-        Just("-1".to_string()),
-        Just("18446744073709551616".to_string()),
-        Just("EE00027".to_string()),
-        Just(String::new()),
+        pick(&[
+            "2019-01-01",
+            "2019-01-02",
+            "01-01-2019",
+            "2019-02-30",
+            "0000-01-01",
+            "9999-12-31",
+            "-1",
+            "18446744073709551616",
+            "EE00027",
+            "",
+        ]),
         Just("x".repeat(5000)),
         encoded(),
         raw(),
@@ -88,13 +91,7 @@ fn value() -> impl Strategy<Value = String> {
 
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("from".to_string()),
-        Just("to".to_string()),
-        Just("meterId".to_string()),
-        Just("date".to_string()),
-        Just("format".to_string()),
-        Just("prefix".to_string()),
-        Just("limit".to_string()),
+        pick(&["from", "to", "meterId", "date", "format", "prefix", "limit"]),
         encoded(),
         raw(),
     ]
@@ -102,19 +99,21 @@ fn key() -> impl Strategy<Value = String> {
 
 fn path() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("/".to_string()),
-        Just("/meters/EE00027/daily".to_string()),
-        Just("/meters//daily".to_string()),
-        Just("/meters/EE00027".to_string()),
-        Just("/meters/EE00027/daily/more".to_string()),
-        Just("/health".to_string()),
-        Just("/openapi.json".to_string()),
-        Just("/..%2f..%2fetc%2fpasswd".to_string()),
-        Just("//meters/EE00027/daily".to_string()),
+        pick(&[
+            "/",
+            "/meters/EE00027/daily",
+            "/meters//daily",
+            "/meters/EE00027",
+            "/meters/EE00027/daily/more",
+            "/health",
+            "/openapi.json",
+            "/..%2f..%2fetc%2fpasswd",
+            "//meters/EE00027/daily",
+            "*",
+        ]),
         encoded().prop_map(|m| format!("/meters/{m}/daily")),
         raw().prop_map(|m| format!("/meters/{m}/daily")),
         raw().prop_map(|p| format!("/{p}")),
-        Just("*".to_string()),
         Just(format!("/{}", "a".repeat(20_000))),
     ]
 }

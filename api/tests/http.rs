@@ -1,12 +1,11 @@
 //! The API served for real on an ephemeral loopback port, exercised over HTTP/1.1.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 mod common;
 
-use common::{get, request};
-use meterflow_api::{serve, ApiConfig, OPENAPI};
+use common::{get, request, serve_on_loopback};
+use meterflow_api::{ApiConfig, OPENAPI};
 use meterflow_store::{SqliteStore, Store};
 use meterflow_testkit::conformance::fragment;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -122,16 +121,7 @@ async fn start() -> SocketAddr {
         ])
         .await
         .expect("put");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(
-        listener,
-        Arc::new(store),
-        ApiConfig { max_range_days: 31 },
-    ));
-    addr
+    serve_on_loopback(store, ApiConfig { max_range_days: 31 }).await
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Kinesis doubles: [`Recording`] keeps what is put, in memory; [`Faulty`] injects the failures
 //! the emulator cannot produce (throttled calls, partly failed PutRecords).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crate::plan::Plan;
 
 use meterflow_aws::kinesis::{CallError, Entry, EntryOutcome, RecordStream};
 
@@ -21,8 +22,7 @@ pub enum Fault {
 #[derive(Debug)]
 pub struct Faulty<S> {
     pub inner: S,
-    plan: Mutex<std::collections::VecDeque<Option<Fault>>>,
-    calls: AtomicU64,
+    plan: Plan<Fault>,
     /// Entries per call, in call order.
     sizes: Mutex<Vec<usize>>,
 }
@@ -32,14 +32,13 @@ impl<S> Faulty<S> {
     pub fn new(inner: S, plan: Vec<Option<Fault>>) -> Faulty<S> {
         Faulty {
             inner,
-            plan: Mutex::new(plan.into()),
-            calls: AtomicU64::new(0),
+            plan: Plan::new(plan),
             sizes: Mutex::new(Vec::new()),
         }
     }
 
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
+        self.plan.calls()
     }
 
     /// Entries per call so far.
@@ -59,16 +58,10 @@ pub fn throttled() -> CallError {
 
 impl<S: RecordStream> RecordStream for Faulty<S> {
     async fn put_records(&self, entries: &[Entry]) -> Result<Vec<EntryOutcome>, CallError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut s) = self.sizes.lock() {
             s.push(entries.len());
         }
-        let fault = self
-            .plan
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop_front())
-            .flatten();
+        let fault = self.plan.next();
         let failing = match fault {
             None => return self.inner.put_records(entries).await,
             Some(Fault::Call(e)) => return Err(e),

@@ -8,7 +8,7 @@
 //! - [`kinesis`], [`s3`], [`sink`], [`shards`]: doubles of the AWS adapters' traits, including
 //!   the fault-injecting ones for failures the emulator cannot produce;
 //! - [`store`]: a fault-injecting wrapper around any [`meterflow_store::Store`] (timeouts
-//!   before a write and after it);
+//!   before a write and after it); [`plan`]: the fault plans of both wrappers;
 //! - [`conformance`]: the suite every [`meterflow_store::Store`] must pass, and sample data;
 //! - [`events`]: Lambda event JSON, fixtures and builders (S3 notifications, Kinesis batches,
 //!   Function URL requests).
@@ -18,6 +18,7 @@ pub mod cql;
 pub mod events;
 pub mod kinesis;
 pub mod moto;
+pub mod plan;
 pub mod s3;
 pub mod shards;
 pub mod sink;

@@ -2,10 +2,7 @@
 //! shows under load and that SQLite never does: a call that times out before it reaches the
 //! store, and the ambiguous one that was applied but whose answer was lost.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-
+use crate::plan::Plan;
 use meterflow_core::{Day, Fragment, SeriesId};
 use meterflow_store::{Store, StoreError};
 
@@ -29,9 +26,7 @@ pub enum Fault {
 #[derive(Debug)]
 pub struct Faulty<S> {
     pub inner: S,
-    plan: Mutex<VecDeque<Option<Fault>>>,
-    calls: AtomicU64,
-    injected: AtomicU64,
+    plan: Plan<Fault>,
 }
 
 impl<S> Faulty<S> {
@@ -39,35 +34,23 @@ impl<S> Faulty<S> {
     pub fn new(inner: S, plan: Vec<Option<Fault>>) -> Faulty<S> {
         Faulty {
             inner,
-            plan: Mutex::new(plan.into()),
-            calls: AtomicU64::new(0),
-            injected: AtomicU64::new(0),
+            plan: Plan::new(plan),
         }
     }
 
     /// Write calls so far.
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
+        self.plan.calls()
     }
 
     /// Write calls that failed by plan so far (a test can check its faults were reached).
     pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::SeqCst)
+        self.plan.injected()
     }
 
     /// The fault planned for this call, counting it.
     fn next(&self) -> Option<Fault> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let fault = self
-            .plan
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop_front())
-            .flatten();
-        if fault.is_some() {
-            self.injected.fetch_add(1, Ordering::SeqCst);
-        }
-        fault
+        self.plan.next()
     }
 }
 

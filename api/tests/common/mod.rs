@@ -2,8 +2,21 @@
 //! target sent byte for byte (no client library would send the malformed ones).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use meterflow_api::{serve, ApiConfig};
+use meterflow_store::SqliteStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Serves `store` on an ephemeral loopback port (on the current runtime); its address.
+pub async fn serve_on_loopback(store: SqliteStore, config: ApiConfig) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener, Arc::new(store), config));
+    addr
+}
 
 /// `METHOD target`: the status, the body as JSON (`Null` if it is not JSON) and as text.
 pub async fn request(
