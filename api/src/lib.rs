@@ -1,8 +1,10 @@
 //! The HTTP API: one `axum` router served by `meterflow serve` locally and by the API Lambda
 //! behind a Function URL, so both answer with the same routes, JSON and errors.
 //!
-//! - `GET /meters/{meter}/daily?from=YYYY-MM-DD&to=YYYY-MM-DD` — merged daily totals.
-//! - `GET /?meterId=EE00027&date=01-01-2019` — the original project's contract.
+//! - `GET /meters/{meter}/daily?from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv]` — merged daily
+//!   totals, as JSON or CSV.
+//! - `GET /?meterId=EE00027&date=01-01-2019` — the original project's contract; `GET /` without
+//!   those parameters is the web page that charts a meter's days (`page.html`, embedded).
 //! - `GET /health`, `GET /openapi.json`.
 //!
 //! Every client mistake is a 4xx with `{"error": "..."}` saying what to fix; a 5xx only ever
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,6 +31,10 @@ use serde_json::value::RawValue;
 
 /// The OpenAPI 3 description of the routes below (tested to match them).
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The web page: one self-contained HTML file (its CSS and JavaScript inline, no CDN, no
+/// build step), so `meterflow serve` and the API Lambda serve it from the binary.
+pub const PAGE: &str = include_str!("page.html");
 
 /// Limits a deployment may tune.
 #[derive(Debug, Clone)]
@@ -82,7 +88,7 @@ impl From<StoreError> for ApiError {
 pub fn router<S: Store + 'static>(store: Arc<S>, config: ApiConfig) -> Router {
     let state = Arc::new(AppState { store, config });
     Router::new()
-        .route("/", get(legacy::<S>))
+        .route("/", get(root::<S>))
         .route("/meters/{meter}/daily", get(daily::<S>))
         .route(
             "/health",
@@ -225,15 +231,43 @@ pub async fn daily_report<S: Store>(
     })
 }
 
+/// The daily report as CSV: a header, then a day per line, totals as exact decimals, and
+/// each day's own unit (so a file cut from a mixed-unit series still says what it holds).
+pub fn daily_csv(report: &DailyReport) -> String {
+    let mut out = String::from("date,total,unit,intervals,complete,quality,superseded\n");
+    for d in &report.days {
+        out += &format!(
+            "{},{},{},{},{},{},{}\n",
+            d.date,
+            d.total.get(),
+            d.unit_or(&report.unit),
+            d.intervals,
+            d.complete,
+            d.quality,
+            d.superseded
+        );
+    }
+    out
+}
+
 async fn daily<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw_query): RawQuery,
-) -> Result<Json<DailyReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(raw) =
         path.map_err(|e| ApiError::bad_request(format!("bad meter in the path: {e}")))?;
     let series = meter(&raw)?;
-    let q = query(raw_query.as_deref(), Some(&["from", "to"]))?;
+    let q = query(raw_query.as_deref(), Some(&["from", "to", "format"]))?;
+    let csv = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`format` is json (the default) or csv, not `{other}`"
+            )))
+        }
+    };
     let date = |name: &str| -> Result<Day, ApiError> {
         let v = param(&q, name, "2019-01-01")?;
         Day::parse_iso(v).map_err(|e| ApiError::bad_request(format!("`{name}`: {e}")))
@@ -251,9 +285,40 @@ async fn daily<S: Store>(
             st.config.max_range_days
         )));
     }
-    Ok(Json(
-        daily_report(st.store.as_ref(), &series, from, to).await?,
-    ))
+    let report = daily_report(st.store.as_ref(), &series, from, to).await?;
+    if !csv {
+        return Ok(Json(report).into_response());
+    }
+    let file = format!("attachment; filename=\"{series}_{from}_{to}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        daily_csv(&report),
+    )
+        .into_response())
+}
+
+/// `GET /`: the original project's contract when asked with its parameters (`meterId`,
+/// `date`), else the web page, whose own state (`meter`, `from`, `to`) is read by its script.
+async fn root<S: Store>(
+    state: State<Arc<AppState<S>>>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response, ApiError> {
+    let legacy_call = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes())
+        .any(|(name, _)| name == "meterId" || name == "date");
+    if legacy_call {
+        return Ok(legacy(state, RawQuery(raw_query)).await?.into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+        .into_response())
 }
 
 #[derive(Serialize)]

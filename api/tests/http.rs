@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 mod common;
 
-use common::{get, request, serve_on_loopback};
-use meterflow_api::{ApiConfig, OPENAPI};
+use common::{exchange, get, request, serve_on_loopback};
+use meterflow_api::{ApiConfig, OPENAPI, PAGE};
 use meterflow_store::{SqliteStore, Store};
 use meterflow_testkit::conformance::fragment;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -337,4 +337,82 @@ async fn health_and_openapi_describe_the_routes() {
         let (status, _, body) = get(addr, &target).await;
         assert_eq!(status, 200, "{target}: {body}");
     }
+}
+
+#[tokio::test]
+async fn the_web_page_is_served_at_the_root_without_the_original_contract_s_parameters() {
+    let addr = start().await;
+    for target in [
+        "/",
+        "/?meter=EE00027&from=2019-01-01&to=2019-01-31",
+        "/?meter=EE00027",
+    ] {
+        let (status, head, body) = exchange(addr, "GET", target).await;
+        assert_eq!(status, 200, "{target}");
+        assert!(
+            head.contains("content-type: text/html; charset=utf-8"),
+            "{head}"
+        );
+        assert_eq!(body, PAGE);
+    }
+    // The page is one file: no script, style or image from elsewhere.
+    for needle in ["src=\"http", "href=\"http", "@import", "<link"] {
+        assert!(!PAGE.contains(needle), "the page loads {needle}…");
+    }
+    // With the original contract's parameters, `/` is that contract still.
+    let (status, json, _) = get(addr, "/?meterId=EE00027&date=01-01-2019").await;
+    assert_eq!(status, 200);
+    assert_eq!(json["meterId"], "EE00027");
+}
+
+#[tokio::test]
+async fn daily_totals_as_csv_equal_the_json() {
+    let addr = start().await;
+    let range = "from=2019-01-01&to=2019-01-05";
+    let (_, json, text) = get(addr, &format!("/meters/EE00027/daily?{range}")).await;
+    // The totals as the JSON writes them (exact decimals; serde_json's f64 would not be).
+    let totals: Vec<&str> = text
+        .split("\"total\":")
+        .skip(1)
+        .map(|t| t.split([',', '}']).next().expect("a number"))
+        .collect();
+    let (status, head, csv) = exchange(
+        addr,
+        "GET",
+        &format!("/meters/EE00027/daily?{range}&format=csv"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/csv; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("attachment; filename=\"EE00027_2019-01-01_2019-01-05.csv\""),
+        "{head}"
+    );
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("date,total,unit,intervals,complete,quality,superseded")
+    );
+    let days = json["days"].as_array().expect("days");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(totals.len(), days.len());
+    assert_eq!(rows.len(), days.len());
+    for ((row, day), total) in rows.iter().zip(days).zip(&totals) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[0], day["date"]);
+        assert_eq!(cells[1], *total);
+        assert_eq!(cells[2], day["unit"].as_str().unwrap_or("kWh"));
+        assert_eq!(cells[3], day["intervals"].to_string());
+        assert_eq!(cells[4], day["complete"].to_string());
+        assert_eq!(cells[5], day["quality"]);
+    }
+    let (status, json, _) = get(addr, &format!("/meters/EE00027/daily?{range}&format=xml")).await;
+    assert_eq!(status, 400);
+    assert!(json["error"]
+        .as_str()
+        .unwrap()
+        .contains("json (the default) or csv"));
 }

@@ -119,6 +119,7 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
     out!("\nstore: {store}")?;
     out!("next:  {me} --store {store} query EE00027 --from 2019-01-01 --to 2019-01-07 --table")?;
     out!("       {me} --store {store} serve   # then GET /meters/EE00027/daily?from=2019-01-01&to=2019-01-07")?;
+    out!("       and open http://127.0.0.1:8080/?meter=EE00027&from=2019-01-01&to=2019-01-07 for the chart")?;
     if me != "meterflow" {
         out!("       (in the meterflow checkout, `cargo install --locked --path cli` puts `meterflow` on your PATH)")?;
     }

@@ -24,6 +24,14 @@ pub async fn request(
     method: &str,
     target: &str,
 ) -> (u16, serde_json::Value, String) {
+    let (status, _, body) = exchange(addr, method, target).await;
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    (status, json, body)
+}
+
+/// `METHOD target`: the status, the response head (status line and headers, as text) and the
+/// body.
+pub async fn exchange(addr: SocketAddr, method: &str, target: &str) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
@@ -32,8 +40,7 @@ pub async fn request(
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head[9..12].parse().expect("a status code");
-    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    (status, json, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 #[allow(dead_code)] // not every test file uses both
