@@ -5,6 +5,7 @@
 //!   totals, as JSON or CSV.
 //! - `GET /?meterId=EE00027&date=01-01-2019` — the original project's contract; `GET /` without
 //!   those parameters is the web page that charts a meter's days (`page.html`, embedded).
+//! - `GET /meters?prefix=EE&limit=50` — series ids starting with a prefix (finding a meter).
 //! - `GET /health`, `GET /openapi.json`.
 //!
 //! Every client mistake is a 4xx with `{"error": "..."}` saying what to fix; a 5xx only ever
@@ -89,6 +90,7 @@ pub fn router<S: Store + 'static>(store: Arc<S>, config: ApiConfig) -> Router {
     let state = Arc::new(AppState { store, config });
     Router::new()
         .route("/", get(root::<S>))
+        .route("/meters", get(meters::<S>))
         .route("/meters/{meter}/daily", get(daily::<S>))
         .route(
             "/health",
@@ -298,6 +300,46 @@ async fn daily<S: Store>(
         daily_csv(&report),
     )
         .into_response())
+}
+
+/// Most ids one `GET /meters` returns.
+pub const MAX_METERS_LIMIT: usize = 1000;
+
+#[derive(Serialize)]
+struct MetersBody {
+    meters: Vec<String>,
+}
+
+/// `GET /meters?prefix=EE&limit=50`: series ids starting with `prefix` (all without one),
+/// ascending, at most `limit` (50 by default).
+async fn meters<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Json<MetersBody>, ApiError> {
+    let q = query(raw_query.as_deref(), Some(&["prefix", "limit"]))?;
+    let prefix = q.get("prefix").map_or("", String::as_str);
+    let id_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+    if prefix.len() > 64 || !prefix.bytes().all(id_char) {
+        return Err(ApiError::bad_request(
+            "`prefix` may hold only ASCII letters, digits and - _ . : (at most 64), as meter ids do",
+        ));
+    }
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_METERS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`limit` must be a whole number from 1 to {MAX_METERS_LIMIT}, not `{v}`"
+                ))
+            })?,
+    };
+    let ids = st.store.series(prefix, limit).await?;
+    Ok(Json(MetersBody {
+        meters: ids.iter().map(|s| s.to_string()).collect(),
+    }))
 }
 
 /// `GET /`: the original project's contract when asked with its parameters (`meterId`,

@@ -325,7 +325,7 @@ async fn health_and_openapi_describe_the_routes() {
         serde_json::from_str::<serde_json::Value>(OPENAPI).unwrap()
     );
     let paths: Vec<&String> = json["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 4);
+    assert_eq!(paths.len(), 5);
     // Every documented route answers (not with the 404 fallback).
     for p in paths {
         let query = match p.as_str() {
@@ -415,4 +415,33 @@ async fn daily_totals_as_csv_equal_the_json() {
         .as_str()
         .unwrap()
         .contains("json (the default) or csv"));
+}
+
+#[tokio::test]
+async fn meters_are_found_by_prefix() {
+    let addr = start().await;
+    let (status, json, _) = get(addr, "/meters?prefix=VABD&limit=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::json!({"meters": ["VABD000163-E1", "VABD000163-Q1"]})
+    );
+    let (_, json, _) = get(addr, "/meters?limit=1").await;
+    assert_eq!(json, serde_json::json!({"meters": ["EE00027"]}));
+    let (_, json, _) = get(addr, "/meters?prefix=ZZ").await;
+    assert_eq!(json, serde_json::json!({"meters": []}));
+    for (target, needle) in [
+        ("/meters?prefix=E%20E", "may hold only"),
+        ("/meters?limit=0", "from 1 to 1000"),
+        ("/meters?limit=1001", "from 1 to 1000"),
+        ("/meters?limit=ten", "not `ten`"),
+        ("/meters?prefx=EE", "unknown query parameter"),
+    ] {
+        let (status, json, body) = get(addr, target).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(
+            json["error"].as_str().unwrap().contains(needle),
+            "{target}: {body}"
+        );
+    }
 }

@@ -100,6 +100,13 @@ impl Store for AnyStore {
         }
     }
 
+    async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.series(prefix, limit).await,
+            AnyStore::Cql(s) => s.series(prefix, limit).await,
+        }
+    }
+
     async fn fragments(
         &self,
         series: &SeriesId,

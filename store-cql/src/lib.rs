@@ -42,7 +42,8 @@ pub mod sigv4;
 #[cfg(feature = "keyspaces")]
 mod tls;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt};
 use meterflow_core::envelope::{self, EnvelopeBuilder};
@@ -60,6 +61,18 @@ pub use any::AnyStore;
 pub use config::{ConfigError, CqlConfig, Credentials, TlsConfig};
 
 pub use schema::TABLE;
+use schema::{FRAGMENTS, SERIES};
+
+/// Rows per page of a series listing (a listing asks for a few dozen).
+const LIST_PAGE: i32 = 100;
+
+/// The characters a series id may hold: a prefix of others matches no id.
+fn id_chars(prefix: &str) -> bool {
+    prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
 
 /// A fragment store in one keyspace of a CQL cluster.
 ///
@@ -70,8 +83,17 @@ pub struct CqlStore {
     session: Arc<Session>,
     insert: PreparedStatement,
     select: PreparedStatement,
+    insert_series: PreparedStatement,
+    /// Series this process has written to the index (cleared past [`KNOWN_SERIES`]): each
+    /// is written once per process, not once per fragment.
+    known: Arc<Mutex<HashSet<SeriesId>>>,
+    keyspace: String,
     concurrency: usize,
 }
+
+/// Most series ids a store remembers having indexed; past it, it forgets them all and writes
+/// again what comes (an idempotent upsert), so memory stays bounded (~40 MB).
+const KNOWN_SERIES: usize = 500_000;
 
 impl std::fmt::Debug for CqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,11 +124,19 @@ impl CqlStore {
             create_schema(&session, &config.keyspace, 1).await?;
         }
         let ks = &config.keyspace;
-        let mut insert = session.prepare(schema::insert(ks)).await.map_err(|e| {
-            error::prepare_error(&format!("preparing the write to {ks}.{TABLE}"), &e)
-        })?;
-        insert.set_is_idempotent(true);
-        insert.set_consistency(Consistency::LocalQuorum);
+        let prepare = |cql: String, what: &'static str, table: &'static str| {
+            let session = Arc::clone(&session);
+            async move {
+                let mut statement = session.prepare(cql).await.map_err(|e| {
+                    error::prepare_error(&format!("preparing the {what} {ks}.{table}"), &e)
+                })?;
+                statement.set_is_idempotent(true);
+                statement.set_consistency(Consistency::LocalQuorum);
+                Ok::<_, StoreError>(statement)
+            }
+        };
+        let insert = prepare(FRAGMENTS.insert(ks), "write to", FRAGMENTS.name).await?;
+        let insert_series = prepare(SERIES.insert(ks), "write to", SERIES.name).await?;
         let mut select = session
             .prepare(format!(
                 "SELECT day, version, source, line, total, slots FROM {ks}.{TABLE} WHERE series = ? AND month = ?"
@@ -120,6 +150,9 @@ impl CqlStore {
             session,
             insert,
             select,
+            insert_series,
+            known: Arc::default(),
+            keyspace: config.keyspace.clone(),
             concurrency: config.concurrency.max(1),
         })
     }
@@ -194,6 +227,39 @@ impl CqlStore {
             .await
             .map(|_| ())
             .map_err(|e| error::execution(&context(), &e))
+    }
+
+    /// Writes the series this process has not indexed yet to the series table (after their
+    /// fragments, so a listed meter has data). A failure fails the batch, which is retried.
+    async fn index_series<'a>(
+        &self,
+        series: impl Iterator<Item = &'a SeriesId>,
+    ) -> Result<(), StoreError> {
+        let new: Vec<SeriesId> = {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let mut new: Vec<SeriesId> = series.filter(|s| !known.contains(*s)).cloned().collect();
+            new.sort_unstable();
+            new.dedup();
+            new
+        };
+        futures_util::stream::iter(new.iter().map(Ok))
+            .try_for_each_concurrent(self.concurrency, |s| async move {
+                self.session
+                    .execute_unpaged(
+                        &self.insert_series,
+                        (schema::initial(s.as_str()), s.as_str()),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| error::execution(&format!("indexing series {s}"), &e))
+            })
+            .await?;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() + new.len() > KNOWN_SERIES {
+            known.clear();
+        }
+        known.extend(new);
+        Ok(())
     }
 
     /// The fragments of one month partition whose day lies in `from..=to`, each checked
@@ -295,12 +361,12 @@ pub async fn create_schema(
             config::ConfigError::BadKeyspace(keyspace.to_string()).to_string(),
         ));
     }
-    let statements = [
-        format!(
+    let statements = [format!(
             "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH REPLICATION = {{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
         ),
-        schema::create_table(keyspace),
-    ];
+    ]
+    .into_iter()
+    .chain(schema::TABLES.iter().map(|t| t.create(keyspace)));
     for cql in statements {
         session
             .query_unpaged(cql.as_str(), &[])
@@ -316,7 +382,61 @@ impl Store for CqlStore {
     async fn put(&self, fragments: Vec<Fragment>) -> Result<(), StoreError> {
         futures_util::stream::iter(fragments.iter().map(Ok))
             .try_for_each_concurrent(self.concurrency, |f| self.put_one(f))
-            .await
+            .await?;
+        self.index_series(fragments.iter().map(|f| &f.series)).await
+    }
+
+    /// One range read per partition visited: the prefix's initial, or (no prefix) each
+    /// possible initial in order until `limit` ids are found. The statement is written out
+    /// rather than prepared (the prefix holds only id characters, so it cannot break out of
+    /// its quotes): the in-process test server does not bind range markers. The range is
+    /// checked here too, for the same reason.
+    async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
+        if !id_chars(prefix) {
+            return Ok(Vec::new());
+        }
+        let initials: Vec<&str> = match schema::initial(prefix) {
+            "" => (0..schema::INITIALS.len())
+                .map(|i| &schema::INITIALS[i..=i])
+                .collect(),
+            one => vec![one],
+        };
+        let mut out = Vec::new();
+        for initial in initials {
+            if out.len() >= limit {
+                break;
+            }
+            let context = || format!("listing series starting with `{prefix}`");
+            let cql = format!(
+                "SELECT series FROM {}.{} WHERE initial = '{initial}' AND series >= '{prefix}' AND series < '{prefix}~'",
+                self.keyspace, SERIES.name
+            );
+            let mut statement = scylla::statement::unprepared::Statement::new(cql);
+            statement.set_page_size(LIST_PAGE);
+            statement.set_consistency(Consistency::LocalQuorum);
+            let pager = self
+                .session
+                .query_iter(statement, ())
+                .await
+                .map_err(|e| error::pager(&context(), &e))?;
+            let mut rows = pager
+                .rows_stream::<(String,)>()
+                .map_err(|e| StoreError::permanent(context(), e))?;
+            while out.len() < limit {
+                let Some(row) = rows.next().await else { break };
+                let (id,) = row.map_err(|e| error::next_row(&context(), &e))?;
+                if !id.starts_with(prefix) {
+                    continue;
+                }
+                out.push(SeriesId::parse(id.as_bytes()).map_err(|e| {
+                    StoreError::permanent(
+                        format!("{}: a stored id `{id}` is invalid", context()),
+                        e,
+                    )
+                })?);
+            }
+        }
+        Ok(out)
     }
 
     async fn fragments(

@@ -1,6 +1,7 @@
-//! The CloudFormation template's `AWS::Cassandra::Table` (infra/template.yaml) against the
-//! store's own definition of the table (`schema`): the same name, partition key, clustering
-//! columns in ascending order, and regular columns, each with its type and in the same order.
+//! The CloudFormation template's `AWS::Cassandra::Table`s (infra/template.yaml) against the
+//! store's own definitions (`schema::TABLES`): the same tables, each with the same name,
+//! partition key, clustering columns in ascending order, and regular columns, each with its
+//! type and in the same order.
 //! A store that writes a column the deployed table lacks fails only at its first write on
 //! AWS; this test fails instead.
 
@@ -13,17 +14,15 @@ fn template() -> Value {
     serde_yaml_ng::from_str(TEMPLATE).expect("infra/template.yaml is YAML")
 }
 
-/// The one resource of `kind` in the template.
-fn resource<'a>(template: &'a Value, kind: &str) -> &'a Value {
-    let resources = template["Resources"]
+/// The template's resources of `kind`, by logical name.
+fn resources<'a>(template: &'a Value, kind: &str) -> Vec<(String, &'a Value)> {
+    template["Resources"]
         .as_mapping()
-        .expect("the template has Resources");
-    let found: Vec<&Value> = resources
-        .values()
-        .filter(|r| r["Type"].as_str() == Some(kind))
-        .collect();
-    assert_eq!(found.len(), 1, "one {kind} in the template");
-    found[0]
+        .expect("the template has Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (text(name, "a resource's name"), r))
+        .collect()
 }
 
 fn text(v: &Value, what: &str) -> String {
@@ -46,63 +45,72 @@ fn owned(columns: &[Column]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn list<'a>(table: &'a Value, key: &str) -> &'a Vec<Value> {
-    table["Properties"][key]
-        .as_sequence()
-        .unwrap_or_else(|| panic!("the table's {key} is a list"))
+/// The table's list `key` (absent: empty, as CloudFormation reads it).
+fn list<'a>(table: &'a Value, key: &str) -> &'a [Value] {
+    match &table["Properties"][key] {
+        Value::Null => &[],
+        v => v
+            .as_sequence()
+            .unwrap_or_else(|| panic!("the table's {key} is a list")),
+    }
 }
 
 #[test]
-fn the_template_s_table_is_the_store_s_table() {
+fn the_template_s_tables_are_the_store_s_tables() {
     let template = template();
-    let table = resource(&template, "AWS::Cassandra::Table");
-
-    assert_eq!(
-        text(&table["Properties"]["TableName"], "TableName"),
-        schema::TABLE
-    );
-
-    let partition: Vec<_> = list(table, "PartitionKeyColumns")
+    let tables = resources(&template, "AWS::Cassandra::Table");
+    let names: Vec<String> = tables
         .iter()
-        .map(column)
+        .map(|(_, t)| text(&t["Properties"]["TableName"], "TableName"))
         .collect();
-    assert_eq!(partition, owned(schema::PARTITION_KEY), "partition key");
-
-    let clustering: Vec<_> = list(table, "ClusteringKeyColumns")
-        .iter()
-        .map(|c| {
-            assert_eq!(
-                c["OrderBy"].as_str(),
-                Some("ASC"),
-                "the store reads clustering columns in ascending order: {c:?}"
-            );
-            column(&c["Column"])
-        })
-        .collect();
-    assert_eq!(clustering, owned(schema::CLUSTERING), "clustering columns");
-
-    let regular: Vec<_> = list(table, "RegularColumns").iter().map(column).collect();
-    assert_eq!(regular, owned(schema::REGULAR), "regular columns");
+    let want: Vec<&str> = schema::TABLES.iter().map(|t| t.name).collect();
+    assert_eq!(names, want, "the template's tables, in the store's order");
+    for ((_, table), def) in tables.iter().zip(schema::TABLES) {
+        let partition: Vec<_> = list(table, "PartitionKeyColumns")
+            .iter()
+            .map(column)
+            .collect();
+        assert_eq!(
+            partition,
+            owned(def.partition_key),
+            "{}: partition key",
+            def.name
+        );
+        let clustering: Vec<_> = list(table, "ClusteringKeyColumns")
+            .iter()
+            .map(|c| {
+                assert_eq!(
+                    c["OrderBy"].as_str(),
+                    Some("ASC"),
+                    "the store reads clustering columns in ascending order: {c:?}"
+                );
+                column(&c["Column"])
+            })
+            .collect();
+        assert_eq!(
+            clustering,
+            owned(def.clustering),
+            "{}: clustering",
+            def.name
+        );
+        let regular: Vec<_> = list(table, "RegularColumns").iter().map(column).collect();
+        assert_eq!(regular, owned(def.regular), "{}: regular columns", def.name);
+    }
 }
 
 #[test]
-fn the_table_lives_in_the_template_s_keyspace() {
+fn the_tables_live_in_the_template_s_keyspace() {
     let template = template();
-    let table = resource(&template, "AWS::Cassandra::Table");
-    let keyspaces = template["Resources"]
-        .as_mapping()
-        .expect("Resources")
-        .iter()
-        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Cassandra::Keyspace"))
-        .map(|(name, _)| text(name, "a resource's name"))
-        .collect::<Vec<_>>();
+    let keyspaces = resources(&template, "AWS::Cassandra::Keyspace");
     assert_eq!(keyspaces.len(), 1);
-    // `KeyspaceName: !Ref Keyspace`: a tagged value.
-    match &table["Properties"]["KeyspaceName"] {
-        Value::Tagged(t) => {
-            assert_eq!(t.tag, "Ref");
-            assert_eq!(text(&t.value, "the !Ref"), keyspaces[0]);
+    for (name, table) in resources(&template, "AWS::Cassandra::Table") {
+        // `KeyspaceName: !Ref Keyspace`: a tagged value.
+        match &table["Properties"]["KeyspaceName"] {
+            Value::Tagged(t) => {
+                assert_eq!(t.tag, "Ref");
+                assert_eq!(text(&t.value, "the !Ref"), keyspaces[0].0);
+            }
+            other => panic!("{name}'s KeyspaceName should be !Ref of the keyspace, is {other:?}"),
         }
-        other => panic!("KeyspaceName should be !Ref of the keyspace, is {other:?}"),
     }
 }

@@ -134,6 +134,18 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// Series ids that start with `prefix`, ascending, at most `limit`: how a person finds a
+    /// meter (the web page's suggestions, `GET /meters`). The default says the store cannot;
+    /// the SQLite and CQL stores can.
+    fn series(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SeriesId>, StoreError>> + Send {
+        let _ = (prefix, limit);
+        async { Err(StoreError::refused("this store cannot list its series")) }
+    }
+
     /// Every stored fragment of `series` whose day lies in `from..=to`, in no particular order.
     fn fragments(
         &self,

@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS packs (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
+/// A character after every one a series id may hold (ASCII letters, digits, `- _ . :`): the
+/// exclusive end of a prefix's range.
+const SERIES_AFTER: char = '~';
+
 /// Page size of new store files; see [`SqliteStore::open`].
 const PAGE_SIZE: u32 = 16 * 1024;
 
@@ -320,6 +324,33 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(|e| (0, e))
+    }
+
+    /// A range scan of the primary key's leading column: `limit` series cost about `limit`
+    /// index steps per pack of theirs, whatever the table's size.
+    async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
+        let (low, high) = (prefix.to_string(), format!("{prefix}{SERIES_AFTER}"));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.blocking(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT DISTINCT series FROM packs WHERE series >= ?1 AND series < ?2 \
+                     ORDER BY series LIMIT ?3",
+                )
+                .map_err(sqlite_error("preparing the series listing"))?;
+            let mut rows = stmt
+                .query(params![low, high, limit])
+                .map_err(sqlite_error("listing series"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(sqlite_error("listing series"))? {
+                let id: String = row.get(0).map_err(sqlite_error("reading a series id"))?;
+                out.push(SeriesId::parse(id.as_bytes()).map_err(|e| {
+                    StoreError::permanent(format!("a stored series id `{id}` is invalid"), e)
+                })?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn fragments(

@@ -326,6 +326,34 @@ pub async fn records_and_fragments_agree<S: Store>(store: &S) {
     );
 }
 
+/// Series are listed by prefix, ascending, without repeats, at most `limit`, whichever way
+/// their fragments arrived (fragments, one record, several records).
+pub async fn series_are_listed_by_prefix<S: Store>(store: &S) {
+    let all = sample();
+    store.put(all[..3].to_vec()).await.expect("put");
+    let mut b = EnvelopeBuilder::default();
+    for f in &all[3..] {
+        b.try_push(f).expect("sample fragments encode");
+    }
+    store
+        .put_records(vec![b.finish()])
+        .await
+        .map_err(|(_, e)| e)
+        .expect("put_records");
+    let list = |prefix: &'static str, limit: usize| async move {
+        let ids = store.series(prefix, limit).await.expect("series");
+        ids.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(list("", 10).await, ["EE1", "EE10", "N1-E1", "N1-Q1"]);
+    assert_eq!(list("EE", 10).await, ["EE1", "EE10"]);
+    assert_eq!(list("EE1", 10).await, ["EE1", "EE10"]);
+    assert_eq!(list("EE10", 10).await, ["EE10"]);
+    assert_eq!(list("N1-", 1).await, ["N1-E1"]);
+    assert_eq!(list("", 3).await, ["EE1", "EE10", "N1-E1"]);
+    assert!(list("X", 10).await.is_empty());
+    assert!(list("ee", 10).await.is_empty(), "ids are case-sensitive");
+}
+
 /// Runs every check, each on a fresh store from `fresh`.
 pub async fn run_all<S: Store, F, Fut>(fresh: F)
 where
@@ -338,4 +366,5 @@ where
     corrections_and_partial_days(&fresh().await).await;
     concurrent_puts(&fresh().await).await;
     records_and_fragments_agree(&fresh().await).await;
+    series_are_listed_by_prefix(&fresh().await).await;
 }

@@ -114,6 +114,10 @@ impl<S: Store> Store for Faulty<S> {
         }
     }
 
+    async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
+        self.inner.series(prefix, limit).await
+    }
+
     async fn fragments(
         &self,
         series: &SeriesId,
