@@ -5,9 +5,11 @@
 //! readable message for a bad range. Screenshots at a desktop's and a phone's width are
 //! written to `target/browser-test/` as the test's artefacts.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use meterflow_core::Quality;
 use meterflow_store::{SqliteStore, Store};
@@ -43,28 +45,6 @@ async fn store(path: &Path) {
         ])
         .await
         .expect("put");
-}
-
-/// `meterflow serve` on an ephemeral port; the child and its address (from its banner).
-fn serve(store: &Path) -> (Child, String) {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_meterflow"))
-        .arg("--store")
-        .arg(store)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start meterflow serve");
-    let mut banner = String::new();
-    BufReader::new(server.stderr.take().expect("stderr"))
-        .read_line(&mut banner)
-        .expect("the banner");
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .to_string();
-    (server, addr)
 }
 
 /// The body of `GET target`.
@@ -189,7 +169,7 @@ async fn the_page_charts_a_meter_s_days_in_a_real_browser() {
     let t = tempfile::tempdir().expect("tempdir");
     let db = t.path().join("browser.db");
     store(&db).await;
-    let (mut server, addr) = serve(&db);
+    let (mut server, addr) = common::serve(&db, &["--listen", "127.0.0.1:0"]);
     let range = "from=2019-01-01&to=2019-01-07";
     let page = format!("http://{addr}/?meter=EE00027&{range}");
     let profile = t.path().join("profile");

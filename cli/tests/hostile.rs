@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -265,23 +265,7 @@ fn serve_needs_an_existing_store_unless_asked_to_create_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no store at"), "{}", stderr(&out));
     assert!(!typo.exists(), "no store file was made");
-    let mut server = Command::new(bin())
-        .arg("--store")
-        .arg(&typo)
-        .args(["serve", "--create", "--listen", "localhost:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(server.stderr.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .to_string();
+    let (mut server, addr) = common::serve(&typo, &["--create", "--listen", "localhost:0"]);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();

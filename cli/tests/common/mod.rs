@@ -3,8 +3,9 @@
 
 pub mod aws;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
@@ -54,4 +55,28 @@ pub fn generate(format: &str, meters: u32, days: u32, start: &str, data: &Path, 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `meterflow --store STORE serve ARGS` with `--listen 127.0.0.1:0` (or the ARGS' own): the
+/// running child and the address its banner says it listens on.
+pub fn serve(store: &Path, args: &[&str]) -> (Child, String) {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_meterflow"))
+        .arg("--store")
+        .arg(store)
+        .arg("serve")
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start meterflow serve");
+    let mut banner = String::new();
+    BufReader::new(server.stderr.take().expect("stderr"))
+        .read_line(&mut banner)
+        .expect("the banner");
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_string();
+    (server, addr)
 }
