@@ -2,7 +2,8 @@
 # End-to-end benchmark of local mode, all in one run on the same generated file:
 #   1. `meterflow ingest` (parse → envelope records → in-process stream → SQLite store),
 #   2. the parser alone on the same file (bench/src/bin/parse_file.rs),
-#   3. DuckDB computing the same daily sums from the same file (PyPI duckdb, in bench/.venv),
+#   3. DuckDB and polars computing the same daily sums from the same file, 2 threads each
+#      (PyPI duckdb and polars, in bench/.venv), with their peak memory,
 # and the peak RSS of `ingest` for a ~0.5 GB and a ~2 GB file (it should stay flat).
 #
 #   bench/ingest.sh            # ~1 GB main file; needs ~4 GB of disk in bench/out
@@ -14,10 +15,8 @@ cargo build --release -q -p meterflow-cli -p meterflow-bench --bin meterflow --b
 mf="$target/release/meterflow"
 pf="$target/release/parse_file"
 
-if [ ! -x bench/.venv/bin/python ]; then
-  python3 -m venv bench/.venv
-  bench/.venv/bin/pip install -q duckdb
-fi
+[ -x bench/.venv/bin/python ] || python3 -m venv bench/.venv
+bench/.venv/bin/python -c 'import duckdb, polars' 2>/dev/null || bench/.venv/bin/pip install -q duckdb polars
 
 # ~308 bytes per meter-day: 9000 meters x 365 days ≈ 1 GB.
 meters="${SIZE_METERS:-9000}"
@@ -60,22 +59,49 @@ PY
 
 read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/$main.csv")
 
-duck_s=$(bench/.venv/bin/python - "$out/$main.csv" <<'PY'
+# The peers, each in its own process (peak RSS from /usr/bin/time), 2 threads like meterflow,
+# computing the same answer: one exact DECIMAL total per meter-day. Each prints its seconds
+# (reading and summing only, the interpreter's start excluded) and its count of meter-days.
+cat > "$out/duckdb_daily.py" <<'PY'
 import sys, time, duckdb
 path = sys.argv[1]
 with open(path) as f:
     intervals = f.readline().strip().split(",")[2:]
-# The same answer meterflow stores: one exact total per meter-day (DECIMAL keeps it exact).
 total = " + ".join(f'"{c}"::DECIMAL(18,6)' for c in intervals)
 con = duckdb.connect()
+con.execute("SET threads = 2")
 t = time.perf_counter()
 con.execute(f"""CREATE TABLE daily AS SELECT "Meter", "Date", {total} AS total FROM read_csv('{path}', header = true)""")
 n = con.execute("SELECT count(*) FROM daily").fetchone()[0]
-print(f"{time.perf_counter() - t:.3f}")
-print(f"duckdb: {n} meter-days", file=sys.stderr)
+print(f"{time.perf_counter() - t:.3f} {n}")
 PY
+cat > "$out/polars_daily.py" <<'PY'
+import os, sys, time
+os.environ["POLARS_MAX_THREADS"] = "2"
+import polars as pl
+path = sys.argv[1]
+with open(path) as f:
+    intervals = f.readline().strip().split(",")[2:]
+t = time.perf_counter()
+daily = (
+    pl.scan_csv(path, schema_overrides={c: pl.Decimal(18, 6) for c in intervals})
+    .select("Meter", "Date", pl.sum_horizontal(intervals).alias("total"))
+    .collect()
 )
+print(f"{time.perf_counter() - t:.3f} {daily.height}")
+PY
+peer() { # script -> "seconds meter_days max_rss_kib"
+  /usr/bin/time -f "%M" -o "$out/peer_rss.txt" bench/.venv/bin/python "$out/$1" "$out/$main.csv" > "$out/peer.txt"
+  echo "$(cat "$out/peer.txt") $(cat "$out/peer_rss.txt")"
+}
+read -r duck_s duck_n duck_rss < <(peer duckdb_daily.py)
+read -r polars_s polars_n polars_rss < <(peer polars_daily.py)
+for n in "$duck_n" "$polars_n"; do
+  [ "$n" = $((meters * 365)) ] || { echo "a peer found $n meter-days, expected $((meters * 365))" >&2; exit 1; }
+done
 duck_mbs=$(python3 -c "print(round($size/1e6/$duck_s))")
+polars_mbs=$(python3 -c "print(round($size/1e6/$polars_s))")
+best_s=$(python3 -c "print(min($duck_s, $polars_s))")
 
 gen "$half" $((meters / 2)) 365
 gen "$double" $((meters * 2)) 365
@@ -90,11 +116,12 @@ half_mb=$(( $(stat -c %s "$out/$half.csv") / 1000000 ))
 double_mb=$(( $(stat -c %s "$out/$double.csv") / 1000000 ))
 
 cat <<REPORT
-| what (same ${size} byte file, page-cached) | seconds | MB/s | vs DuckDB |
-|---|---|---|---|
-| meterflow ingest, end to end (SQLite store) | $ingest_s | $ingest_mbs | $(python3 -c "print(f'{$duck_s/$ingest_s:.2f}x')") |
-| meterflow parser alone | $parse_s | $parse_mbs | $(python3 -c "print(f'{$duck_s/$parse_s:.2f}x')") |
-| DuckDB read_csv + DECIMAL daily sums | $duck_s | $duck_mbs | 1.00x |
+| what (same ${size} byte file, page-cached, 2 threads) | seconds | MB/s | peak RSS (KiB) | vs the best peer |
+|---|---|---|---|---|
+| meterflow ingest, end to end (SQLite store) | $ingest_s | $ingest_mbs | $ingest_rss | $(python3 -c "print(f'{$best_s/$ingest_s:.2f}x')") |
+| meterflow parser alone | $parse_s | $parse_mbs | | $(python3 -c "print(f'{$best_s/$parse_s:.2f}x')") |
+| DuckDB read_csv + DECIMAL daily sums | $duck_s | $duck_mbs | $duck_rss | $(python3 -c "print(f'{$best_s/$duck_s:.2f}x')") |
+| polars scan_csv + Decimal sum_horizontal | $polars_s | $polars_mbs | $polars_rss | $(python3 -c "print(f'{$best_s/$polars_s:.2f}x')") |
 
 | ingest peak RSS | file | max RSS (KiB) |
 |---|---|---|
