@@ -356,22 +356,17 @@ async fn read_shard<R: ShardReader, S: Store>(
                 ended = Some(Ended::ToTime);
                 break;
             }
-            let past_end = plan
+            let vs_end = plan
                 .until
                 .sequence
                 .as_deref()
-                .is_some_and(|end| sequence_order(&r.sequence_number, end) == Order::Greater);
-            if past_end {
+                .map(|end| sequence_order(&r.sequence_number, end));
+            if vs_end == Some(Order::Greater) {
                 ended = Some(Ended::EndSequence);
                 break;
             }
             batch.push(r);
-            let at_end = plan
-                .until
-                .sequence
-                .as_deref()
-                .is_some_and(|end| sequence_order(&r.sequence_number, end) == Order::Equal);
-            if at_end {
+            if vs_end == Some(Order::Equal) {
                 ended = Some(Ended::EndSequence);
                 break;
             }

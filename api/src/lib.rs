@@ -318,8 +318,7 @@ async fn meters<S: Store>(
 ) -> Result<Json<MetersBody>, ApiError> {
     let q = query(raw_query.as_deref(), Some(&["prefix", "limit"]))?;
     let prefix = q.get("prefix").map_or("", String::as_str);
-    let id_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
-    if prefix.len() > 64 || !prefix.bytes().all(id_char) {
+    if !SeriesId::could_start(prefix) {
         return Err(ApiError::bad_request(
             "`prefix` may hold only ASCII letters, digits and - _ . : (at most 64), as meter ids do",
         ));

@@ -72,6 +72,18 @@ impl SeriesId {
         Ok(SeriesId(Arc::from(s)))
     }
 
+    /// Whether some valid id could start with `prefix` (the empty prefix included): a
+    /// listing by any other prefix is empty, and a store need not ask.
+    pub fn could_start(prefix: &str) -> bool {
+        prefix.is_empty() || Self::check(prefix.as_bytes()).is_ok()
+    }
+
+    /// The exclusive end of the ids starting with `prefix`, in byte order: `~` sorts after
+    /// every character an id may hold. With `prefix` itself as the start, a range read.
+    pub fn prefix_end(prefix: &str) -> String {
+        format!("{prefix}~")
+    }
+
     /// Validates without allocating; the hot path compares with the previous row's id first.
     pub fn check(t: &[u8]) -> Result<(), SeriesIdError> {
         if t.is_empty() {

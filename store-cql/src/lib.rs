@@ -66,14 +66,6 @@ use schema::{FRAGMENTS, SERIES};
 /// Rows per page of a series listing (a listing asks for a few dozen).
 const LIST_PAGE: i32 = 100;
 
-/// The characters a series id may hold: a prefix of others matches no id.
-fn id_chars(prefix: &str) -> bool {
-    prefix.len() <= 64
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
 /// A fragment store in one keyspace of a CQL cluster.
 ///
 /// Cheap to clone (the session is shared); one per process is enough, the driver keeps a
@@ -392,7 +384,7 @@ impl Store for CqlStore {
     /// its quotes): the in-process test server does not bind range markers. The range is
     /// checked here too, for the same reason.
     async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
-        if !id_chars(prefix) {
+        if !SeriesId::could_start(prefix) {
             return Ok(Vec::new());
         }
         let initials: Vec<&str> = match schema::initial(prefix) {
@@ -408,8 +400,10 @@ impl Store for CqlStore {
             }
             let context = || format!("listing series starting with `{prefix}`");
             let cql = format!(
-                "SELECT series FROM {}.{} WHERE initial = '{initial}' AND series >= '{prefix}' AND series < '{prefix}~'",
-                self.keyspace, SERIES.name
+                "SELECT series FROM {}.{} WHERE initial = '{initial}' AND series >= '{prefix}' AND series < '{}'",
+                self.keyspace,
+                SERIES.name,
+                SeriesId::prefix_end(prefix)
             );
             let mut statement = scylla::statement::unprepared::Statement::new(cql);
             statement.set_page_size(LIST_PAGE);

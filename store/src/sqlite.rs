@@ -34,10 +34,6 @@ CREATE TABLE IF NOT EXISTS packs (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
-/// A character after every one a series id may hold (ASCII letters, digits, `- _ . :`): the
-/// exclusive end of a prefix's range.
-const SERIES_AFTER: char = '~';
-
 /// Page size of new store files; see [`SqliteStore::open`].
 const PAGE_SIZE: u32 = 16 * 1024;
 
@@ -329,7 +325,7 @@ impl Store for SqliteStore {
     /// A range scan of the primary key's leading column: `limit` series cost about `limit`
     /// index steps per pack of theirs, whatever the table's size.
     async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
-        let (low, high) = (prefix.to_string(), format!("{prefix}{SERIES_AFTER}"));
+        let (low, high) = (prefix.to_string(), SeriesId::prefix_end(prefix));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.blocking(move |conn| {
             let mut stmt = conn
