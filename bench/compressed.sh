@@ -8,6 +8,8 @@
 #
 #   bench/compressed.sh              # ~1 GB plain file; needs ~1.3 GB of disk in bench/out
 #   SIZE_METERS=1000 bench/compressed.sh   # smaller, quicker
+#   BEFORE=<commit> bench/compressed.sh    # also that commit's build, in the same run (rows
+#                                          # "before"): a before/after table
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 cargo build --release -q -p meterflow-cli -p meterflow-bench --bin meterflow --bin inflate_file
@@ -22,31 +24,47 @@ size=$(stat -c %s "$out/$main.csv")
 gz_size=$(stat -c %s "$out/$main.csv.gz")
 cat "$out/$main.csv" "$out/$main.csv.gz" > /dev/null # page cache for every contender
 
-ingest() { # file -> "seconds rows_accepted"
+ingest() { # meterflow file -> "seconds rows_accepted"
   rm -f "$out/compressed.db"*
-  /usr/bin/time -f "%e" -o "$out/time.txt" "$mf" --store "$out/compressed.db" ingest --json "$1" > "$out/compressed.json"
+  /usr/bin/time -f "%e" -o "$out/time.txt" "$1" --store "$out/compressed.db" ingest --json "$2" > "$out/compressed.json"
   echo "$(cat "$out/time.txt") $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rows_accepted'])" "$out/compressed.json")"
 }
-read -r plain_s plain_rows < <(ingest "$out/$main.csv")
-read -r gz_s gz_rows < <(ingest "$out/$main.csv.gz")
-# The same rows from both, or the figures mean nothing.
-if [ "$plain_rows" != "$gz_rows" ] || [ "$plain_rows" != $((meters * 365)) ]; then
-  echo "rows differ: plain $plain_rows, gz $gz_rows, expected $((meters * 365))" >&2
-  exit 1
+mbs() { python3 -c "print(round($size / 1e6 / $1))"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+
+# measure LABEL MEETERFLOW INFLATE_FILE: the table's rows for one build.
+measure() {
+  local label=$1 mf=$2 inflate=$3 plain_s plain_rows gz_s gz_rows inflated inflate_s inflate_mbs
+  read -r plain_s plain_rows < <(ingest "$mf" "$out/$main.csv")
+  read -r gz_s gz_rows < <(ingest "$mf" "$out/$main.csv.gz")
+  # The same rows from both, or the figures mean nothing.
+  if [ "$plain_rows" != "$gz_rows" ] || [ "$plain_rows" != $((meters * 365)) ]; then
+    echo "$label: rows differ: plain $plain_rows, gz $gz_rows, expected $((meters * 365))" >&2
+    exit 1
+  fi
+  read -r inflated inflate_s inflate_mbs < <("$inflate" "$out/$main.csv.gz")
+  [ "$inflated" = "$size" ] || { echo "$label: inflated $inflated bytes, expected $size" >&2; exit 1; }
+  echo "| $label: meterflow ingest, plain file | $plain_s | $(mbs "$plain_s") | 1.00x |"
+  echo "| $label: meterflow ingest, .gz | $gz_s | $(mbs "$gz_s") | $(ratio "$plain_s" "$gz_s") |"
+  echo "| $label: inflate alone (meterflow's decompressor) | $inflate_s | $inflate_mbs | |"
+}
+
+rows=()
+if [ -n "${BEFORE:-}" ]; then
+  before "$BEFORE" meterflow-cli meterflow
+  before "$BEFORE" meterflow-bench inflate_file
+  rev=$(git rev-parse --short "$BEFORE")
+  rows+=("$(measure "before ($rev)" "$out/$rev-meterflow" "$out/$rev-inflate_file")")
 fi
-read -r inflated inflate_s inflate_mbs < <("$inflate" "$out/$main.csv.gz")
-[ "$inflated" = "$size" ] || { echo "inflated $inflated bytes, expected $size" >&2; exit 1; }
+rows+=("$(measure "after ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes))" "$mf" "$inflate")")
 /usr/bin/time -f "%e" -o "$out/time.txt" gzip -dc "$out/$main.csv.gz" > /dev/null
 zlib_s=$(cat "$out/time.txt")
 
-mbs() { python3 -c "print(round($size / 1e6 / $1))"; }
 cat <<REPORT
-$((size / 1000000)) MB plain, $((gz_size / 1000000)) MB gzip -6 ($meters meters x 365 days, $plain_rows rows from each)
+$((size / 1000000)) MB plain, $((gz_size / 1000000)) MB gzip -6 ($meters meters x 365 days, $((meters * 365)) rows from each)
 
-| what | seconds | MB/s of plain CSV | vs plain ingest |
+| what | seconds | MB/s of plain CSV | vs plain ingest of the same build |
 |---|---|---|---|
-| meterflow ingest, plain file | $plain_s | $(mbs "$plain_s") | 1.00x |
-| meterflow ingest, .gz | $gz_s | $(mbs "$gz_s") | $(python3 -c "print(f'{$plain_s/$gz_s:.2f}x')") |
-| inflate alone (meterflow's decompressor) | $inflate_s | $inflate_mbs | |
+$(printf '%s\n' "${rows[@]}")
 | gzip -dc (system zlib) | $zlib_s | $(mbs "$zlib_s") | |
 REPORT
