@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The HTTP API under load on loopback: `meterflow serve` over a SQLite store of METERS meters ×
 # 365 days, driven by wrk (Debian's package; installed here if missing) with random meters,
-# for a 1-day and a 1-year range, each alone and then while `meterflow ingest` writes another
-# year of other meters into the same store. Prints wrk's requests/s and latency percentiles.
+# for a 1-day and a 1-year range: one request at a time, then 16 at a time alone and while
+# `meterflow ingest` writes another year of the same meters into the same store. Prints wrk's
+# requests/s and latency percentiles.
 #
 #   bench/api_load.sh                 # 9000 meters, 10 s per run
 #   METERS=2000 SECONDS_PER_RUN=5 bench/api_load.sh
@@ -46,13 +47,16 @@ request = function()
 end
 LUA
 
-run() { # label, range query
+run() { # label, range query[, wrk threads, connections]
   echo "== $1"
-  RANGE="$2" wrk -t2 -c16 -d"${seconds}s" --latency -s "$out/random_meter.lua" "http://127.0.0.1:$port" |
+  RANGE="$2" wrk -t"${3:-2}" -c"${4:-16}" -d"${seconds}s" --latency -s "$out/random_meter.lua" "http://127.0.0.1:$port" |
     grep -E "Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors"
 }
 
 echo "store: $meters meters x 365 days ($(du -h "$store" | cut -f1)); wrk 2 threads, 16 connections, ${seconds}s per run"
+# One request at a time: what one request costs, without queueing behind others.
+run "1 day, one connection" "from=2019-06-01&to=2019-06-01" 1 1
+run "1 year, one connection" "from=2019-01-01&to=2019-12-31" 1 1
 run "1 day, alone" "from=2019-06-01&to=2019-06-01"
 run "1 year, alone" "from=2019-01-01&to=2019-12-31"
 # Another year of the same meters, ingested again and again (idempotent) while wrk runs.

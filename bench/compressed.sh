@@ -32,7 +32,7 @@ ingest() { # meterflow file -> "seconds rows_accepted"
 mbs() { python3 -c "print(round($size / 1e6 / $1))"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 
-# measure LABEL MEETERFLOW INFLATE_FILE: the table's rows for one build.
+# measure LABEL METERFLOW INFLATE_FILE: the table's rows for one build.
 measure() {
   local label=$1 mf=$2 inflate=$3 plain_s plain_rows gz_s gz_rows inflated inflate_s inflate_mbs
   read -r plain_s plain_rows < <(ingest "$mf" "$out/$main.csv")

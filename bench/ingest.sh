@@ -8,6 +8,7 @@
 #
 #   bench/ingest.sh            # ~1 GB main file; needs ~4 GB of disk in bench/out
 #   SIZE_METERS=1000 bench/ingest.sh   # smaller, quicker
+#   BEFORE=<commit> bench/ingest.sh    # also that commit's ingest and parser, in the same run
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -30,9 +31,21 @@ echo "file: $out/$main.csv, $((size / 1000000)) MB"
 
 cat "$out/$main.csv" > /dev/null # page cache: every contender reads from memory
 
-rm -f "$out/ingest.db"*
-/usr/bin/time -f "%e %M" -o "$out/time.txt" "$mf" --store "$out/ingest.db" ingest --json "$out/$main.csv" > "$out/ingest.json"
-read -r ingest_s ingest_rss < "$out/time.txt"
+# timed_ingest METERFLOW: ingests the main file into a fresh store; prints "seconds max_rss_kib
+# user_s system_s" (the summary in ingest.json).
+timed_ingest() {
+  rm -f "$out/ingest.db"*
+  /usr/bin/time -f "%e %M %U %S" -o "$out/time.txt" "$1" --store "$out/ingest.db" ingest --json "$out/$main.csv" > "$out/ingest.json"
+  cat "$out/time.txt"
+}
+if [ -n "${BEFORE:-}" ]; then
+  before "$BEFORE" meterflow-cli meterflow
+  before "$BEFORE" meterflow-bench parse_file
+  rev=$(git rev-parse --short "$BEFORE")
+  read -r before_s before_rss before_user before_sys < <(timed_ingest "$out/$rev-meterflow")
+  read -r _ before_parse_s before_parse_mbs _ _ < <("$out/$rev-parse_file" "$out/$main.csv")
+fi
+read -r ingest_s ingest_rss ingest_user ingest_sys < <(timed_ingest "$mf")
 ingest_mbs=$(python3 -c "print(round($size/1e6/$ingest_s))")
 
 # A fast wrong answer is no answer: every row accepted, and three meters' daily totals (first,
@@ -118,7 +131,11 @@ double_mb=$(( $(stat -c %s "$out/$double.csv") / 1000000 ))
 cat <<REPORT
 | what (same ${size} byte file, page-cached, 2 threads) | seconds | MB/s | peak RSS (KiB) | vs the best peer |
 |---|---|---|---|---|
-| meterflow ingest, end to end (SQLite store) | $ingest_s | $ingest_mbs | $ingest_rss | $(python3 -c "print(f'{$best_s/$ingest_s:.2f}x')") |
+$(if [ -n "${BEFORE:-}" ]; then
+  echo "| before ($rev): meterflow ingest (user $before_user s, system $before_sys s) | $before_s | $(python3 -c "print(round($size/1e6/$before_s))") | $before_rss | $(python3 -c "print(f'{$best_s/$before_s:.2f}x')") |"
+  echo "| before ($rev): meterflow parser alone | $before_parse_s | $before_parse_mbs | | $(python3 -c "print(f'{$best_s/$before_parse_s:.2f}x')") |"
+fi)
+| meterflow ingest, end to end (SQLite store; user $ingest_user s, system $ingest_sys s) | $ingest_s | $ingest_mbs | $ingest_rss | $(python3 -c "print(f'{$best_s/$ingest_s:.2f}x')") |
 | meterflow parser alone | $parse_s | $parse_mbs | | $(python3 -c "print(f'{$best_s/$parse_s:.2f}x')") |
 | DuckDB read_csv + DECIMAL daily sums | $duck_s | $duck_mbs | $duck_rss | $(python3 -c "print(f'{$best_s/$duck_s:.2f}x')") |
 | polars scan_csv + Decimal sum_horizontal | $polars_s | $polars_mbs | $polars_rss | $(python3 -c "print(f'{$best_s/$polars_s:.2f}x')") |
