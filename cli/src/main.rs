@@ -110,7 +110,6 @@ fn parse_day(s: &str, what: &str) -> Result<Day> {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -119,21 +118,6 @@ fn main() -> ExitCode {
             eprintln!("error: {}", meterflow_store::chain(e.as_ref()));
             ExitCode::from(1)
         }
-    }
-}
-
-/// Ingest allocates and frees records of up to 1 MiB on one thread and frees them on another,
-/// thousands a second. glibc's defaults serve such blocks with `mmap` at first and, later,
-/// hand freed memory at the top of a heap back to the kernel (`madvise`), so the next record
-/// faults in fresh zeroed pages: about a third of the ingest's system time (`perf`,
-/// bench/RESULTS.md, issue 14's goal 7). Fixed thresholds keep up to 64 MiB of freed memory
-/// for reuse; peak memory is bounded by what the pipeline holds at once, as before.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets the allocator's parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 
