@@ -50,6 +50,8 @@ pub struct IngestConfig {
     pub long_interval_minutes: u16,
     pub limits: Limits,
     pub progress: bool,
+    /// Large local files are cut in pieces of this size (see `SplitSettings::piece_bytes`).
+    pub piece_bytes: Option<u64>,
     /// Where `s3://` inputs are read from (`None` when there are none).
     pub s3: Option<Arc<S3Inputs>>,
 }
@@ -64,6 +66,7 @@ impl IngestConfig {
             long_interval_minutes: 30,
             limits: Limits::default(),
             progress: false,
+            piece_bytes: SplitSettings::default().piece_bytes,
             s3: None,
         }
     }
@@ -208,6 +211,7 @@ pub async fn run<S: Store + 'static>(
         limits: cfg.limits,
         timestamps: cfg.timestamps,
         long_interval_minutes: cfg.long_interval_minutes,
+        piece_bytes: cfg.piece_bytes,
     };
     let inputs: Vec<Opening> = found
         .inputs
@@ -321,6 +325,27 @@ impl std::fmt::Display for Opening {
 impl files::Openable for Opening {
     fn open(&self) -> Result<files::Opened, String> {
         self.input.open(self.s3.as_deref())
+    }
+
+    fn seekable_len(&self) -> Option<u64> {
+        match &self.input {
+            Input::File(p) => std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+            Input::S3 { .. } => None,
+        }
+    }
+
+    fn open_at(&self, offset: u64) -> Option<std::io::Result<Box<dyn std::io::Read + Send>>> {
+        use std::io::{Seek, SeekFrom};
+        let Input::File(p) = &self.input else {
+            return None;
+        };
+        Some(std::fs::File::open(p).and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(Box::new(f) as Box<dyn std::io::Read + Send>)
+        }))
     }
 }
 

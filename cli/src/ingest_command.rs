@@ -66,9 +66,14 @@ struct Settings {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Files parsed in parallel (default: the number of cores).
+    /// Threads parsing files (default: the number of cores). A plain wide or long file of
+    /// two pieces or more (`--piece-kib`) is parsed by all of them at once.
     #[arg(long)]
     jobs: Option<usize>,
+    /// Size of the pieces a large plain wide or long file is cut in, in KiB, each parsed by
+    /// whichever thread is free; 0 reads every file whole on one thread.
+    #[arg(long, default_value_t = meterflow_core::format::pieces::PIECE_BYTES / 1024)]
+    piece_kib: u64,
     /// Which end of its interval a long file's timestamp labels.
     #[arg(long, value_enum, default_value = "auto")]
     timestamps: Labels,
@@ -138,6 +143,7 @@ async fn ingest(all: &[PathBuf], args: Settings, store: &str) -> Result<ExitCode
             ..Limits::default()
         },
         progress: !args.json && std::io::stderr().is_terminal(),
+        piece_bytes: (args.piece_kib > 0).then_some(args.piece_kib * 1024),
         s3: found.s3.clone(),
     };
     let summary = ingest::run(destination, found, cfg).await?;

@@ -462,3 +462,48 @@ fn a_closed_stdout_ends_quietly() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A file cut in pieces parsed by several threads (`--piece-kib`) stores what a whole read
+/// stores: the same counts (a long file's days cut across two pieces are two fragments) and
+/// every meter-day equal to the generator's oracle.
+#[test]
+fn a_file_read_in_pieces_stores_what_a_whole_read_stores() {
+    for (format, meters) in [("wide", 40), ("long", 6)] {
+        let (whole, cut) = (Env::new(), Env::new());
+        let data = whole.path(&format!("{format}.csv"));
+        let expected = whole.path("expected.csv");
+        common::generate(format, meters, 10, "2019-03-25", &data, &expected);
+        let size = std::fs::metadata(&data).unwrap().len();
+        assert!(
+            size > 24 * 1024,
+            "{format}: {size} bytes is too small to cut in 4 KiB pieces"
+        );
+        let path = data.to_str().unwrap();
+        let a = whole.ingest_json(&["--piece-kib", "0", path]);
+        let b = cut.ingest_json(&["--piece-kib", "4", "--jobs", "3", path]);
+        for field in common::COUNTS.iter().filter(|f| **f != "fragments") {
+            assert_eq!(a[field], b[field], "{format}: {field}");
+        }
+        if format == "long" {
+            // Proof that it was cut: 4 KiB pieces end inside days of 48 readings.
+            let (a, b) = (a["fragments"].as_u64(), b["fragments"].as_u64());
+            assert!(b > a, "long: {b:?} fragments in pieces, {a:?} whole");
+        }
+        let oracle = std::fs::read_to_string(&expected).unwrap();
+        let mut want: std::collections::BTreeMap<&str, Vec<(String, String)>> = Default::default();
+        for line in oracle.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            want.entry(f[0])
+                .or_default()
+                .push((f[1].to_string(), f[2].to_string()));
+        }
+        assert_eq!(want.len(), meters as usize);
+        for (meter, days) in want {
+            assert_eq!(
+                cut.totals(meter, "2019-03-25", "2019-04-03"),
+                days,
+                "{format} {meter}"
+            );
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! Many objects at once: the engine of `meterflow ingest`. Worker threads take inputs from a
 //! shared queue, open each (a local file, an S3 object), run the object driver
 //! ([`crate::object::split_object`]) on it into one records channel, and stop taking inputs
-//! when the channel's consumer has gone.
+//! when the channel's consumer has gone. A large plain wide or long input that can be read
+//! from anywhere (a local file) is cut in pieces ([`crate::pieces`]) that go back on the queue
+//! ahead of the other inputs, so one large file keeps every worker busy.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -15,11 +17,24 @@ use tokio::sync::mpsc;
 
 use crate::channel::{ChannelOutput, StopWhenClosed};
 use crate::object::{split_object, ObjectError, ObjectName, ObjectReport, Part, SplitSettings};
+use crate::pieces::{PieceDone, Pieces};
 
 /// An input that can be opened on a worker thread.
-pub trait Openable: Display + Send + 'static {
+pub trait Openable: Display + Send + Sync + 'static {
     /// The input's reader, name and size, or why it cannot be opened (the message names it).
     fn open(&self) -> Result<Opened, String>;
+
+    /// The input's size, if it can be read from any offset ([`Openable::open_at`]: a local
+    /// file). Such an input, when large, plain and wide or long, is read in pieces by several
+    /// workers at once.
+    fn seekable_len(&self) -> Option<u64> {
+        None
+    }
+
+    /// The input's bytes from `offset`, if it can be read from anywhere.
+    fn open_at(&self, _offset: u64) -> Option<io::Result<Box<dyn Read + Send>>> {
+        None
+    }
 }
 
 /// An opened input.
@@ -57,8 +72,8 @@ pub struct Channels {
 }
 
 /// The worker threads of one run.
-pub struct Workers {
-    threads: Vec<std::thread::JoinHandle<Vec<FileOutcome>>>,
+pub struct Workers<I> {
+    threads: Vec<std::thread::JoinHandle<Vec<Done<I>>>>,
 }
 
 /// Starts `jobs` threads splitting `inputs` (in order, as threads free up) into `channels`.
@@ -69,8 +84,10 @@ pub fn spawn<I: Openable>(
     jobs: usize,
     settings: SplitSettings,
     channels: Channels,
-) -> Workers {
-    let queue = Arc::new(Mutex::new(inputs.into_iter().collect::<VecDeque<_>>()));
+) -> Workers<I> {
+    let queue = Arc::new(Mutex::new(
+        inputs.into_iter().map(Job::Whole).collect::<VecDeque<_>>(),
+    ));
     let channels = Arc::new(channels);
     let threads = (0..jobs.max(1))
         .map(|_| {
@@ -81,13 +98,21 @@ pub fn spawn<I: Openable>(
     Workers { threads }
 }
 
-impl Workers {
-    /// Waits for every worker; the outcomes of all inputs taken, in no particular order.
+impl<I: Openable> Workers<I> {
+    /// Waits for every worker; the outcomes of all inputs taken, in no particular order (the
+    /// pieces of an input make one outcome).
     pub fn join(self) -> Result<Vec<FileOutcome>, WorkerPanicked> {
         let mut all = Vec::new();
+        let mut pieces = Vec::new();
         for t in self.threads {
-            all.extend(t.join().map_err(|_| WorkerPanicked)?);
+            for done in t.join().map_err(|_| WorkerPanicked)? {
+                match done {
+                    Done::Whole(outcome) => all.push(outcome),
+                    Done::Piece(piece) => pieces.push(piece),
+                }
+            }
         }
+        all.extend(crate::pieces::outcomes(pieces));
         Ok(all)
     }
 }
@@ -97,24 +122,54 @@ impl Workers {
 #[error("a splitting thread panicked")]
 pub struct WorkerPanicked;
 
-/// One worker: inputs from the queue until it is empty or the consumer has gone.
+/// What a worker takes from the queue: an input, or a piece of one.
+pub(crate) enum Job<I> {
+    Whole(I),
+    Piece(Arc<Pieces<I>>, usize),
+}
+
+/// What a worker did with a job.
+pub(crate) enum Done<I> {
+    Whole(FileOutcome),
+    Piece(PieceDone<I>),
+}
+
+/// One worker: jobs from the queue until it is empty or the consumer has gone.
 fn work<I: Openable>(
-    queue: &Mutex<VecDeque<I>>,
+    queue: &Mutex<VecDeque<Job<I>>>,
     settings: &SplitSettings,
     channels: &Channels,
-) -> Vec<FileOutcome> {
-    let mut outcomes = Vec::new();
+) -> Vec<Done<I>> {
+    let mut done = Vec::new();
     while !channels.halt.load(Ordering::Relaxed) {
-        let Some(input) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+        let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
             break;
         };
-        let result = split_one(&input, settings, channels);
-        outcomes.push(FileOutcome {
-            input: input.to_string(),
-            result,
-        });
+        let (set, k) = match job {
+            Job::Piece(set, k) => (set, k),
+            Job::Whole(input) => match crate::pieces::plan(input, settings) {
+                Ok(set) => {
+                    // The other pieces first in line, in order: every worker joins this input.
+                    let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                    for k in (1..set.len()).rev() {
+                        q.push_front(Job::Piece(Arc::clone(&set), k));
+                    }
+                    (set, 0)
+                }
+                Err(input) => {
+                    let result = split_one(&input, settings, channels);
+                    done.push(Done::Whole(FileOutcome {
+                        input: input.to_string(),
+                        result,
+                    }));
+                    continue;
+                }
+            },
+        };
+        let result = crate::pieces::split_piece(&set, k, settings, channels);
+        done.push(Done::Piece(PieceDone { set, k, result }));
     }
-    outcomes
+    done
 }
 
 fn split_one<I: Openable>(
@@ -126,24 +181,41 @@ fn split_one<I: Openable>(
         message,
         done: Box::default(),
     })?;
+    let size = opened.size;
+    let mut done = split_from(
+        opened.reader,
+        &opened.name,
+        settings,
+        &Part::default(),
+        channels,
+    )?;
+    done.stats.bytes = size;
+    Ok(done)
+}
+
+/// Splits `reader` (an object from its start, or from `part.from`) into the channels, counting
+/// the bytes read for progress.
+pub(crate) fn split_from(
+    reader: Box<dyn Read + Send>,
+    name: &ObjectName,
+    settings: &SplitSettings,
+    part: &Part,
+    channels: &Channels,
+) -> Result<ObjectReport, FileFailure> {
     let reader = Counting {
-        inner: StopWhenClosed::new(opened.reader, Arc::clone(&channels.halt)),
+        inner: StopWhenClosed::new(reader, Arc::clone(&channels.halt)),
         read: Arc::clone(&channels.read),
     };
     let rejects = &channels.rejects;
     let mut out = ChannelOutput::new(channels.records.clone(), Arc::clone(&channels.halt), |r| {
         rejects(r)
     });
-    match split_object(reader, &opened.name, settings, &Part::default(), &mut out) {
-        Ok(mut done) => {
-            done.stats.bytes = opened.size;
-            Ok(done)
-        }
-        Err(ObjectError { error, done }) => Err(FileFailure {
+    split_object(reader, name, settings, part, &mut out).map_err(|ObjectError { error, done }| {
+        FileFailure {
             message: error.to_string(),
             done,
-        }),
-    }
+        }
+    })
 }
 
 /// Counts bytes read, for progress and throughput.

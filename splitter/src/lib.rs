@@ -15,6 +15,7 @@ pub mod input;
 pub mod lambda;
 pub mod object;
 pub mod pack;
+mod pieces;
 #[cfg(feature = "lambda")]
 pub mod report;
 pub mod s3;

@@ -45,6 +45,10 @@ pub struct SplitSettings {
     pub limits: Limits,
     pub timestamps: TimestampLabel,
     pub long_interval_minutes: u16,
+    /// Large plain wide and long inputs that can be read from anywhere (local files) are cut
+    /// in pieces of about this size, read by several workers at once ([`crate::files`]);
+    /// `None`: every input is read whole by one.
+    pub piece_bytes: Option<u64>,
 }
 
 impl SplitSettings {
@@ -55,7 +59,19 @@ impl SplitSettings {
             limits: Limits::default(),
             timestamps: TimestampLabel::Auto,
             long_interval_minutes: 30,
+            piece_bytes: Some(meterflow_core::format::pieces::PIECE_BYTES),
         }
+    }
+}
+
+impl SplitSettings {
+    /// How to parse `input` (the object, or an entry of it) of the object `name`.
+    pub fn options(&self, input: &str, name: &ObjectName) -> Options {
+        let source = source_name(input, name.delivery.as_deref());
+        let mut opts = Options::new(source, name.version);
+        opts.timestamps = self.timestamps;
+        opts.long_interval_minutes = self.long_interval_minutes;
+        opts
     }
 }
 
@@ -246,10 +262,7 @@ impl Run<'_> {
         // The budget is the part's, across a zip's inputs, not each input's.
         let before = self.done.stats.bytes;
         let halt = |read: u64| stop.load(Ordering::Relaxed) || before + read >= max;
-        let source = source_name(input, self.name.delivery.as_deref());
-        let mut opts = Options::new(source, self.name.version);
-        opts.timestamps = self.settings.timestamps;
-        opts.long_interval_minutes = self.settings.long_interval_minutes;
+        let opts = self.settings.options(input, self.name);
         match split_part(r, opts, from, self.settings.pack, out, halt) {
             Ok((s, cut)) => {
                 self.done.stats.add(&s);

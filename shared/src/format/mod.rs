@@ -6,6 +6,7 @@
 
 pub mod long;
 pub mod nem12;
+pub mod pieces;
 pub mod record;
 pub mod wide;
 
