@@ -338,14 +338,10 @@ impl files::Openable for Opening {
     }
 
     fn open_at(&self, offset: u64) -> Option<std::io::Result<Box<dyn std::io::Read + Send>>> {
-        use std::io::{Seek, SeekFrom};
-        let Input::File(p) = &self.input else {
-            return None;
-        };
-        Some(std::fs::File::open(p).and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset))?;
-            Ok(Box::new(f) as Box<dyn std::io::Read + Send>)
-        }))
+        match &self.input {
+            Input::File(p) => Some(files::open_file_at(p, offset)),
+            Input::S3 { .. } => None,
+        }
     }
 }
 

@@ -37,6 +37,14 @@ pub trait Openable: Display + Send + Sync + 'static {
     }
 }
 
+/// A local file's bytes from `offset`: [`Openable::open_at`] for files.
+pub fn open_file_at(path: &std::path::Path, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(Box::new(file))
+}
+
 /// An opened input.
 pub struct Opened {
     pub reader: Box<dyn Read + Send>,

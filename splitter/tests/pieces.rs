@@ -4,7 +4,7 @@
 //! once for the records (progress counts the file once).
 
 use std::fmt;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,10 +49,7 @@ impl Openable for LocalFile {
 
     fn open_at(&self, offset: u64) -> Option<io::Result<Box<dyn Read + Send>>> {
         self.opened_at.fetch_add(1, Ordering::Relaxed);
-        Some(std::fs::File::open(&self.path).and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset))?;
-            Ok(Box::new(f) as Box<dyn Read + Send>)
-        }))
+        Some(files::open_file_at(&self.path, offset))
     }
 }
 
