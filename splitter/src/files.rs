@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::fmt::Display;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use meterflow_core::envelope::StreamRecord;
 use meterflow_core::Reject;
@@ -93,9 +93,13 @@ pub fn spawn<I: Openable>(
     settings: SplitSettings,
     channels: Channels,
 ) -> Workers<I> {
-    let queue = Arc::new(Mutex::new(
-        inputs.into_iter().map(Job::Whole).collect::<VecDeque<_>>(),
-    ));
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            jobs: inputs.into_iter().map(Job::Whole).collect(),
+            planning: 0,
+        }),
+        changed: Condvar::new(),
+    });
     let channels = Arc::new(channels);
     let threads = (0..jobs.max(1))
         .map(|_| {
@@ -142,28 +146,92 @@ pub(crate) enum Done<I> {
     Piece(PieceDone<I>),
 }
 
-/// One worker: jobs from the queue until it is empty or the consumer has gone.
+/// The jobs of a run. A worker that finds it empty while another is still cutting an input in
+/// pieces waits for them instead of leaving.
+struct Queue<I> {
+    state: Mutex<QueueState<I>>,
+    changed: Condvar,
+}
+
+struct QueueState<I> {
+    jobs: VecDeque<Job<I>>,
+    /// Workers deciding whether an input is cut in pieces (their pieces are not queued yet).
+    planning: usize,
+}
+
+impl<I> Queue<I> {
+    /// The next job, or `None` once there are none and none will come (or the run halted).
+    fn next(&self, halt: &AtomicBool) -> Option<Job<I>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if halt.load(Ordering::Relaxed) {
+                return None;
+            }
+            match state.jobs.pop_front() {
+                Some(job) => {
+                    state.planning += usize::from(matches!(job, Job::Whole(_)));
+                    return Some(job);
+                }
+                None if state.planning == 0 => return None,
+                None => state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+
+    /// An input taken by [`Queue::next`] is planned: its pieces after the first (if any) go
+    /// first in line, in order, so every worker joins it.
+    fn planned(&self, pieces: Option<&Arc<Pieces<I>>>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = pieces {
+            for k in (1..set.len()).rev() {
+                state.jobs.push_front(Job::Piece(Arc::clone(set), k));
+            }
+        }
+        state.planning -= 1;
+        self.changed.notify_all();
+    }
+}
+
+/// One input being planned: says so to the queue whatever happens, so that no worker waits
+/// forever on a plan that panicked.
+struct Planning<'q, I> {
+    queue: &'q Queue<I>,
+    said: bool,
+}
+
+impl<'q, I: Openable> Planning<'q, I> {
+    fn new(queue: &'q Queue<I>) -> Self {
+        Planning { queue, said: false }
+    }
+
+    fn run(mut self, input: I, settings: &SplitSettings) -> Result<Arc<Pieces<I>>, I> {
+        let planned = crate::pieces::plan(input, settings);
+        self.queue.planned(planned.as_ref().ok());
+        self.said = true;
+        planned
+    }
+}
+
+impl<I> Drop for Planning<'_, I> {
+    fn drop(&mut self) {
+        if !self.said {
+            self.queue.planned(None);
+        }
+    }
+}
+
+/// One worker: jobs from the queue until there are none or the consumer has gone.
 fn work<I: Openable>(
-    queue: &Mutex<VecDeque<Job<I>>>,
+    queue: &Queue<I>,
     settings: &SplitSettings,
     channels: &Channels,
 ) -> Vec<Done<I>> {
     let mut done = Vec::new();
-    while !channels.halt.load(Ordering::Relaxed) {
-        let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-            break;
-        };
+    while let Some(job) = queue.next(&channels.halt) {
         let (set, k) = match job {
             Job::Piece(set, k) => (set, k),
-            Job::Whole(input) => match crate::pieces::plan(input, settings) {
-                Ok(set) => {
-                    // The other pieces first in line, in order: every worker joins this input.
-                    let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
-                    for k in (1..set.len()).rev() {
-                        q.push_front(Job::Piece(Arc::clone(&set), k));
-                    }
-                    (set, 0)
-                }
+            Job::Whole(input) => match Planning::new(queue).run(input, settings) {
+                Ok(set) => (set, 0),
                 Err(input) => {
                     let result = split_one(&input, settings, channels);
                     done.push(Done::Whole(FileOutcome {
