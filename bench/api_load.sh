@@ -7,6 +7,8 @@
 #
 #   bench/api_load.sh                 # 9000 meters, 10 s per run
 #   METERS=2000 SECONDS_PER_RUN=5 bench/api_load.sh
+#   MF=bench/out/<rev>-meterflow bench/api_load.sh   # serve with another build (a "before";
+#                                     # `before` in env.sh makes one), the store made by this one
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -15,6 +17,7 @@ seconds="${SECONDS_PER_RUN:-10}"
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
 cargo build --release -q -p meterflow-cli --bin meterflow
 mf="$target/release/meterflow"
+server_bin="${MF:-$mf}"
 
 gen "load-$meters" "$meters" 365
 [ -s "$out/load-extra-$meters.csv" ] || "$mf" generate --format wide --meters "$meters" --days 365 \
@@ -27,7 +30,7 @@ rm -f "$store"*
 cp "$base" "$store"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$mf" --store "$store" serve --listen "127.0.0.1:$port" 2> "$out/serve.log" &
+"$server_bin" --store "$store" serve --listen "127.0.0.1:$port" 2> "$out/serve.log" &
 server=$!
 writer=""
 trap 'kill "$server" $writer 2>/dev/null || true' EXIT
@@ -53,7 +56,7 @@ run() { # label, range query[, wrk threads, connections]
     grep -E "Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors"
 }
 
-echo "store: $meters meters x 365 days ($(du -h "$store" | cut -f1)); wrk 2 threads, 16 connections, ${seconds}s per run"
+echo "server: $server_bin; store: $meters meters x 365 days ($(du -h "$store" | cut -f1)); wrk 2 threads, 16 connections, ${seconds}s per run"
 # One request at a time: what one request costs, without queueing behind others.
 run "1 day, one connection" "from=2019-06-01&to=2019-06-01" 1 1
 run "1 year, one connection" "from=2019-01-01&to=2019-12-31" 1 1

@@ -22,7 +22,6 @@
 //! day, which [`DayTotal::superseded`] counts so that a caller can show it.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Version};
@@ -106,6 +105,25 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
     let top = *fragments.first()?;
     let minutes = top.interval_minutes;
     let n = slots_per_day(minutes).unwrap_or(top.slots.len());
+    if let ([only], true) = (&*fragments, top.slots.len() <= n) {
+        // The common case, a day from one row: every value it holds counts (what the loop
+        // below finds for it, without its scratch vectors; a read of a year is 365 of these).
+        let intervals = only.slots.present();
+        return Some(DayTotal {
+            series: only.series.clone(),
+            day: only.day,
+            total: only.slots.total(),
+            intervals,
+            slots_per_day: n,
+            interval_minutes: minutes,
+            unit: only.unit.clone(),
+            quality: match intervals {
+                0 => Quality::default(),
+                _ => Quality::default().union(only.quality),
+            },
+            superseded: 0,
+        });
+    }
     let mut filled = vec![false; n];
     let counts = latest_deliveries(fragments);
     let superseded = fragments
@@ -153,13 +171,12 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
 
 /// Merges any fragments into daily totals, ordered by series then day.
 pub fn daily_totals<'a>(fragments: impl IntoIterator<Item = &'a Fragment>) -> Vec<DayTotal> {
-    let mut groups: BTreeMap<(&SeriesId, Day), Vec<&Fragment>> = BTreeMap::new();
-    for f in fragments {
-        groups.entry((&f.series, f.day)).or_default().push(f);
-    }
-    groups
-        .into_values()
-        .filter_map(|mut g| merge_day(&mut g))
+    // Sorted and cut into runs of one series-day: no map and no vector per day (the API reads
+    // a year of one series per request).
+    let mut all: Vec<&Fragment> = fragments.into_iter().collect();
+    all.sort_unstable_by(|a, b| (&a.series, a.day).cmp(&(&b.series, b.day)));
+    all.chunk_by_mut(|a, b| a.day == b.day && a.series == b.series)
+        .filter_map(merge_day)
         .collect()
 }
 
@@ -170,7 +187,7 @@ mod tests {
     use crate::source::source_name;
     use crate::value::MAX_ABS_VALUE;
     use proptest::prelude::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
     use std::sync::Arc;
 
     fn frag(

@@ -357,24 +357,34 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Fragment>, StoreError> {
         let series = series.to_string();
         self.blocking(move |conn| {
+            // One range scan of the key's (series, month) prefix: one statement and one read
+            // transaction for a year, not one per month.
             let mut stmt = conn
-                .prepare_cached("SELECT body FROM packs WHERE series = ?1 AND month = ?2")
+                .prepare_cached(
+                    "SELECT month, body FROM packs WHERE series = ?1 AND month BETWEEN ?2 AND ?3",
+                )
                 .map_err(sqlite_error("preparing the read"))?;
+            let months = month_buckets(from, to);
+            let (Some(first), Some(last)) = (months.first(), months.last()) else {
+                return Ok(Vec::new());
+            };
+            let mut rows = stmt
+                .query(params![series, first, last])
+                .map_err(sqlite_error("reading fragments"))?;
             let mut out = Vec::new();
-            for month in month_buckets(from, to) {
-                let mut rows = stmt
-                    .query(params![series, month])
-                    .map_err(sqlite_error("reading fragments"))?;
-                while let Some(row) = rows.next().map_err(sqlite_error("reading fragments"))? {
-                    let body: Vec<u8> = row.get(0).map_err(sqlite_error("reading a pack"))?;
-                    let decoded = envelope::decode(&body).map_err(|e| {
-                        StoreError::permanent(
-                            format!("a stored pack of {series} ({month}) is unreadable"),
-                            e,
-                        )
-                    })?;
-                    out.extend(decoded.into_iter().filter(|f| f.day >= from && f.day <= to));
-                }
+            while let Some(row) = rows.next().map_err(sqlite_error("reading fragments"))? {
+                let month: i32 = row.get(0).map_err(sqlite_error("reading a pack"))?;
+                let body = row
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_blob()?))
+                    .map_err(sqlite_error("reading a pack"))?;
+                let decoded = envelope::decode(body).map_err(|e| {
+                    StoreError::permanent(
+                        format!("a stored pack of {series} ({month}) is unreadable"),
+                        e,
+                    )
+                })?;
+                out.extend(decoded.into_iter().filter(|f| f.day >= from && f.day <= to));
             }
             Ok(out)
         })
