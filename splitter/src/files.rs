@@ -2,8 +2,9 @@
 //! shared queue, open each (a local file, an S3 object), run the object driver
 //! ([`crate::object::split_object`]) on it into one records channel, and stop taking inputs
 //! when the channel's consumer has gone. A large plain wide or long input that can be read
-//! from anywhere (a local file) is cut in pieces ([`crate::pieces`]) that go back on the queue
-//! ahead of the other inputs, so one large file keeps every worker busy.
+//! from anywhere (a local file) is cut in pieces (the private `pieces` module, after
+//! [`meterflow_core::format::pieces`]) that go back on the queue ahead of the other inputs,
+//! so one large file keeps every worker busy.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
