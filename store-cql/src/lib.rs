@@ -439,13 +439,23 @@ impl Store for CqlStore {
         from: Day,
         to: Day,
     ) -> Result<Vec<Fragment>, StoreError> {
-        let mut out = Vec::new();
-        for month in month_buckets(from, to) {
-            self.read_month(series, month, from, to, &mut out).await?;
-        }
-        Ok(out)
+        // The months' queries in flight together (a year is 12 round trips to Keyspaces, not
+        // 12 in a row), results kept in month order.
+        let months: Vec<Vec<Fragment>> = futures_util::stream::iter(month_buckets(from, to))
+            .map(|month| async move {
+                let mut out = Vec::new();
+                self.read_month(series, month, from, to, &mut out).await?;
+                Ok::<_, StoreError>(out)
+            })
+            .buffered(MONTHS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(months.into_iter().flatten().collect())
     }
 }
+
+/// Month queries of one range read in flight at once: a year's in one wave.
+const MONTHS_IN_FLIGHT: usize = 12;
 
 #[cfg(test)]
 mod tests {
