@@ -62,9 +62,7 @@ impl SplitSettings {
             piece_bytes: Some(meterflow_core::format::pieces::PIECE_BYTES),
         }
     }
-}
 
-impl SplitSettings {
     /// How to parse `input` (the object, or an entry of it) of the object `name`.
     pub fn options(&self, input: &str, name: &ObjectName) -> Options {
         let source = source_name(input, name.delivery.as_deref());

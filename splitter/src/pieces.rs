@@ -100,8 +100,10 @@ pub(crate) fn plan<I: Openable>(input: I, settings: &SplitSettings) -> Result<Ar
         };
         let split = ((cut - from) as usize).min(window.len());
         let (before, after) = window.split_at(split);
-        match piece_start(before, after) {
-            Some(at) if cut + (at as u64) < size => starts.push(cut + at as u64),
+        // Cuts a piece apart on one long line find the same start: one piece, not an empty one.
+        let last = starts.last().copied().unwrap_or(0);
+        match piece_start(before, after).map(|at| cut + at as u64) {
+            Some(start) if start > last && start < size => starts.push(start),
             _ => {}
         }
     }
