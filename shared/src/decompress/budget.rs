@@ -16,6 +16,11 @@ impl Budget {
         Budget { limits, out: 0 }
     }
 
+    /// A budget of which `out` bytes were spent by earlier readers of the same file.
+    pub(super) fn resumed(limits: Limits, out: u64) -> Budget {
+        Budget { limits, out }
+    }
+
     /// Records `n` more output bytes; `consumed` is the compressed input read so far.
     pub(super) fn add(&mut self, n: usize, consumed: u64, input: &str) -> io::Result<()> {
         self.out = self.out.saturating_add(n as u64);

@@ -28,17 +28,37 @@
 
 use std::io::{self, Read};
 
-use flate2::bufread::MultiGzDecoder;
-
 mod budget;
 mod gzip;
+mod inflate;
 mod input;
 mod zip;
 
-use budget::Budget;
+pub use gzip::AccessPoint;
 use gzip::GzipReader;
 use input::Input;
 use zip::read_zip;
+
+/// One input of a file, as [`for_each_input`] gives it: its bytes and, for a gzip stream,
+/// the places where a later reader can enter it ([`resume_gzip`]).
+pub trait InputRead: Read {
+    /// The last access point this reader kept at or before output offset `out` (it keeps the
+    /// points of roughly the last MiB it produced); `None` for inputs that are not gzip.
+    fn access_point(&self, out: u64) -> Option<AccessPoint> {
+        let _ = out;
+        None
+    }
+}
+
+impl<R: Read> InputRead for Input<R> {}
+impl InputRead for zip::Failing {}
+impl<R: Read> InputRead for zip::EntryReader<'_, R> {}
+
+impl<R: Read> InputRead for GzipReader<'_, R> {
+    fn access_point(&self, out: u64) -> Option<AccessPoint> {
+        GzipReader::access_point(self, out)
+    }
+}
 
 /// How a file is compressed, as its first bytes say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,7 +315,7 @@ impl From<DecompressError> for io::Error {
 pub fn for_each_input<R, F>(reader: R, name: &str, limits: Limits, mut f: F) -> io::Result<u64>
 where
     R: Read,
-    F: FnMut(&str, &mut dyn Read) -> io::Result<()>,
+    F: FnMut(&str, &mut dyn InputRead) -> io::Result<()>,
 {
     let mut input = Input::new(reader);
     match sniff(input.peek(SNIFF_LEN)?) {
@@ -304,12 +324,7 @@ where
             Ok(1)
         }
         Compression::Gzip => {
-            let mut gz = GzipReader {
-                decoder: MultiGzDecoder::new(input),
-                budget: Budget::new(limits),
-                name,
-            };
-            f(name, &mut gz)?;
+            f(name, &mut GzipReader::new(input, limits, name))?;
             Ok(1)
         }
         Compression::Zip => read_zip(&mut input, name, limits, &mut f),
@@ -319,6 +334,18 @@ where
         }
         .into()),
     }
+}
+
+/// Calls `f` once with the gzip file `name` entered at `at` (an [`InputRead::access_point`] of
+/// an earlier read of the same file): `reader` yields the file's bytes from `at.compressed`
+/// on, and what `f` reads is the decompressed file from offset `at.out` on. The limits count
+/// from there as if the file had been read from its start.
+pub fn resume_gzip<R, F>(reader: R, name: &str, limits: Limits, at: &AccessPoint, mut f: F) -> io::Result<()>
+where
+    R: Read,
+    F: FnMut(&str, &mut dyn InputRead) -> io::Result<()>,
+{
+    f(name, &mut GzipReader::resume(Input::new(reader), limits, name, at)?)
 }
 
 #[cfg(test)]
@@ -700,6 +727,87 @@ mod tests {
             Limits::default(),
         );
         assert_eq!(trickled.unwrap()[0].1, want);
+    }
+
+    /// Reads `bytes` (a gzip file) in 256 KiB reads as the splitter does, asking after each
+    /// read for the access point at or before that read's start (where a cut in it could be).
+    fn points_of(bytes: &[u8]) -> Vec<AccessPoint> {
+        let mut points: Vec<AccessPoint> = Vec::new();
+        for_each_input(bytes, "up.gz", Limits::default(), |_, r| {
+            let (mut buf, mut at) = (vec![0; 256 << 10], 0u64);
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if let Some(p) = r.access_point(at) {
+                    // Kept close behind: a part entering there inflates little it throws away.
+                    assert!(p.out <= at && at - p.out < 512 << 10, "{} for {at}", p.out);
+                    if points.last() != Some(&p) {
+                        points.push(p);
+                    }
+                }
+                at += n as u64;
+            }
+        })
+        .unwrap();
+        points
+    }
+
+    #[test]
+    fn a_gzip_file_entered_at_an_access_point_reads_on_exactly() {
+        let (first, second) = (csv(80_000), csv(30_000));
+        let mut bytes = gzip(&first);
+        bytes.extend(gzip(&second));
+        let all = [first, second].concat();
+        let points = points_of(&bytes);
+        assert!(points.len() >= 5, "{} points", points.len());
+        assert!(points.iter().any(|p| p.bits > 0) && points.iter().any(|p| p.out > 2_000_000));
+        for p in &points {
+            let mut got = Vec::new();
+            let rest = Trickle {
+                data: &bytes[p.compressed as usize..],
+                chunk: 999,
+            };
+            resume_gzip(rest, "up.gz", Limits::default(), p, |name, r| {
+                assert_eq!(name, "up.gz");
+                r.read_to_end(&mut got).map(drop)
+            })
+            .unwrap();
+            assert_eq!(got, &all[p.out as usize..], "entered at {}", p.out);
+        }
+    }
+
+    /// A point that does not belong to the file is caught by the member's CRC, never read as
+    /// data silently; the limits count from the file's start.
+    #[test]
+    fn a_wrong_access_point_or_a_bomb_is_an_error_when_resumed() {
+        let data = csv(80_000);
+        let bytes = gzip(&data);
+        let p = points_of(&bytes).pop().unwrap();
+        let resume = |p: &AccessPoint, limits| {
+            let rest = &bytes[p.compressed as usize..];
+            resume_gzip(rest, "up.gz", limits, p, |_, r| io::copy(r, &mut io::sink()).map(drop))
+        };
+        let mut bad = p.clone();
+        bad.crc ^= 1;
+        let e = resume(&bad, Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("CRC-32 mismatch"), "{e}");
+        let mut bad = p.clone();
+        bad.window.iter_mut().for_each(|b| *b ^= 0x20);
+        let e = resume(&bad, Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("CRC-32 mismatch"), "{e}");
+        let mut bad = p.clone();
+        bad.member_out += 1;
+        let e = resume(&bad, Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("the trailer gives the size"), "{e}");
+        let limits = Limits {
+            max_bytes: p.out + 10,
+            ..Limits::default()
+        };
+        let e = resume(&p, limits).unwrap_err();
+        assert!(matches!(err_of(&e), DecompressError::TooLarge { .. }), "{e}");
+        assert!(resume(&p, Limits::default()).is_ok());
     }
 
     #[test]

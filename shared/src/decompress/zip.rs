@@ -197,7 +197,7 @@ pub(super) fn read_zip<R, F>(
 ) -> io::Result<u64>
 where
     R: Read,
-    F: FnMut(&str, &mut dyn Read) -> io::Result<()>,
+    F: FnMut(&str, &mut dyn super::InputRead) -> io::Result<()>,
 {
     let head = input.peek(8)?;
     if ZIP_SPLIT_MARKERS.iter().any(|m| head.starts_with(m)) {
@@ -273,7 +273,7 @@ where
 }
 
 /// A reader whose first read fails with the error it holds (later reads return nothing).
-struct Failing(Option<io::Error>);
+pub(super) struct Failing(Option<io::Error>);
 
 impl Read for Failing {
     fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
@@ -326,7 +326,7 @@ enum State {
 }
 
 /// The decompressed data of one zip entry; checks CRC-32 and sizes at its end.
-struct EntryReader<'a, R> {
+pub(super) struct EntryReader<'a, R> {
     body: Body<'a, R>,
     budget: &'a mut Budget,
     name: &'a str,
