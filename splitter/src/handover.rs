@@ -28,6 +28,7 @@
 
 use crate::object::Handover;
 use meterflow_aws::event::ObjectRef;
+use meterflow_core::decompress::AccessPoint;
 use meterflow_core::format::Resume;
 use meterflow_core::{Format, Reject, RejectKind, Stats};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,10 @@ pub struct Done {
     pub records: u64,
     pub put_calls: u64,
     pub bytes: u64,
+    /// Decompressed bytes later parts inflated only to reach their start (see
+    /// [`crate::object::ObjectReport::skipped`]): small when each enters at an access point.
+    #[serde(default)]
+    pub skipped_bytes: u64,
 }
 
 impl Done {
@@ -85,6 +90,20 @@ impl Done {
 struct ContextRecord {
     line: u64,
     hex: String,
+}
+
+/// Where the next part enters a gzip object ([`AccessPoint`]): it reads the object from
+/// `compressed` on instead of inflating it from its start. Notes of older splitters lack it
+/// and older splitters ignore it: either way the part is still exact, only slower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AccessRecord {
+    compressed: u64,
+    bits: u8,
+    out: u64,
+    member_out: u64,
+    crc: u32,
+    /// Up to 32 KiB in hex.
+    window: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +135,8 @@ pub struct Note {
     etag: Option<String>,
     input: u64,
     plain: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access: Option<AccessRecord>,
     format: String,
     offset: u64,
     line: u64,
@@ -154,6 +175,14 @@ impl Note {
             etag: at.etag.clone(),
             input: at.input,
             plain: at.plain,
+            access: at.access.as_ref().map(|a| AccessRecord {
+                compressed: a.compressed,
+                bits: a.bits,
+                out: a.out,
+                member_out: a.member_out,
+                crc: a.crc,
+                window: hex(&a.window),
+            }),
             format: at.resume.format.name().to_owned(),
             offset: at.resume.offset,
             line: at.resume.line,
@@ -237,10 +266,27 @@ impl Note {
             .iter()
             .map(|c| Ok((c.line, unhex(&c.hex).ok_or(NoteError::Damaged("bad hex"))?)))
             .collect::<Result<_, NoteError>>()?;
+        let access = match &self.access {
+            None => None,
+            Some(a) if a.bits > 7 || a.out > self.offset || a.member_out > a.out => {
+                return Err(NoteError::Damaged("access point out of range"))
+            }
+            Some(a) => Some(AccessPoint {
+                compressed: a.compressed,
+                bits: a.bits,
+                out: a.out,
+                member_out: a.member_out,
+                crc: a.crc,
+                window: unhex(&a.window)
+                    .filter(|w| w.len() <= 32 * 1024)
+                    .ok_or(NoteError::Damaged("bad access point window"))?,
+            }),
+        };
         Ok(Handover {
             etag: self.etag.clone(),
             input: self.input,
             plain: self.plain,
+            access,
             resume: Resume {
                 format,
                 offset: self.offset,
@@ -314,6 +360,14 @@ mod tests {
             etag: Some("e1".into()),
             input: 2,
             plain: false,
+            access: Some(AccessPoint {
+                compressed: 1 << 33,
+                bits: 5,
+                out: 123_456_000_000,
+                member_out: 4_000_000_000,
+                crc: 0xdead_beef,
+                window: (0..=255u8).cycle().take(32 * 1024).collect(),
+            }),
             resume: Resume {
                 format: Format::Wide,
                 offset: 123_456_789_012,
@@ -367,6 +421,7 @@ mod tests {
             etag: Some("e1".into()),
             input: 0,
             plain: true,
+            access: None,
             resume: Resume {
                 format: Format::Wide,
                 offset,

@@ -332,6 +332,7 @@ impl<Src: ObjectSource, St: RecordStream, Snk: ObjectSink> Splitter<Src, St, Snk
         let summary = match result {
             Ok(report) => {
                 done.add(&report.stats, report.put.records, report.put.calls);
+                done.skipped_bytes += report.skipped;
                 done.inputs_failed += report.inputs_failed;
                 rejects.extend(report.rejects.iter().cloned());
                 rejects.truncate(self.settings.max_rejects_kept);

@@ -5,8 +5,11 @@
 //! [`split_object`] opens the object's inputs ([`for_each_input`]: the file itself, a gzip
 //! stream, or each entry of a zip), splits each ([`crate::input::split_part`]) and, told to
 //! stop, cuts at the next row boundary and says where the next part starts ([`Handover`]). A
-//! plain object is read on from the cut (ranged GETs); a compressed one is decompressed from
-//! its start again and the bytes before the cut skipped (deflate cannot be entered mid-stream).
+//! plain object is read on from the cut (ranged GETs); a gzip one from the access point the
+//! reader kept just before the cut (a deflate block boundary, with its 32 KiB window: see
+//! [`meterflow_core::decompress::AccessPoint`]), inflating only the bytes between that point
+//! and the cut again; a zip entry is decompressed from its start again and the bytes before
+//! the cut skipped.
 //! An archive entry that fails alone (see [`SplitError::is_input_only`]) is reported and the
 //! archive read on.
 
@@ -16,7 +19,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use meterflow_core::decompress::{for_each_input, sniff, Compression, Limits, SNIFF_LEN};
+use meterflow_core::decompress::{
+    for_each_input, resume_gzip, sniff, AccessPoint, Compression, InputRead, Limits, SNIFF_LEN,
+};
 use meterflow_core::format::Resume;
 use meterflow_core::source::source_name;
 use meterflow_core::{FileError, Options, Reject, RejectKind, Stats, TimestampLabel, Version};
@@ -101,6 +106,9 @@ pub struct Handover {
     pub input: u64,
     /// The object is not compressed: the next part reads it from `resume.offset`.
     pub plain: bool,
+    /// A gzip object: where the next part enters it (at or before `resume.offset`); `None`
+    /// (a zip, a gzip with no block boundary kept before the cut): decompressed from the start.
+    pub access: Option<AccessPoint>,
     pub resume: Resume,
 }
 
@@ -113,6 +121,9 @@ pub struct ObjectReport {
     /// the other entries were split.
     pub failed_entries: Vec<Reject>,
     pub stats: Stats,
+    /// Decompressed bytes inflated only to reach this part's start (from its access point, or
+    /// from the input's start) and thrown away: the work a hand-over costs.
+    pub skipped: u64,
     /// Where the next part starts, when this one was told to stop before the end.
     pub handover: Option<Handover>,
 }
@@ -202,12 +213,24 @@ impl Run<'_> {
         if let Some(h) = self.part.from.clone().filter(|h| h.plain) {
             // A plain object read on from the cut: no archive to open, and its bytes there
             // are rows, which must not be mistaken for a compression header.
-            let mut reader = reader;
             self.done.inputs = 1;
-            return match self.input(object, &mut reader, Some(&h.resume), true, 0, out) {
-                Err(_) if self.done.handover.is_some() => Ok(()),
-                other => other,
-            };
+            let result = self.input(object, &mut Plain(reader), Some(&h.resume), true, 0, out);
+            return self.unless_handed_over(result);
+        }
+        let entered = self
+            .part
+            .from
+            .clone()
+            .and_then(|h| Some((h.access.clone()?, h)));
+        if let Some((at, h)) = entered {
+            // A gzip object entered at the access point kept before the cut.
+            let limits = self.settings.limits;
+            let result = resume_gzip(reader, object, limits, &at, |input, r| {
+                self.done.inputs = 1;
+                self.skip(r, h.resume.offset - at.out.min(h.resume.offset))?;
+                self.input(input, r, Some(&h.resume), false, 0, out)
+            });
+            return self.unless_handed_over(result);
         }
         // The first bytes say whether the object is plain (a later part then reads it with a
         // ranged GET from the cut).
@@ -225,10 +248,7 @@ impl Run<'_> {
             match self.part.from.clone() {
                 Some(h) if i < h.input => Ok(()),
                 Some(h) if i == h.input => {
-                    io::copy(
-                        &mut io::Read::take(&mut *r, h.resume.offset),
-                        &mut io::sink(),
-                    )?;
+                    self.skip(r, h.resume.offset)?;
                     self.done.inputs += 1;
                     self.input(input, r, Some(&h.resume), plain, i, out)
                 }
@@ -238,10 +258,26 @@ impl Run<'_> {
                 }
             }
         });
-        match handed {
+        self.unless_handed_over(handed.map(drop))
+    }
+
+    /// A cut ends the inputs with an error that is no failure.
+    fn unless_handed_over(&self, result: io::Result<()>) -> io::Result<()> {
+        match result {
             Err(_) if self.done.handover.is_some() => Ok(()),
-            other => other.map(|_| ()),
+            other => other,
         }
+    }
+
+    /// Reads and throws away the `n` bytes of `r` before a part's start.
+    fn skip(&mut self, r: &mut dyn InputRead, n: u64) -> io::Result<()> {
+        let skipped = io::copy(&mut io::Read::take(&mut *r, n), &mut io::sink())?;
+        self.done.skipped += skipped;
+        if skipped < n {
+            let msg = format!("the input ends {skipped} bytes into the {n} before the hand-over's cut: was the object replaced?");
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
+        }
+        Ok(())
     }
 
     /// Splits one input; after a cut, fails with an error that ends the object's inputs (the
@@ -249,7 +285,7 @@ impl Run<'_> {
     fn input<O: Output>(
         &mut self,
         input: &str,
-        r: &mut dyn io::Read,
+        r: &mut dyn InputRead,
         from: Option<&Resume>,
         plain: bool,
         index: u64,
@@ -261,7 +297,7 @@ impl Run<'_> {
         let before = self.done.stats.bytes;
         let halt = |read: u64| stop.load(Ordering::Relaxed) || before + read >= max;
         let opts = self.settings.options(input, self.name);
-        match split_part(r, opts, from, self.settings.pack, out, halt) {
+        match split_part(&mut *r, opts, from, self.settings.pack, out, halt) {
             Ok((s, cut)) => {
                 self.done.stats.add(&s);
                 let Some(resume) = cut else { return Ok(()) };
@@ -269,6 +305,7 @@ impl Run<'_> {
                     etag: self.name.etag.clone(),
                     input: index,
                     plain,
+                    access: r.access_point(resume.offset),
                     resume,
                 });
                 Err(io::Error::other("handed over to the next part"))
@@ -306,6 +343,17 @@ impl Run<'_> {
         }
     }
 }
+
+/// A plain object read on from a cut: no access points.
+struct Plain<R>(R);
+
+impl<R: io::Read> io::Read for Plain<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: io::Read> InputRead for Plain<R> {}
 
 /// Keeps the first [`SNIFF_LEN`] bytes read through it.
 struct FirstBytes<R> {

@@ -157,6 +157,7 @@ pub(crate) fn split_piece<I: Openable>(
             etag: set.name.etag.clone(),
             input: 0,
             plain: true,
+            access: None,
             resume: piece_resume(&set.header, from, line),
         }),
         ..Part::default()

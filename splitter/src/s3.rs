@@ -62,6 +62,9 @@ pub struct SplitReport {
     pub put: PutReport,
     /// The first rejects (see [`PipelineSettings::max_rejects_kept`]); `stats` counts all.
     pub rejects: Vec<Reject>,
+    /// Decompressed bytes inflated only to reach this part's start (see
+    /// [`crate::object::ObjectReport::skipped`]).
+    pub skipped: u64,
     /// Where the next part starts, when this one was told to stop before the end.
     pub handover: Option<Handover>,
 }
@@ -160,7 +163,8 @@ pub async fn ship_object_part<Src: ObjectSource, St: RecordStream>(
     }
     let start = match &part.from {
         Some(h) if h.plain => h.resume.offset,
-        _ => 0,
+        Some(h) => h.access.as_ref().map_or(0, |a| a.compressed),
+        None => 0,
     };
     let reader = s3::open(
         &tokio::runtime::Handle::current(),
@@ -228,6 +232,7 @@ pub async fn ship_object_part<Src: ObjectSource, St: RecordStream>(
         stats: done.stats,
         put,
         rejects,
+        skipped: done.skipped,
         handover: done.handover,
     })
 }
@@ -241,7 +246,7 @@ mod tests {
     use meterflow_core::synth::Spec;
     use meterflow_core::{daily_totals, Format, Fragment, RejectKind};
     use meterflow_testkit::kinesis::{throttled, Fault, Faulty, Recording};
-    use meterflow_testkit::s3::InMemory;
+    use meterflow_testkit::s3::{Breaking, InMemory};
     use std::time::Duration;
 
     fn memory(data: Vec<u8>) -> Arc<InMemory> {
@@ -296,12 +301,17 @@ mod tests {
         assert!(fragments
             .iter()
             .all(|f| &*f.source == "s3://b/k.csv#@e1" && f.version == 1_546_300_800_000));
+        assert_exact(&spec, Format::Wide, &fragments);
+    }
+
+    /// The fragments' daily totals are the spec's, exactly.
+    fn assert_exact(spec: &Spec, format: Format, fragments: &[Fragment]) {
+        let mut want = spec.totals(format);
+        want.sort();
         let got: Vec<i64> = daily_totals(fragments.iter())
             .iter()
             .map(|t| t.total)
             .collect();
-        let mut want = spec.totals(Format::Wide);
-        want.sort();
         assert_eq!(got, want.iter().map(|t| t.total).collect::<Vec<_>>());
     }
 
@@ -315,7 +325,14 @@ mod tests {
     /// Splits `data` part after part (each stopping after `max_bytes`) until one is not cut:
     /// the reports and the fragments put.
     async fn in_parts(data: Vec<u8>, max_bytes: u64) -> (Vec<SplitReport>, Vec<Fragment>) {
-        let src = memory(data);
+        in_parts_from(memory(data), max_bytes).await
+    }
+
+    /// [`in_parts`] from any source.
+    async fn in_parts_from<S: ObjectSource>(
+        src: Arc<S>,
+        max_bytes: u64,
+    ) -> (Vec<SplitReport>, Vec<Fragment>) {
         let shipper = Shipper::new(Arc::new(Recording::default()), 8);
         let (mut reports, mut from) = (Vec::new(), None);
         loop {
@@ -357,14 +374,65 @@ mod tests {
             let mut sum = Stats::default();
             reports.iter().for_each(|r| sum.add(&r.stats));
             assert_eq!(sum, whole[0].stats);
-            let mut want = spec.totals(Format::Nem12);
-            want.sort();
-            let got: Vec<i64> = daily_totals(fragments.iter())
-                .iter()
-                .map(|t| t.total)
-                .collect();
-            assert_eq!(got, want.iter().map(|t| t.total).collect::<Vec<_>>());
+            assert_exact(&spec, Format::Nem12, &fragments);
         }
+    }
+
+    /// A `.gz` object handed over in many parts: each later part reads the object from the
+    /// access point kept before its cut and inflates only the bytes from there, so the work
+    /// for the file is O(file), not O(parts × file); the whole is exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gzip_object_in_parts_enters_each_part_at_an_access_point() {
+        let spec = Spec::new(300, 31);
+        let plain = spec.generate(Format::Wide).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let src = Arc::new(Breaking::new(
+            Arc::unwrap_or_clone(memory(gz.clone())),
+            0,
+            0,
+        ));
+        let (reports, fragments) = in_parts_from(Arc::clone(&src), 300_000).await;
+        assert!(reports.len() >= 5, "{} parts", reports.len());
+        let mut sum = Stats::default();
+        reports.iter().for_each(|r| sum.add(&r.stats));
+        assert_eq!(sum.bytes, plain.len() as u64);
+        assert_eq!(sum.rows_accepted, 300 * 31);
+        assert_exact(&spec, Format::Wide, &fragments);
+        // Each later part enters the object where the previous one's note says, and inflates
+        // at most the bytes from that point to the cut before its share.
+        let ranges = src.ranges();
+        for (k, pair) in reports.windows(2).enumerate() {
+            let h = pair[0].handover.as_ref().unwrap();
+            let at = h.access.as_ref().expect("an access point before every cut");
+            assert!(at.out <= h.resume.offset && at.compressed > 0);
+            assert_eq!(pair[1].skipped, h.resume.offset - at.out);
+            // At most a deflate block (~128 KiB of output here) and the points' spacing.
+            assert!(
+                pair[1].skipped < 256 << 10,
+                "part {}: {}",
+                k + 2,
+                pair[1].skipped
+            );
+            assert!(
+                ranges.iter().any(|r| r.start == at.compressed),
+                "{ranges:?}"
+            );
+        }
+        // Inflating each part from the start would have cost the sum of the cuts' offsets.
+        let inflated: u64 = reports.iter().map(|r| r.stats.bytes + r.skipped).sum();
+        let parts = reports.len() as u64;
+        assert!(inflated <= plain.len() as u64 + (parts - 1) * (256 << 10));
+        let restarting: u64 = reports
+            .iter()
+            .flat_map(|r| &r.handover)
+            .map(|h| h.resume.offset)
+            .sum();
+        assert!(
+            inflated < (plain.len() as u64 + restarting) / 2,
+            "{inflated} vs {restarting}"
+        );
     }
 
     /// A zip of two inputs (a wide file, then a NEM12 file) cut in many parts: later parts

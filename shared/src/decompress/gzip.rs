@@ -99,7 +99,10 @@ impl<'a, R: Read> GzipReader<'a, R> {
         let mut inflate = RawInflate::new();
         let byte = if at.bits > 0 {
             let first = *input.fill_buf()?.first().ok_or_else(|| {
-                truncated(name, "the file ends at the hand-over's access point".to_owned())
+                truncated(
+                    name,
+                    "the file ends at the hand-over's access point".to_owned(),
+                )
             })?;
             input.consume(1);
             first
@@ -109,7 +112,7 @@ impl<'a, R: Read> GzipReader<'a, R> {
         inflate
             .enter(at.bits, byte, &at.window)
             .map_err(|detail| corrupt(name, detail.to_owned()))?;
-        Ok(GzipReader {
+        let mut reader = GzipReader {
             start: at.compressed,
             inflate,
             stage: Stage::Body,
@@ -119,7 +122,10 @@ impl<'a, R: Read> GzipReader<'a, R> {
             begun: true,
             budget: Budget::resumed(limits, at.out),
             ..GzipReader::new(input, limits, name)
-        })
+        };
+        // The point entered is one for this reader too (a cut before the next block's end).
+        reader.points.push_back(at.clone());
+        Ok(reader)
     }
 
     /// The last kept access point at or before output offset `out`.
@@ -131,9 +137,14 @@ impl<'a, R: Read> GzipReader<'a, R> {
         self.start + self.input.consumed
     }
 
-    /// Notes the block boundary the inflater stands at, `bits` unused in its last byte.
-    fn mark(&mut self, bits: u8) {
-        self.inflate.window(&mut self.window);
+    /// Notes the block boundary the inflater stands at, `bits` unused in its last byte
+    /// (`None`: the start of a member's stream, before any block).
+    fn mark(&mut self, bits: Option<u8>) {
+        match bits {
+            Some(_) => self.inflate.window(&mut self.window),
+            None => self.window.clear(),
+        }
+        let bits = bits.unwrap_or(0);
         let point = AccessPoint {
             compressed: self.consumed() - u64::from(bits > 0),
             bits,
@@ -151,7 +162,11 @@ impl<'a, R: Read> GzipReader<'a, R> {
         self.points.push_back(point);
         // Keep the newest point at least KEEP_BEHIND back, and those after it.
         while self.points.len() > 1 && self.points[1].out + KEEP_BEHIND <= self.out {
-            self.window = self.points.pop_front().map(|p| p.window).unwrap_or_default();
+            self.window = self
+                .points
+                .pop_front()
+                .map(|p| p.window)
+                .unwrap_or_default();
         }
     }
 
@@ -179,12 +194,18 @@ impl<'a, R: Read> GzipReader<'a, R> {
             return Err(corrupt(self.name, detail));
         }
         if fixed[2] != 8 {
-            let detail = format!("compression method {} (gzip only defines 8, deflate)", fixed[2]);
+            let detail = format!(
+                "compression method {} (gzip only defines 8, deflate)",
+                fixed[2]
+            );
             return Err(corrupt(self.name, detail));
         }
         let flags = fixed[3];
         if flags & 0xe0 != 0 {
-            return Err(corrupt(self.name, format!("reserved header flags {flags:#04x}")));
+            return Err(corrupt(
+                self.name,
+                format!("reserved header flags {flags:#04x}"),
+            ));
         }
         let mut crc = crc32fast::Hasher::new();
         crc.update(&fixed);
@@ -202,7 +223,10 @@ impl<'a, R: Read> GzipReader<'a, R> {
             let want: [u8; 2] = self.exact("gzip header CRC")?;
             let got = crc.finalize() as u16;
             if u16::from_le_bytes(want) != got {
-                let detail = format!("header CRC {:04x}, the header gives {got:04x}", u16::from_le_bytes(want));
+                let detail = format!(
+                    "header CRC {:04x}, the header gives {got:04x}",
+                    u16::from_le_bytes(want)
+                );
                 return Err(corrupt(self.name, detail));
             }
         }
@@ -210,11 +234,19 @@ impl<'a, R: Read> GzipReader<'a, R> {
     }
 
     /// Consumes `len` header bytes, or up to and including `until`, into `crc`.
-    fn skip(&mut self, mut len: u64, until: Option<u8>, crc: &mut crc32fast::Hasher) -> io::Result<()> {
+    fn skip(
+        &mut self,
+        mut len: u64,
+        until: Option<u8>,
+        crc: &mut crc32fast::Hasher,
+    ) -> io::Result<()> {
         while len > 0 {
             let buf = self.input.fill_buf()?;
             if buf.is_empty() {
-                return Err(truncated(self.name, "the gzip header ends in a field".to_owned()));
+                return Err(truncated(
+                    self.name,
+                    "the gzip header ends in a field".to_owned(),
+                ));
             }
             let mut n = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
             if let Some(end) = until.and_then(|b| memchr::memchr(b, &buf[..n])) {
@@ -234,11 +266,15 @@ impl<'a, R: Read> GzipReader<'a, R> {
         let size = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
         let got = std::mem::take(&mut self.crc).finalize();
         if want != got {
-            let detail = format!("CRC-32 mismatch: the trailer says {want:08x}, the data gives {got:08x}");
+            let detail =
+                format!("CRC-32 mismatch: the trailer says {want:08x}, the data gives {got:08x}");
             return Err(corrupt(self.name, detail));
         }
         if size != self.member_out as u32 {
-            let detail = format!("the trailer gives the size as {size} (mod 2^32), the data is {} bytes", self.member_out);
+            let detail = format!(
+                "the trailer gives the size as {size} (mod 2^32), the data is {} bytes",
+                self.member_out
+            );
             return Err(corrupt(self.name, detail));
         }
         Ok(())
@@ -259,8 +295,8 @@ impl<'a, R: Read> GzipReader<'a, R> {
             self.crc.update(&buf[..n]);
             self.member_out += n as u64;
             self.out += n as u64;
-            if let Some(bits) = step.boundary {
-                self.mark(bits);
+            if step.boundary.is_some() {
+                self.mark(step.boundary);
             }
             if step.end {
                 self.stage = Stage::Trailer;
@@ -297,6 +333,8 @@ impl<R: Read> Read for GzipReader<'_, R> {
                     self.inflate.reset();
                     self.member_out = 0;
                     self.stage = Stage::Body;
+                    // The start of a member's deflate stream is a point too (no window).
+                    self.mark(None);
                 }
                 Stage::Body => {
                     let n = self.body(buf)?;

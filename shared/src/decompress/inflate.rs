@@ -72,7 +72,11 @@ impl RawInflate {
             // SAFETY: the stream was initialised; at most 7 bits are primed into an empty
             // bit buffer.
             let ret = unsafe {
-                z::inflatePrime(&mut *self.strm, c_int::from(bits), c_int::from(byte >> (8 - bits)))
+                z::inflatePrime(
+                    &mut *self.strm,
+                    c_int::from(bits),
+                    c_int::from(byte >> (8 - bits)),
+                )
             };
             if ret != z::Z_OK {
                 return Err("inflatePrime refused the access point's bits");
@@ -173,7 +177,15 @@ mod tests {
 
     fn text(n: usize) -> Vec<u8> {
         (0..n)
-            .map(|i| format!("M{},2019-01-{:02},{}.{:03}\n", i % 97, i % 28 + 1, i % 13, i * 7 % 1000))
+            .map(|i| {
+                format!(
+                    "M{},2019-01-{:02},{}.{:03}\n",
+                    i % 97,
+                    i % 28 + 1,
+                    i % 13,
+                    i * 7 % 1000
+                )
+            })
             .collect::<String>()
             .into_bytes()
     }
@@ -205,10 +217,18 @@ mod tests {
             assert_eq!(&out[..pos_out], &data[..]);
             // zlib-rs's level 1 (deflate_quick) writes blocks of about a MiB of output.
             let least = if level == 1 { 1 } else { 8 };
-            assert!(points.len() >= least, "level {level}: {} boundaries", points.len());
+            assert!(
+                points.len() >= least,
+                "level {level}: {} boundaries",
+                points.len()
+            );
             for (at_in, bits, at_out, window) in points {
                 let mut inf = RawInflate::new();
-                let (from, byte) = if bits > 0 { (at_in - 1, packed[at_in - 1]) } else { (at_in, 0) };
+                let (from, byte) = if bits > 0 {
+                    (at_in - 1, packed[at_in - 1])
+                } else {
+                    (at_in, 0)
+                };
                 inf.enter(bits, byte, &window).unwrap();
                 let skip = usize::from(bits > 0);
                 let mut rest = vec![0u8; data.len() - at_out + 1];
@@ -222,7 +242,11 @@ mod tests {
                         break;
                     }
                 }
-                assert_eq!(&rest[..got], &data[at_out..], "level {level}, entered at {at_in}");
+                assert_eq!(
+                    &rest[..got],
+                    &data[at_out..],
+                    "level {level}, entered at {at_in}"
+                );
             }
         }
     }

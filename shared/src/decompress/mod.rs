@@ -340,12 +340,21 @@ where
 /// an earlier read of the same file): `reader` yields the file's bytes from `at.compressed`
 /// on, and what `f` reads is the decompressed file from offset `at.out` on. The limits count
 /// from there as if the file had been read from its start.
-pub fn resume_gzip<R, F>(reader: R, name: &str, limits: Limits, at: &AccessPoint, mut f: F) -> io::Result<()>
+pub fn resume_gzip<R, F>(
+    reader: R,
+    name: &str,
+    limits: Limits,
+    at: &AccessPoint,
+    mut f: F,
+) -> io::Result<()>
 where
     R: Read,
     F: FnMut(&str, &mut dyn InputRead) -> io::Result<()>,
 {
-    f(name, &mut GzipReader::resume(Input::new(reader), limits, name, at)?)
+    f(
+        name,
+        &mut GzipReader::resume(Input::new(reader), limits, name, at)?,
+    )
 }
 
 #[cfg(test)]
@@ -787,7 +796,9 @@ mod tests {
         let p = points_of(&bytes).pop().unwrap();
         let resume = |p: &AccessPoint, limits| {
             let rest = &bytes[p.compressed as usize..];
-            resume_gzip(rest, "up.gz", limits, p, |_, r| io::copy(r, &mut io::sink()).map(drop))
+            resume_gzip(rest, "up.gz", limits, p, |_, r| {
+                io::copy(r, &mut io::sink()).map(drop)
+            })
         };
         let mut bad = p.clone();
         bad.crc ^= 1;
@@ -806,7 +817,10 @@ mod tests {
             ..Limits::default()
         };
         let e = resume(&p, limits).unwrap_err();
-        assert!(matches!(err_of(&e), DecompressError::TooLarge { .. }), "{e}");
+        assert!(
+            matches!(err_of(&e), DecompressError::TooLarge { .. }),
+            "{e}"
+        );
         assert!(resume(&p, Limits::default()).is_ok());
     }
 
