@@ -4,7 +4,10 @@
 #   2. inflating the `.gz` alone with meterflow's streaming decompressor, output thrown away
 #      (bench/src/bin/inflate_file.rs): the rate at which a later part of a handed-over `.gz`
 #      skips to its offset, since it decompresses the object from its start again,
-#   3. `gzip -dc` (the system's zlib) on the same file, as a reference for 2.
+#   3. `gzip -dc` (the system's zlib) on the same file, as a reference for 2,
+#   4. the `.gz` read as a Lambda hand-over reads it in $PARTS parts (default 10): each part
+#      entering at the access point the previous one kept (inflate_file FILE PARTS), against
+#      restarting every part from the start (the cost before access points: the cuts' offsets).
 #
 #   bench/compressed.sh              # ~1 GB plain file; needs ~1.3 GB of disk in bench/out
 #   SIZE_METERS=1000 bench/compressed.sh   # smaller, quicker
@@ -59,6 +62,9 @@ fi
 rows+=("$(measure "after ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes))" "$mf" "$inflate")")
 /usr/bin/time -f "%e" -o "$out/time.txt" gzip -dc "$out/$main.csv.gz" > /dev/null
 zlib_s=$(cat "$out/time.txt")
+parts="${PARTS:-10}"
+read -r _ parts_bytes parts_s skipped restart < <("$inflate" "$out/$main.csv.gz" "$parts" | tail -1)
+restart=${restart#restart_bytes=}
 
 cat <<REPORT
 $((size / 1000000)) MB plain, $((gz_size / 1000000)) MB gzip -6 ($meters meters x 365 days, $((meters * 365)) rows from each)
@@ -67,4 +73,11 @@ $((size / 1000000)) MB plain, $((gz_size / 1000000)) MB gzip -6 ($meters meters 
 |---|---|---|---|
 $(printf '%s\n' "${rows[@]}")
 | gzip -dc (system zlib) | $zlib_s | $(mbs "$zlib_s") | |
+
+The .gz read in $parts parts, as hand-overs read it:
+
+| how each part starts | bytes inflated | vs the file | seconds |
+|---|---|---|---|
+| at the previous part's access point | $parts_bytes ($skipped skipped) | $(ratio "$parts_bytes" "$size") | $parts_s |
+| from the start again (before access points) | $restart | $(ratio "$restart" "$size") | |
 REPORT

@@ -5,9 +5,10 @@
 //! reader) and hands the caller one plain byte stream per input it contains: the file itself
 //! when it is not compressed, the decompressed data of a gzip file (every member of a
 //! multi-member file, as `cat a.gz b.gz` makes), or each file entry of a zip archive, named
-//! `archive.zip!dir/entry.csv`. Nothing is ever held whole in memory: a 64 KiB read buffer and
-//! the inflater's state (a 32 KiB window and its tables) are all it keeps, whatever the size of
-//! the file.
+//! `archive.zip!dir/entry.csv`. Nothing is ever held whole in memory: a 64 KiB read buffer,
+//! the inflater's state (a 32 KiB window and its tables) and, for gzip, the access points of
+//! about the last MiB of output (at most ~33 windows of 32 KiB: see [`AccessPoint`]) are all
+//! it keeps, whatever the size of the file.
 //!
 //! Zip archives are read front to back from their local headers, as a stream: the central
 //! directory at the end of the file is never needed (an S3 body cannot seek). Entries may be
