@@ -28,4 +28,7 @@ before() {
   [ -d "$wt" ] || git worktree add -q --detach "$wt" "$rev"
   (cd "$wt" && CARGO_TARGET_DIR="$target" cargo build --release -q -p "$pkg" "${bins[@]}")
   for b in "$@"; do cp "$target/release/$b" "$out/$rev-$b"; done
+  # The worktree's build replaced $target/release/BIN: put this tree's back (a no-op build
+  # re-links it), or the "after" rows would measure the "before" binary too.
+  cargo build --release -q -p "$pkg" "${bins[@]}"
 }
