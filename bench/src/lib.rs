@@ -84,6 +84,8 @@ pub struct Corpus {
     pub format: Format,
     pub spec: Spec,
     pub bytes: Vec<u8>,
+    /// The exact sum of the values blanked out of the generated file ([`Corpus::with_blanks`]).
+    pub blanked: i64,
 }
 
 impl Corpus {
@@ -94,7 +96,40 @@ impl Corpus {
             format,
             spec,
             bytes,
+            blanked: 0,
         }
+    }
+
+    /// A wide corpus with about `per_mille` of its interval cells left empty, as missing
+    /// readings are in real files (`M1,2019-01-01,0.1,,0.3`); each row keeps at least one
+    /// value, so the series-days stay the oracle's.
+    pub fn with_blanks(name: &'static str, spec: Spec, per_mille: u64) -> Corpus {
+        let mut c = Corpus::new(name, Format::Wide, spec);
+        let mut rng = meterflow_core::synth::SplitMix64::new(SEED ^ per_mille);
+        let mut out = Vec::with_capacity(c.bytes.len());
+        let mut lines = c.bytes.split_inclusive(|&b| b == b'\n');
+        out.extend_from_slice(lines.next().unwrap_or_default());
+        for line in lines {
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            let cells: Vec<&[u8]> = body.split(|&b| b == b',').collect();
+            let blank: Vec<bool> = (0..cells.len())
+                .map(|i| i >= 3 && rng.chance(per_mille))
+                .collect();
+            for (i, cell) in cells.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if blank[i] {
+                    let v = meterflow_core::value::parse_decimal(cell, 6);
+                    c.blanked += v.ok().flatten().expect("generated cells are values");
+                } else {
+                    out.extend_from_slice(cell);
+                }
+            }
+            out.push(b'\n');
+        }
+        c.bytes = out;
+        c
     }
 
     /// The oracle's grand total and number of series-days.
@@ -104,7 +139,7 @@ impl Corpus {
             total += t;
             days += 1;
         });
-        (total, days)
+        (total - self.blanked, days)
     }
 }
 
@@ -119,6 +154,8 @@ pub fn corpora(percent: u32) -> Vec<Corpus> {
     };
     vec![
         Corpus::new("wide-30min", Format::Wide, spec(1000, 30)),
+        // The same file with 5 % of its readings missing (blank cells).
+        Corpus::with_blanks("wide-gaps", spec(1000, 30), 50),
         Corpus::new("long-30min", Format::Long, spec(100, 30)),
         Corpus::new("nem12-30min", Format::Nem12, spec(500, 30)),
         Corpus::new("nem12-5min", Format::Nem12, spec(100, 5)),
@@ -142,6 +179,38 @@ mod tests {
             (base.total - exact).abs() < 1e-6 * exact,
             "{base:?} {exact}"
         );
+    }
+
+    #[test]
+    fn blanked_cells_are_missing_readings_to_the_parser_and_the_oracle() {
+        let c = Corpus::with_blanks("gaps", Spec::new(7, 20), 100);
+        let plain = Corpus::new("wide", Format::Wide, Spec::new(7, 20));
+        assert!(c.blanked > 0 && c.bytes.len() < plain.bytes.len());
+        assert!(c.bytes.windows(2).any(|w| w == b",,"));
+        let (total, days) = c.expected();
+        let got = parse_chunked(&c.bytes, &c.spec).unwrap();
+        assert_eq!((got.total, got.fragments, got.rejects), (total, days, 0));
+        // Missing, not zero: the parser's fragments hold fewer values than the full file's.
+        #[derive(Default)]
+        struct Present(usize);
+        impl Sink for Present {
+            fn fragment(&mut self, f: &Fragment) {
+                self.0 += f.slots.present();
+            }
+            fn reject(&mut self, _: Reject) {}
+        }
+        let present = |c: &Corpus| {
+            let (mut sink, mut parser) = (Present::default(), Parser::new(c.spec.options("b")));
+            parser.feed(&c.bytes, &mut sink).unwrap();
+            parser.finish(&mut sink).unwrap();
+            sink.0
+        };
+        let blanks = c
+            .bytes
+            .windows(2)
+            .filter(|w| w == b",," || w == b",\n")
+            .count();
+        assert_eq!(present(&c) + blanks, present(&plain));
     }
 
     #[test]
