@@ -344,6 +344,12 @@ fn civil_from_days(z: i32) -> (i32, u32, u32) {
 impl fmt::Display for Day {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = self.ymd();
+        if (0..=9999).contains(&y) {
+            // By hand ([`Day::iso_bytes`]): the API renders a date per day of a year per
+            // request, and three padded `write!` arguments were most of the cost.
+            let text = self.iso_bytes();
+            return f.write_str(std::str::from_utf8(&text).unwrap_or_default());
+        }
         write!(f, "{y:04}-{m:02}-{d:02}")
     }
 }

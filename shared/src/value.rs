@@ -4,8 +4,6 @@
 //! (for kWh: 1 unit = 1 mWh = 0.000001 kWh). Parsing never rounds: a value that needs more
 //! decimal places than the target scale is an error, not a silently shortened number.
 
-use std::fmt;
-
 /// Decimal places of kWh held by one amount unit.
 pub const SCALE: u32 = 6;
 /// One whole series unit (1 kWh) in amount units.
@@ -249,24 +247,42 @@ pub fn format_amount(v: i64) -> String {
 }
 
 /// [`format_amount`] into an existing buffer (used when streaming JSON or CSV).
+///
+/// Digits are written by hand, not through `fmt`: the API renders a total per day of a year
+/// per request, and `write!` was most of the cost of rendering one.
 pub fn write_amount(out: &mut String, v: i64) {
-    use fmt::Write;
-    let neg = v < 0;
     let abs = v.unsigned_abs();
-    let int = abs / ONE as u64;
-    let mut frac = abs % ONE as u64;
-    if neg {
-        out.push('-');
-    }
-    let _ = write!(out, "{int}");
+    let (mut int, mut frac) = (abs / ONE as u64, abs % ONE as u64);
+    // 20 digits of the integer part at most, a point and 6 decimals.
+    let mut buf = [0u8; 28];
+    let mut at = buf.len();
     if frac != 0 {
         let mut width = SCALE as usize;
         while frac % 10 == 0 {
             frac /= 10;
             width -= 1;
         }
-        let _ = write!(out, ".{frac:0width$}");
+        for _ in 0..width {
+            at -= 1;
+            buf[at] = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        at -= 1;
+        buf[at] = b'.';
     }
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (int % 10) as u8;
+        int /= 10;
+        if int == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits and a point were written.
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -351,12 +367,31 @@ mod tests {
         assert_eq!(format_amount(1), "0.000001");
         assert_eq!(format_amount(-500_000), "-0.5");
         assert_eq!(format_amount(0), "0");
+        assert_eq!(format_amount(i64::MIN), "-9223372036854.775808");
+        assert_eq!(format_amount(i64::MAX), "9223372036854.775807");
+        assert_eq!(format_amount(-1_000_000), "-1");
+        assert_eq!(format_amount(10_000_050), "10.00005");
     }
 
     proptest! {
         #[test]
         fn format_then_parse_round_trips(v in -MAX_ABS_VALUE + 1..MAX_ABS_VALUE) {
             prop_assert_eq!(parse_decimal(format_amount(v).as_bytes(), 6).unwrap(), Some(v));
+        }
+
+        /// The hand-written digits say what `fmt` says: the integer part, then the decimals
+        /// without trailing zeros.
+        #[test]
+        fn format_agrees_with_fmt(v in any::<i64>()) {
+            let (int, frac) = (v.unsigned_abs() / ONE as u64, v.unsigned_abs() % ONE as u64);
+            let sign = if v < 0 { "-" } else { "" };
+            let decimals = format!("{frac:06}");
+            let decimals = decimals.trim_end_matches('0');
+            let want = match decimals {
+                "" => format!("{sign}{int}"),
+                d => format!("{sign}{int}.{d}"),
+            };
+            prop_assert_eq!(format_amount(v), want);
         }
 
         #[test]
