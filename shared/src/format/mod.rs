@@ -744,6 +744,31 @@ pub fn parse_all(bytes: &[u8], opts: Options, sink: &mut dyn Sink) -> Result<Sta
     p.finish(sink)
 }
 
+/// `csv-core` and a format's general row logic only, without its fast path: the authority
+/// the fast-path property tests compare with.
+#[cfg(test)]
+pub(crate) struct SlowOnly<H>(pub H);
+
+#[cfg(test)]
+impl<H: record::Handler> record::Handler for SlowOnly<H> {
+    fn record(
+        &mut self,
+        rec: &record::Record<'_>,
+        lineno: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), FileError> {
+        self.0.record(rec, lineno, sink)
+    }
+}
+
+/// Line ends of every kind (`\r\n`, a lone `\r`, blank lines among them), for the fast-path
+/// property tests.
+#[cfg(test)]
+pub(crate) fn arb_eol() -> impl proptest::strategy::Strategy<Value = &'static str> {
+    use proptest::prelude::*;
+    prop_oneof![6 => Just("\n"), 2 => Just("\r\n"), 1 => Just("\r\r\n"), 1 => Just("\n\n"), 1 => Just("\r")]
+}
+
 /// Parses `input` fed in pieces cut at `cuts` (taken modulo the length, in order): the
 /// chunk-boundary property tests of every format compare this with a one-shot parse.
 #[cfg(test)]

@@ -614,7 +614,7 @@ pub(crate) fn test_opts() -> Options {
 mod tests {
     use super::*;
     use crate::format::record::Records;
-    use crate::format::{parse_all, FormatHandler, Parser};
+    use crate::format::{arb_eol, parse_all, FormatHandler, Parser, SlowOnly};
     use crate::reject::Collect;
     use crate::value::ONE;
     use proptest::prelude::*;
@@ -1082,20 +1082,6 @@ mod tests {
         ]
     }
 
-    /// `csv-core` and the general row logic only: the authority the fast path must agree with.
-    struct SlowOnly(Wide);
-
-    impl Handler for SlowOnly {
-        fn record(
-            &mut self,
-            rec: &Record<'_>,
-            lineno: u64,
-            sink: &mut dyn Sink,
-        ) -> Result<(), FileError> {
-            self.0.record(rec, lineno, sink)
-        }
-    }
-
     fn parse_slow(input: &str) -> (Collect, (u64, u64, u64)) {
         let opts = test_opts();
         let mut records = Records::new(opts.source.clone(), 1);
@@ -1148,10 +1134,6 @@ mod tests {
             1 => Just("2999-12-31".to_string()),
             1 => Just(" 2019-02-03".to_string()),
         ]
-    }
-
-    fn arb_eol() -> impl Strategy<Value = &'static str> {
-        prop_oneof![6 => Just("\n"), 2 => Just("\r\n"), 1 => Just("\r\r\n"), 1 => Just("\n\n"), 1 => Just("\r")]
     }
 
     proptest! {
