@@ -150,20 +150,7 @@ impl Day {
     /// [`Day::parse`] reads it back as the same day (years are four digits in range).
     pub fn iso_bytes(self) -> [u8; 10] {
         let (y, m, d) = self.ymd();
-        let (y, m, d) = (y.unsigned_abs(), m, d);
-        let digit = |v: u32| b'0' + (v % 10) as u8;
-        [
-            digit(y / 1000),
-            digit(y / 100),
-            digit(y / 10),
-            digit(y),
-            b'-',
-            digit(m / 10),
-            digit(m),
-            b'-',
-            digit(d / 10),
-            digit(d),
-        ]
+        iso_text(y, m, d)
     }
 
     /// Parses `YYYY-MM-DD` only: the form of API parameters, where ambiguity is unwelcome.
@@ -341,13 +328,31 @@ fn civil_from_days(z: i32) -> (i32, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `YYYY-MM-DD` of a year, month and day (the year's last four digits).
+fn iso_text(y: i32, m: u32, d: u32) -> [u8; 10] {
+    let y = y.unsigned_abs();
+    let digit = |v: u32| b'0' + (v % 10) as u8;
+    [
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        b'-',
+        digit(m / 10),
+        digit(m),
+        b'-',
+        digit(d / 10),
+        digit(d),
+    ]
+}
+
 impl fmt::Display for Day {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = self.ymd();
         if (0..=9999).contains(&y) {
-            // By hand ([`Day::iso_bytes`]): the API renders a date per day of a year per
-            // request, and three padded `write!` arguments were most of the cost.
-            let text = self.iso_bytes();
+            // By hand ([`iso_text`]): the API renders a date per day of a year per request,
+            // and three padded `write!` arguments were most of the cost.
+            let text = iso_text(y, m, d);
             return f.write_str(std::str::from_utf8(&text).unwrap_or_default());
         }
         write!(f, "{y:04}-{m:02}-{d:02}")

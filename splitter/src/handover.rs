@@ -28,7 +28,7 @@
 
 use crate::object::Handover;
 use meterflow_aws::event::ObjectRef;
-use meterflow_core::decompress::AccessPoint;
+use meterflow_core::decompress::{AccessPoint, ACCESS_WINDOW};
 use meterflow_core::format::Resume;
 use meterflow_core::{Format, Reject, RejectKind, Stats};
 use serde::{Deserialize, Serialize};
@@ -278,7 +278,7 @@ impl Note {
                 member_out: a.member_out,
                 crc: a.crc,
                 window: unhex(&a.window)
-                    .filter(|w| w.len() <= 32 * 1024)
+                    .filter(|w| w.len() <= ACCESS_WINDOW)
                     .ok_or(NoteError::Damaged("bad access point window"))?,
             }),
         };

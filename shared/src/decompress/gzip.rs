@@ -72,10 +72,14 @@ pub(super) struct GzipReader<'a, R> {
 impl<'a, R: Read> GzipReader<'a, R> {
     /// A reader of the gzip file `input` (from its first byte).
     pub(super) fn new(input: Input<R>, limits: Limits, name: &'a str) -> Self {
+        GzipReader::with(input, limits, name, RawInflate::new())
+    }
+
+    fn with(input: Input<R>, limits: Limits, name: &'a str, inflate: RawInflate) -> Self {
         GzipReader {
             input,
             start: 0,
-            inflate: RawInflate::new(),
+            inflate,
             stage: Stage::Header,
             crc: crc32fast::Hasher::new(),
             member_out: 0,
@@ -114,14 +118,13 @@ impl<'a, R: Read> GzipReader<'a, R> {
             .map_err(|detail| corrupt(name, detail.to_owned()))?;
         let mut reader = GzipReader {
             start: at.compressed,
-            inflate,
             stage: Stage::Body,
             crc: crc32fast::Hasher::new_with_initial_len(at.crc, at.member_out),
             member_out: at.member_out,
             out: at.out,
             begun: true,
             budget: Budget::resumed(limits, at.out),
-            ..GzipReader::new(input, limits, name)
+            ..GzipReader::with(input, limits, name, inflate)
         };
         // The point entered is one for this reader too (a cut before the next block's end).
         reader.points.push_back(at.clone());

@@ -37,6 +37,8 @@ mod zip;
 
 pub use gzip::AccessPoint;
 use gzip::GzipReader;
+/// The most history an [`AccessPoint`]'s window holds (deflate's 32 KiB).
+pub use inflate::WINDOW as ACCESS_WINDOW;
 use input::Input;
 use zip::read_zip;
 

@@ -307,7 +307,7 @@ impl Long {
         if fields.len() < layout.fields {
             return false;
         }
-        let (step, end) = (self.interval, layout.end_labelled);
+        let end = layout.end_labelled;
         let Some((date, minutes)) = plain_timestamp(fields[layout.time]) else {
             return false;
         };
@@ -331,27 +331,40 @@ impl Long {
         };
         let day = match self.last_day {
             Some(d) if self.last_date == date => d,
-            _ => match Day::parse(date) {
-                Ok(d) if date[4] == b'-' && date[7] == b'-' => {
+            _ => match Day::parse_iso(std::str::from_utf8(date).unwrap_or_default()) {
+                Ok(d) => {
                     self.last_date.copy_from_slice(date);
                     self.last_day = Some(d);
                     d
                 }
-                _ => return false,
+                Err(_) => return false,
             },
         };
-        if minutes % step != 0 {
+        let Ok((day, slot)) = self.slot_of(day, minutes, end) else {
             return false;
-        }
-        let (day, slot) = match (end, minutes) {
-            (true, 0) => (day.pred(), self.slots - 1),
-            (true, m) => (day, usize::from(m / step) - 1),
-            (false, 1440) => return false,
-            (false, m) => (day, usize::from(m / step)),
         };
         self.fold(series, day, slot, value, lineno, sink);
         self.tally.accept_rows(1);
         true
+    }
+
+    /// The day and slot a reading labelled `minutes` after midnight of `day` belongs to (an
+    /// end label of 00:00 closes the day before), or why it has none.
+    fn slot_of(&self, day: Day, minutes: u16, end_labelled: bool) -> Result<(Day, usize), String> {
+        let step = self.interval;
+        if minutes % step != 0 {
+            return Err(format!(
+                "{:02}:{:02} is not on a {step}-minute interval boundary",
+                minutes / 60,
+                minutes % 60
+            ));
+        }
+        Ok(match (end_labelled, minutes) {
+            (true, 0) => (day.pred(), self.slots - 1),
+            (true, m) => (day, usize::from(m / step) - 1),
+            (false, 1440) => return Err("24:00 cannot start an interval".into()),
+            (false, m) => (day, usize::from(m / step)),
+        })
     }
 
     /// Adds one reading to the open fragment, or to a new one when the series or day changed.
@@ -401,23 +414,9 @@ impl Long {
             Some(SeriesId::parse(meter).map_err(|e| (col(mc), e.to_string()))?)
         };
         let ts = parse_timestamp(rec.get(tc).unwrap_or_default()).map_err(|e| (col(tc), e))?;
-        let step = self.interval;
-        if ts.minutes % step != 0 {
-            return Err((
-                col(tc),
-                format!(
-                    "{:02}:{:02} is not on a {step}-minute interval boundary",
-                    ts.minutes / 60,
-                    ts.minutes % 60
-                ),
-            ));
-        }
-        let (day, slot) = match (end, ts.minutes) {
-            (true, 0) => (ts.day.pred(), self.slots - 1),
-            (true, m) => (ts.day, usize::from(m / step) - 1),
-            (false, 1440) => return Err((col(tc), "24:00 cannot start an interval".into())),
-            (false, m) => (ts.day, usize::from(m / step)),
-        };
+        let (day, slot) = self
+            .slot_of(ts.day, ts.minutes, end)
+            .map_err(|e| (col(tc), e))?;
         let value = match parse_decimal(rec.get(vc).unwrap_or_default(), 6) {
             Ok(Some(v)) => v,
             Ok(None) => return Err((col(vc), "the reading is empty".into())),
