@@ -9,6 +9,8 @@
 #   METERS=2000 SECONDS_PER_RUN=5 bench/api_load.sh
 #   MF=bench/out/<rev>-meterflow bench/api_load.sh   # serve with another build (a "before";
 #                                     # `before` in env.sh makes one), the store made by this one
+#   AB=<other meterflow binary> ROUNDS=5 bench/api_load.sh   # only the 1-year one-connection
+#                                     # run, alternating between this build and AB
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -29,17 +31,21 @@ store="$out/load-run.db"
 rm -f "$store"*
 cp "$base" "$store"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$server_bin" --store "$store" serve --listen "127.0.0.1:$port" 2> "$out/serve.log" &
-server=$!
-writer=""
-trap 'kill "$server" $writer 2>/dev/null || true' EXIT
-# Ready when /health answers (polled; no fixed wait).
-for _ in $(seq 1 200); do
-  curl -sf "http://127.0.0.1:$port/health" > /dev/null && break
-  python3 -c 'import time; time.sleep(0.05)'
-done
-curl -sf "http://127.0.0.1:$port/health" > /dev/null || { echo "serve did not start" >&2; exit 1; }
+servers="" writer=""
+trap 'kill $servers $writer 2>/dev/null || true' EXIT
+serve() { # binary store: serves the store with that build; sets `port`
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$1" --store "$2" serve --listen "127.0.0.1:$port" 2>> "$out/serve.log" &
+  servers="$servers $!"
+  # Ready when /health answers (polled; no fixed wait).
+  for _ in $(seq 1 200); do
+    curl -sf "http://127.0.0.1:$port/health" > /dev/null && break
+    python3 -c 'import time; time.sleep(0.05)'
+  done
+  curl -sf "http://127.0.0.1:$port/health" > /dev/null || { echo "serve did not start" >&2; exit 1; }
+}
+: > "$out/serve.log"
+serve "$server_bin" "$store"
 
 # A random meter per request (EE000001..EE<meters>).
 cat > "$out/random_meter.lua" <<LUA
@@ -55,6 +61,22 @@ run() { # label, range query[, wrk threads, connections]
   RANGE="$2" wrk -t"${3:-2}" -c"${4:-16}" -d"${seconds}s" --latency -s "$out/random_meter.lua" "http://127.0.0.1:$port" |
     grep -E "Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors"
 }
+
+if [ -n "${AB:-}" ]; then
+  # Two builds side by side, each on its own copy of the store: the 1-year one-connection
+  # run alternating between them for ROUNDS rounds (a before/after in one run), then stop.
+  cp "$base" "$out/load-ab.db"
+  after_port=$port
+  serve "$AB" "$out/load-ab.db"
+  before_port=$port
+  for round in $(seq 1 "${ROUNDS:-5}"); do
+    for side in before after; do
+      if [ "$side" = before ]; then port=$before_port bin=$AB; else port=$after_port bin=$server_bin; fi
+      run "round $round, $side ($bin): 1 year, one connection" "from=2019-01-01&to=2019-12-31" 1 1
+    done
+  done
+  exit 0
+fi
 
 echo "server: $server_bin; store: $meters meters x 365 days ($(du -h "$store" | cut -f1)); wrk 2 threads, 16 connections, ${seconds}s per run"
 # One request at a time: what one request costs, without queueing behind others.
