@@ -24,6 +24,7 @@
 use std::cmp::Ordering;
 
 use crate::day::Day;
+use crate::envelope::{decode, DecodeError, Envelope, SummedFragment};
 use crate::fragment::{slots_per_day, Fragment, Quality, Version};
 use crate::series::{SeriesId, Unit};
 use crate::source::object_of;
@@ -99,6 +100,31 @@ fn latest_deliveries(ranked: &[&Fragment]) -> Vec<bool> {
         .collect()
 }
 
+/// A day held by one fragment whose slots fit the day: all its values count.
+fn one_fragment_day(
+    series: &SeriesId,
+    day: Day,
+    (total, intervals): (i64, usize),
+    (interval_minutes, slots_per_day): (u16, usize),
+    unit: &Unit,
+    quality: Quality,
+) -> DayTotal {
+    DayTotal {
+        series: series.clone(),
+        day,
+        total,
+        intervals,
+        slots_per_day,
+        interval_minutes,
+        unit: unit.clone(),
+        quality: match intervals {
+            0 => Quality::default(),
+            _ => Quality::default().union(quality),
+        },
+        superseded: 0,
+    }
+}
+
 /// Merges one series-day's fragments (all with the same series and day).
 pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
     fragments.sort_unstable_by(by_rank_desc);
@@ -108,21 +134,14 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
     if let ([only], true) = (&*fragments, top.slots.len() <= n) {
         // The common case, a day from one row: every value it holds counts (what the loop
         // below finds for it, without its scratch vectors; a read of a year is 365 of these).
-        let intervals = only.slots.present();
-        return Some(DayTotal {
-            series: only.series.clone(),
-            day: only.day,
-            total: only.slots.total(),
-            intervals,
-            slots_per_day: n,
-            interval_minutes: minutes,
-            unit: only.unit.clone(),
-            quality: match intervals {
-                0 => Quality::default(),
-                _ => Quality::default().union(only.quality),
-            },
-            superseded: 0,
-        });
+        return Some(one_fragment_day(
+            &only.series,
+            only.day,
+            (only.slots.total(), only.slots.present()),
+            (minutes, n),
+            &only.unit,
+            only.quality,
+        ));
     }
     let mut filled = vec![false; n];
     let counts = latest_deliveries(fragments);
@@ -167,6 +186,74 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
         quality,
         superseded,
     })
+}
+
+/// Daily totals of the fragments in `packs` (envelopes, as a store keeps them) whose day lies
+/// in `from..=to`: exactly what [`daily_totals`] gives for them decoded, but a day held by one
+/// fragment (most days) is totalled from the values' sum as they are read, with no fragment,
+/// slot vector or key copies made for it; only the packs holding a day of several fragments
+/// (corrections, partial days, redeliveries) are decoded, and those days merged as ever.
+pub fn daily_totals_of_packs<P: AsRef<[u8]>>(
+    packs: &[P],
+    from: Day,
+    to: Day,
+) -> Result<Vec<DayTotal>, DecodeError> {
+    let envelopes = packs
+        .iter()
+        .map(|p| Envelope::parse(p.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut summed: Vec<(usize, SummedFragment<'_>)> = Vec::new();
+    for (at, envelope) in envelopes.iter().enumerate() {
+        for f in envelope.summed_fragments() {
+            let f = f?;
+            if f.raw.day >= from && f.raw.day <= to {
+                summed.push((at, f));
+            }
+        }
+    }
+    summed.sort_unstable_by(|(_, a), (_, b)| {
+        (a.raw.series, a.raw.day).cmp(&(b.raw.series, b.raw.day))
+    });
+    // Packs decoded for days of several fragments, each once.
+    let mut decoded: Vec<Option<Vec<Fragment>>> = vec![None; packs.len()];
+    let mut out = Vec::with_capacity(summed.len());
+    for run in
+        summed.chunk_by(|(_, a), (_, b)| a.raw.day == b.raw.day && a.raw.series == b.raw.series)
+    {
+        let (_, first) = run[0];
+        let minutes = first.raw.interval_minutes;
+        let n = slots_per_day(minutes).unwrap_or(first.slots);
+        if let ([(_, only)], true) = (run, first.slots <= n) {
+            out.push(one_fragment_day(
+                only.raw.series,
+                only.raw.day,
+                (only.total, only.present),
+                (minutes, n),
+                only.raw.unit,
+                only.raw.quality,
+            ));
+            continue;
+        }
+        for &(at, _) in run {
+            if decoded[at].is_none() {
+                decoded[at] = Some(decode(packs[at].as_ref())?);
+            }
+        }
+        let mut day: Vec<&Fragment> = Vec::new();
+        let mut seen = Vec::new();
+        for &(at, _) in run {
+            if seen.contains(&at) {
+                continue;
+            }
+            seen.push(at);
+            let fragments = decoded[at].iter().flatten();
+            day.extend(
+                fragments.filter(|f| f.day == first.raw.day && &f.series == first.raw.series),
+            );
+        }
+        out.extend(merge_day(&mut day));
+    }
+    Ok(out)
 }
 
 /// Merges any fragments into daily totals, ordered by series then day.
@@ -337,6 +424,33 @@ mod tests {
     }
 
     proptest! {
+        /// Totals read from packs agree with decoding them all and merging, whatever packs
+        /// the fragments were batched into, with some in several (as a store keeps
+        /// differently batched writes) and whatever the day range.
+        #[test]
+        fn totals_of_packs_equal_the_merge_of_their_fragments(
+            fs in proptest::collection::vec(arb_fragment(), 0..30),
+            placing in proptest::collection::vec((0usize..4, proptest::option::of(0usize..4)), 30),
+            range in (0i32..3, 0i32..3),
+        ) {
+            let fs = dedup_keys(fs);
+            let mut packs: Vec<_> = (0..4)
+                .map(|_| crate::envelope::EnvelopeBuilder::new(crate::envelope::MAX_ENVELOPE_BYTES))
+                .collect();
+            for (f, &(pack, again)) in fs.iter().zip(&placing) {
+                packs[pack].try_push(f).unwrap();
+                if let Some(other) = again.filter(|&o| o != pack) {
+                    packs[other].try_push(f).unwrap();
+                }
+            }
+            let bodies: Vec<Vec<u8>> = packs.into_iter().map(|b| b.finish()).collect();
+            let (from, to) = (Day::from_days(range.0).unwrap(), Day::from_days(range.1).unwrap());
+            // Every copy, as a store's `fragments` returns them.
+            let decoded: Vec<Fragment> = bodies.iter().flat_map(|b| decode(b).unwrap()).collect();
+            let inside = decoded.iter().filter(|f| f.day >= from && f.day <= to);
+            prop_assert_eq!(daily_totals_of_packs(&bodies, from, to).unwrap(), daily_totals(inside));
+        }
+
         #[test]
         fn exact_and_equal_to_the_reference_model(fs in proptest::collection::vec(arb_fragment(), 0..30)) {
             let fs = dedup_keys(fs);

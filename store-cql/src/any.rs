@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use meterflow_core::{Day, Fragment, SeriesId};
+use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
 use meterflow_store::{SqliteStore, Store, StoreError};
 
 use crate::{CqlConfig, CqlStore};
@@ -116,6 +116,18 @@ impl Store for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.fragments(series, from, to).await,
             AnyStore::Cql(s) => s.fragments(series, from, to).await,
+        }
+    }
+
+    async fn daily_totals(
+        &self,
+        series: &SeriesId,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<DayTotal>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.daily_totals(series, from, to).await,
+            AnyStore::Cql(s) => s.daily_totals(series, from, to).await,
         }
     }
 }

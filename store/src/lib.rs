@@ -153,6 +153,21 @@ pub trait Store: Send + Sync {
         from: Day,
         to: Day,
     ) -> impl Future<Output = Result<Vec<Fragment>, StoreError>> + Send;
+
+    /// Daily totals of `series` over `from..=to`, merged by the core's rule
+    /// ([`meterflow_core::daily_totals`] of [`Store::fragments`]). A store that keeps encoded
+    /// packs overrides it to total days without decoding them into fragments (SQLite).
+    fn daily_totals(
+        &self,
+        series: &SeriesId,
+        from: Day,
+        to: Day,
+    ) -> impl Future<Output = Result<Vec<DayTotal>, StoreError>> + Send {
+        async move {
+            let fragments = self.fragments(series, from, to).await?;
+            Ok(meterflow_core::daily_totals(fragments.iter()))
+        }
+    }
 }
 
 /// Daily totals of one series over `from..=to`, merged by the core's rule.
@@ -162,8 +177,7 @@ pub async fn daily_totals<S: Store>(
     from: Day,
     to: Day,
 ) -> Result<Vec<DayTotal>, StoreError> {
-    let fragments = store.fragments(series, from, to).await?;
-    Ok(meterflow_core::daily_totals(fragments.iter()))
+    store.daily_totals(series, from, to).await
 }
 
 /// Month buckets (`yyyymm`) covering `from..=to`: the partitions a range read visits.

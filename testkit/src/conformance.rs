@@ -241,6 +241,17 @@ pub async fn corrections_and_partial_days<S: Store>(store: &S) {
         (10 + 1 + 10 + 4, 4),
         "merge of stored fragments is wrong"
     );
+    totals_agree_with_fragments(store, "M", "2019-04-30", "2019-05-02").await;
+}
+
+/// A store's own [`Store::daily_totals`] (SQLite totals its packs without decoding them) is
+/// the core's merge of [`Store::fragments`].
+pub async fn totals_agree_with_fragments<S: Store>(store: &S, s: &str, from: &str, to: &str) {
+    let (s, from, to) = (series(s), day(from), day(to));
+    let fragments = store.fragments(&s, from, to).await.expect("fragments");
+    let totals = store.daily_totals(&s, from, to).await.expect("totals");
+    assert!(!totals.is_empty(), "no days to compare");
+    assert_eq!(totals, meterflow_core::daily_totals(fragments.iter()));
 }
 
 /// Concurrent writers of overlapping batches leave one consistent answer.
@@ -261,6 +272,8 @@ pub async fn concurrent_puts<S: Store>(store: &S) {
                 .collect()
         )
     );
+    // Across months, years and packs written three ways.
+    totals_agree_with_fragments(store, "EE1", "2019-01-01", "2020-12-31").await;
 }
 
 /// A whole envelope record (as the aggregator hands it over, alone or several at once)

@@ -175,6 +175,85 @@ impl<'a> Envelope<'a> {
             env: self,
         }
     }
+
+    /// The fragments with the sum and count of their values instead of the values: all a day
+    /// read from one fragment needs (most days), without a slot vector per fragment. Values are
+    /// decoded and checked exactly as [`fragments`] does.
+    pub fn summed_fragments(&self) -> SummedFragments<'_> {
+        SummedFragments {
+            walk: Walk::new(self),
+            env: self,
+            sum: Sum::default(),
+        }
+    }
+}
+
+/// A fragment's keys and fields with what its values add up to. See
+/// [`Envelope::summed_fragments`].
+#[derive(Debug, Clone, Copy)]
+pub struct SummedFragment<'e> {
+    /// The keys and fields, as [`Envelope::raw_fragments`] gives them.
+    pub raw: RawFragment<'e>,
+    /// The exact sum of the values present (as [`Slots::total`]).
+    pub total: i64,
+    /// Slots holding a value (as [`Slots::present`]).
+    pub present: usize,
+    /// Slots in the fragment, present or not (as [`Slots::len`]).
+    pub slots: usize,
+}
+
+/// The fragments of one envelope, summed. See [`Envelope::summed_fragments`].
+#[derive(Debug)]
+pub struct SummedFragments<'e> {
+    env: &'e Envelope<'e>,
+    walk: Walk<'e>,
+    sum: Sum,
+}
+
+impl<'e> Iterator for SummedFragments<'e> {
+    type Item = Result<SummedFragment<'e>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let env = self.env;
+        let head = self.walk.next_head(env, &mut self.sum)?;
+        let sum = self.sum;
+        Some(head.map(|h| SummedFragment {
+            raw: h.raw(env),
+            total: sum.total,
+            present: sum.present,
+            slots: sum.len,
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.walk.size_hint()
+    }
+}
+
+impl std::iter::FusedIterator for SummedFragments<'_> {}
+
+/// A [`Values`] sink that keeps only the sum and count.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sum {
+    total: i64,
+    present: usize,
+    len: usize,
+}
+
+impl Values for Sum {
+    const DECODES: bool = true;
+    fn start(&mut self, len: usize) {
+        *self = Sum {
+            len,
+            ..Sum::default()
+        };
+    }
+
+    fn set(&mut self, _slot: usize, value: i64) {
+        // Wrapping like `Slots::total`; validated values cannot reach it.
+        self.total = self.total.wrapping_add(value);
+        self.present += 1;
+    }
 }
 
 /// A fragment as it sits in an envelope: decoded keys and fields, values still encoded.
@@ -217,21 +296,7 @@ impl<'e> Iterator for RawFragments<'e> {
     fn next(&mut self) -> Option<Self::Item> {
         let env = self.env;
         let head = self.walk.next_head(env, &mut ())?;
-        Some(head.map(|h| {
-            let (series, unit) = &env.series[h.series];
-            RawFragment {
-                series,
-                unit,
-                source: &env.sources[h.source],
-                day: h.day,
-                version: h.next.version,
-                line: h.next.line,
-                quality: h.quality,
-                interval_minutes: h.interval_minutes,
-                flags: h.next.flags,
-                payload: h.payload,
-            }
-        }))
+        Some(head.map(|h| h.raw(env)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -320,6 +385,28 @@ struct Head<'a> {
     interval_minutes: u16,
     next: Cursor,
     payload: &'a [u8],
+}
+
+impl<'a> Head<'a> {
+    /// The fragment as it sits in `env`, its keys borrowed from the dictionaries.
+    fn raw<'e>(&self, env: &'e Envelope<'e>) -> RawFragment<'e>
+    where
+        'a: 'e,
+    {
+        let (series, unit) = &env.series[self.series];
+        RawFragment {
+            series,
+            unit,
+            source: &env.sources[self.source],
+            day: self.day,
+            version: self.next.version,
+            line: self.next.line,
+            quality: self.quality,
+            interval_minutes: self.interval_minutes,
+            flags: self.next.flags,
+            payload: self.payload,
+        }
+    }
 }
 
 /// The reading position in an envelope's fragments and the previous fragment's fields.

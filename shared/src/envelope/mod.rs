@@ -69,7 +69,10 @@ mod bits;
 mod decode;
 mod encode;
 
-pub use decode::{decode, fragments, DecodeError, Envelope, Fragments, RawFragment, RawFragments};
+pub use decode::{
+    decode, fragments, DecodeError, Envelope, Fragments, RawFragment, RawFragments, SummedFragment,
+    SummedFragments,
+};
 pub use encode::{EnvelopeBuilder, InvalidFragment, PushError};
 
 /// First bytes of every envelope: tells a meterflow record from anything else on the stream.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use meterflow_core::envelope::{
     self, DecodeError, Envelope, EnvelopeBuilder, PushError, RawFragment,
 };
-use meterflow_core::{Day, Fragment, SeriesId};
+use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{month_buckets, Store, StoreError};
@@ -375,39 +375,84 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Fragment>, StoreError> {
         let series = series.to_string();
         self.blocking(move |conn| {
-            // One range scan of the key's (series, month) prefix: one statement and one read
-            // transaction for a year, not one per month.
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT month, body FROM packs WHERE series = ?1 AND month BETWEEN ?2 AND ?3",
-                )
-                .map_err(sqlite_error("preparing the read"))?;
-            let months = month_buckets(from, to);
-            let (Some(first), Some(last)) = (months.first(), months.last()) else {
-                return Ok(Vec::new());
-            };
-            let mut rows = stmt
-                .query(params![series, first, last])
-                .map_err(sqlite_error("reading fragments"))?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(sqlite_error("reading fragments"))? {
-                let month: i32 = row.get(0).map_err(sqlite_error("reading a pack"))?;
-                let body = row
-                    .get_ref(1)
-                    .and_then(|v| Ok(v.as_blob()?))
-                    .map_err(sqlite_error("reading a pack"))?;
-                let decoded = envelope::decode(body).map_err(|e| {
-                    StoreError::permanent(
-                        format!("a stored pack of {series} ({month}) is unreadable"),
-                        e,
-                    )
-                })?;
+            for_each_pack(conn, &series, from, to, |month, body| {
+                let decoded =
+                    envelope::decode(body).map_err(|e| unreadable(&series, Some(month), e))?;
                 out.extend(decoded.into_iter().filter(|f| f.day >= from && f.day <= to));
-            }
+                Ok(())
+            })?;
             Ok(out)
         })
         .await
     }
+
+    /// The packs' days totalled as they are read (`daily_totals_of_packs`): a year of
+    /// half-hourly data is 365 days without a fragment decoded, unless days hold several.
+    async fn daily_totals(
+        &self,
+        series: &SeriesId,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<DayTotal>, StoreError> {
+        let series = series.to_string();
+        self.blocking(move |conn| {
+            let mut packs = Vec::new();
+            let mut months = Vec::new();
+            for_each_pack(conn, &series, from, to, |month, body| {
+                packs.push(body.to_vec());
+                months.push(month);
+                Ok(())
+            })?;
+            meterflow_core::merge::daily_totals_of_packs(&packs, from, to).map_err(|e| {
+                // Which pack: decode each until one fails (only ever on a damaged file).
+                let bad = packs
+                    .iter()
+                    .zip(&months)
+                    .find(|(p, _)| envelope::decode(p).is_err());
+                unreadable(&series, bad.map(|(_, &m)| m), e)
+            })
+        })
+        .await
+    }
+}
+
+/// Calls `each` with the month and body of every pack of `series` in the months of
+/// `from..=to`: one range scan of the key's (series, month) prefix, one statement and one read
+/// transaction for a year, not one per month.
+fn for_each_pack(
+    conn: &mut Connection,
+    series: &str,
+    from: Day,
+    to: Day,
+    mut each: impl FnMut(i32, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let months = month_buckets(from, to);
+    let (Some(first), Some(last)) = (months.first(), months.last()) else {
+        return Ok(());
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT month, body FROM packs WHERE series = ?1 AND month BETWEEN ?2 AND ?3",
+        )
+        .map_err(sqlite_error("preparing the read"))?;
+    let mut rows = stmt
+        .query(params![series, first, last])
+        .map_err(sqlite_error("reading fragments"))?;
+    while let Some(row) = rows.next().map_err(sqlite_error("reading fragments"))? {
+        let month: i32 = row.get(0).map_err(sqlite_error("reading a pack"))?;
+        let body = row
+            .get_ref(1)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(sqlite_error("reading a pack"))?;
+        each(month, body)?;
+    }
+    Ok(())
+}
+
+fn unreadable(series: &str, month: Option<i32>, e: DecodeError) -> StoreError {
+    let month = month.map(|m| format!(" ({m})")).unwrap_or_default();
+    StoreError::permanent(format!("a stored pack of {series}{month} is unreadable"), e)
 }
 
 #[cfg(test)]
