@@ -17,18 +17,23 @@ gen() {
 }
 
 # before REV PACKAGE BIN...: builds BINs of PACKAGE (release) from commit REV in a worktree
-# (bench/out/worktree-REV, the same target directory, so dependencies are shared) and copies
-# each to bench/out/REV-BIN: the "before" of a before/after table measured in the same run.
+# (bench/out/worktree-REV) and copies each to bench/out/REV-BIN: the "before" of a
+# before/after table measured in the same run. A binary already there is reused (a commit's
+# build never changes). The worktree builds into a target directory of its own
+# (bench/out/target-before, kept between runs): sharing this tree's made cargo take one tree's
+# workspace libraries for the other's (same names, same metadata hash), which measured the
+# wrong binary once and failed to build once.
 before() {
-  local rev pkg wt b bins=()
+  local rev pkg wt b bins=() missing=0
   rev=$(git rev-parse --short "$1") pkg=$2
   shift 2
-  for b in "$@"; do bins+=(--bin "$b"); done
+  for b in "$@"; do
+    bins+=(--bin "$b")
+    [ -x "$out/$rev-$b" ] || missing=1
+  done
+  [ "$missing" = 1 ] || return 0
   wt="$out/worktree-$rev"
   [ -d "$wt" ] || git worktree add -q --detach "$wt" "$rev"
-  (cd "$wt" && CARGO_TARGET_DIR="$target" cargo build --release -q -p "$pkg" "${bins[@]}")
-  for b in "$@"; do cp "$target/release/$b" "$out/$rev-$b"; done
-  # The worktree's build replaced $target/release/BIN: put this tree's back (a no-op build
-  # re-links it), or the "after" rows would measure the "before" binary too.
-  cargo build --release -q -p "$pkg" "${bins[@]}"
+  (cd "$wt" && CARGO_TARGET_DIR="$out/target-before" cargo build --release -q -p "$pkg" "${bins[@]}")
+  for b in "$@"; do cp "$out/target-before/release/$b" "$out/$rev-$b"; done
 }
