@@ -145,10 +145,16 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
     }
     let mut filled = vec![false; n];
     let counts = latest_deliveries(fragments);
+    // Copies of one fragment (a store may hold it in two packs, written in different
+    // batches) sort next to each other and are left out once.
     let superseded = fragments
         .iter()
         .zip(&counts)
-        .filter(|(f, &counts)| f.interval_minutes != minutes || !counts)
+        .enumerate()
+        .filter(|&(i, (f, &counts))| {
+            let copy = i > 0 && fragments[i - 1].rank() == f.rank();
+            (f.interval_minutes != minutes || !counts) && !copy
+        })
         .count();
     let (mut total, mut intervals, mut quality) = (0i64, 0usize, Quality::default());
     let counted = fragments
@@ -502,6 +508,8 @@ mod tests {
             prop_assert_eq!(day(&[&older, &newer, &third]), day(&[&newer, &third]));
             prop_assert_eq!(day(&[&newer, &older]), day(&[&newer]));
             prop_assert_eq!(daily_totals([&older, &newer])[0].superseded, 1);
+            // The older delivery stored twice (two packs) is still one fragment left out.
+            prop_assert_eq!(daily_totals([&older, &newer, &older])[0].superseded, 1);
         }
 
         #[test]
