@@ -738,6 +738,31 @@ fn apply_400<'a, F: Fields<'a>>(
     Ok(())
 }
 
+/// Appends the index of every `,` in `line` to `ends`, eight bytes at a time. A 300 record
+/// has a comma every ~6 bytes: a byte loop (which beat `memchr_iter` at that density) was
+/// 40 % of NEM12 parsing (`perf annotate`), most of it the branch per byte.
+fn push_commas(line: &[u8], ends: &mut Vec<usize>) {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut words = line.chunks_exact(8);
+    let mut base = 0;
+    for bytes in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        let x = u64::from_le_bytes(word) ^ (LO * u64::from(b','));
+        // The high bit of each byte that is zero in `x` (a comma in the line), exactly: the
+        // sum of the low seven bits and 0x7F never carries into the next byte.
+        let mut commas = !(((x & !HI) + !HI) | x) & HI;
+        while commas != 0 {
+            ends.push(base + (commas.trailing_zeros() / 8) as usize);
+            commas &= commas - 1;
+        }
+        base += 8;
+    }
+    let rest = words.remainder().iter().enumerate();
+    ends.extend(rest.filter_map(|(i, &b)| (b == b',').then_some(base + i)));
+}
+
 impl Handler for Nem12 {
     fn line(&mut self, line: &[u8], lineno: u64, sink: &mut dyn Sink) -> bool {
         // Without quotes or bare CRs, `csv-core` would split exactly on commas.
@@ -746,12 +771,7 @@ impl Handler for Nem12 {
         }
         let mut ends = std::mem::take(&mut self.ends);
         ends.clear();
-        // Commas come every few bytes: a plain loop beats `memchr_iter` here.
-        ends.extend(
-            line.iter()
-                .enumerate()
-                .filter_map(|(i, &b)| (b == b',').then_some(i)),
-        );
+        push_commas(line, &mut ends);
         ends.push(line.len());
         let fields = Split { line, ends: &ends };
         // `Records` skips blank records (`,,,`) the same way.
@@ -1901,6 +1921,17 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn commas_are_found_word_by_word_exactly_as_byte_by_byte(
+            line in proptest::collection::vec(prop_oneof![Just(b','), any::<u8>()], 0..100),
+        ) {
+            let mut ends = vec![usize::MAX];
+            push_commas(&line, &mut ends);
+            let mut want = vec![usize::MAX];
+            want.extend(line.iter().enumerate().filter_map(|(i, &b)| (b == b',').then_some(i)));
+            prop_assert_eq!(ends, want);
+        }
+
         #[test]
         fn chunk_boundaries_never_change_the_output(
             ops in proptest::collection::vec(arb_op(), 1..14),
