@@ -654,19 +654,22 @@ fn fast_300(
         return None;
     }
     let day = Day::parse(&line[4..12]).ok()?;
-    frag.slots.reset(n);
+    // Written in place, summed as read (as the wide fast path does); left half written on a
+    // `None`, which the general path's reset clears.
+    let (mut sum, mut present) = (0i64, 0usize);
     let mut pos = 13;
-    for k in 0..n {
+    for cell in frag.slots.raw_mut(n) {
         // The cell ends at a comma: the last value is followed by the QualityMethod.
         let (value, end) = scan_plain_kwh(line, pos).filter(|&(_, end)| end < line.len())?;
-        if let Some(v) = value {
-            frag.slots.set(k, v);
-        }
+        *cell = value.unwrap_or(Slots::missing());
+        sum += value.unwrap_or(0);
+        present += usize::from(value.is_some());
         pos = end + 1;
     }
-    if frag.slots.present() == 0 {
+    if present == 0 {
         return None;
     }
+    frag.slots.commit_raw(sum, present);
     let tail = &line[pos..];
     ends.clear();
     push_commas(tail, ends);
