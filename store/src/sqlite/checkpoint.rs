@@ -14,7 +14,6 @@
 
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -63,50 +62,33 @@ fn note_frames(_: &Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
 
 /// The checkpoint thread of one store file, and what the writer needs to work with it.
 pub(super) struct Checkpoints {
-    nudge: Option<SyncSender<()>>,
+    path: PathBuf,
+    limits: Limits,
     /// One checkpoint at a time: the writer's own waits for the thread's here rather than in
     /// SQLite's busy handler, which sleeps in steps of up to 100 ms.
     turn: Arc<Mutex<()>>,
-    thread: Option<JoinHandle<()>>,
-    limits: Limits,
-    /// Checkpoints the thread has completed (what tests wait for).
-    #[cfg_attr(not(test), allow(dead_code))]
-    done: Arc<AtomicU64>,
+    /// The thread and its request channel, started by the first commit that asks for a
+    /// checkpoint: opening a store to read (`query`, `serve`) starts no thread.
+    thread: Mutex<Option<(SyncSender<()>, JoinHandle<()>)>>,
 }
 
 impl Checkpoints {
     /// Takes over checkpointing of `writer`'s log (replacing SQLite's automatic checkpoint,
-    /// which is itself a log hook) with a thread on its own connection to `path`.
-    pub(super) fn start(
-        writer: &Connection,
-        path: PathBuf,
-        limits: Limits,
-    ) -> Result<Checkpoints, StoreError> {
-        let turn = Arc::new(Mutex::new(()));
-        let done = Arc::new(AtomicU64::new(0));
-        // One pending request is enough: the thread checkpoints everything committed so far.
-        let (nudge, nudges) = mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn({
-                let (turn, done) = (Arc::clone(&turn), Arc::clone(&done));
-                move || checkpoint_on_request(&path, &nudges, &turn, &done)
-            })
-            .map_err(|e| StoreError::permanent("cannot start the store's checkpoint thread", e))?;
+    /// which is itself a log hook); a thread on its own connection to `path` will run them.
+    pub(super) fn new(writer: &Connection, path: PathBuf, limits: Limits) -> Checkpoints {
         writer.wal_hook(Some(note_frames));
-        Ok(Checkpoints {
-            nudge: Some(nudge),
-            turn,
-            thread: Some(thread),
+        Checkpoints {
+            path,
             limits,
-            done,
-        })
+            turn: Arc::new(Mutex::new(())),
+            thread: Mutex::new(None),
+        }
     }
 
-    /// Checkpoints the thread has completed so far.
+    /// Whether the thread was started.
     #[cfg(test)]
-    pub(super) fn done(&self) -> u64 {
-        self.done.load(Ordering::Acquire)
+    pub(super) fn started(&self) -> bool {
+        self.thread.lock().is_ok_and(|t| t.is_some())
     }
 
     /// Called by the writer right after each commit, on the committing thread.
@@ -121,7 +103,20 @@ impl Checkpoints {
                 .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
                 .map_err(sqlite_error("checkpointing the store's log"))?;
         } else if frames >= self.limits.soft {
-            if let Some(nudge) = &self.nudge {
+            let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+            if thread.is_none() {
+                // One pending request is enough: the thread checkpoints all committed so far.
+                let (nudge, nudges) = mpsc::sync_channel(1);
+                let (path, turn) = (self.path.clone(), Arc::clone(&self.turn));
+                let handle = std::thread::Builder::new()
+                    .name("sqlite-checkpoint".into())
+                    .spawn(move || checkpoint_on_request(&path, &nudges, &turn))
+                    .map_err(|e| {
+                        StoreError::permanent("cannot start the store's checkpoint thread", e)
+                    })?;
+                *thread = Some((nudge, handle));
+            }
+            if let Some((nudge, _)) = thread.as_ref() {
                 // Full: a request is already pending, which covers this commit too.
                 let _ = nudge.try_send(());
             }
@@ -135,31 +130,26 @@ impl Drop for Checkpoints {
         // Closing the channel ends the thread after its current checkpoint; joining it means
         // its connection is closed (and the log checkpointed, if it was the last) when the
         // store is gone.
-        drop(self.nudge.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let thread = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((nudge, handle)) = thread {
+            drop(nudge);
+            let _ = handle.join();
         }
     }
 }
 
 /// The thread: a passive checkpoint per request. Its failures are not reported here: the
 /// log then grows to [`HARD_FRAMES`], where the writer checkpoints and reports them.
-fn checkpoint_on_request(
-    path: &std::path::Path,
-    nudges: &Receiver<()>,
-    turn: &Mutex<()>,
-    done: &AtomicU64,
-) {
+fn checkpoint_on_request(path: &std::path::Path, nudges: &Receiver<()>, turn: &Mutex<()>) {
     let Ok(conn) = Connection::open(path) else {
         return;
     };
     while nudges.recv().is_ok() {
         let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
-        if conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .is_ok()
-        {
-            done.fetch_add(1, Ordering::Release);
-        }
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 }
