@@ -199,19 +199,22 @@ pub fn merge_day(fragments: &mut [&Fragment]) -> Option<DayTotal> {
 /// fragment (most days) is totalled from the values' sum as they are read, with no fragment,
 /// slot vector or key copies made for it; only the packs holding a day of several fragments
 /// (corrections, partial days, redeliveries) are decoded, and those days merged as ever.
+///
+/// An undecodable pack fails the call with its index in `packs`.
 pub fn daily_totals_of_packs<P: AsRef<[u8]>>(
     packs: &[P],
     from: Day,
     to: Day,
-) -> Result<Vec<DayTotal>, DecodeError> {
+) -> Result<Vec<DayTotal>, (usize, DecodeError)> {
     let envelopes = packs
         .iter()
-        .map(|p| Envelope::parse(p.as_ref()))
+        .enumerate()
+        .map(|(at, p)| Envelope::parse(p.as_ref()).map_err(|e| (at, e)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut summed: Vec<(usize, SummedFragment<'_>)> = Vec::new();
     for (at, envelope) in envelopes.iter().enumerate() {
         for f in envelope.summed_fragments() {
-            let f = f?;
+            let f = f.map_err(|e| (at, e))?;
             if f.raw.day >= from && f.raw.day <= to {
                 summed.push((at, f));
             }
@@ -242,7 +245,7 @@ pub fn daily_totals_of_packs<P: AsRef<[u8]>>(
         }
         for &(at, _) in run {
             if decoded[at].is_none() {
-                decoded[at] = Some(decode(packs[at].as_ref())?);
+                decoded[at] = Some(decode(packs[at].as_ref()).map_err(|e| (at, e))?);
             }
         }
         let mut day: Vec<&Fragment> = Vec::new();

@@ -364,12 +364,9 @@ impl Nem12 {
         self.pending = Pending::Held(held);
     }
 
-    /// A plain 300 of an open kWh channel through [`fast_300`]; false (nothing reported) when
-    /// the general path must read it.
+    /// A plain 300 of an open channel through [`fast_300`]; false (nothing reported) when the
+    /// general path must read it.
     fn line_300(&mut self, line: &[u8], lineno: u64, sink: &mut dyn Sink) -> bool {
-        if !matches!(&self.channel, ChannelState::Open(ch) if ch.places == 6) {
-            return false;
-        }
         // What `handle` does first for any record but a 400; done again (a no-op) if the
         // general path takes the line after all. `frag` is free from here on.
         self.flush(sink);

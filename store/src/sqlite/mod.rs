@@ -377,8 +377,7 @@ impl Store for SqliteStore {
         self.blocking(move |conn| {
             let mut out = Vec::new();
             for_each_pack(conn, &series, from, to, |month, body| {
-                let decoded =
-                    envelope::decode(body).map_err(|e| unreadable(&series, Some(month), e))?;
+                let decoded = envelope::decode(body).map_err(|e| unreadable(&series, month, e))?;
                 out.extend(decoded.into_iter().filter(|f| f.day >= from && f.day <= to));
                 Ok(())
             })?;
@@ -404,14 +403,8 @@ impl Store for SqliteStore {
                 months.push(month);
                 Ok(())
             })?;
-            meterflow_core::merge::daily_totals_of_packs(&packs, from, to).map_err(|e| {
-                // Which pack: decode each until one fails (only ever on a damaged file).
-                let bad = packs
-                    .iter()
-                    .zip(&months)
-                    .find(|(p, _)| envelope::decode(p).is_err());
-                unreadable(&series, bad.map(|(_, &m)| m), e)
-            })
+            meterflow_core::merge::daily_totals_of_packs(&packs, from, to)
+                .map_err(|(at, e)| unreadable(&series, months[at], e))
         })
         .await
     }
@@ -450,9 +443,11 @@ fn for_each_pack(
     Ok(())
 }
 
-fn unreadable(series: &str, month: Option<i32>, e: DecodeError) -> StoreError {
-    let month = month.map(|m| format!(" ({m})")).unwrap_or_default();
-    StoreError::permanent(format!("a stored pack of {series}{month} is unreadable"), e)
+fn unreadable(series: &str, month: i32, e: DecodeError) -> StoreError {
+    StoreError::permanent(
+        format!("a stored pack of {series} ({month}) is unreadable"),
+        e,
+    )
 }
 
 #[cfg(test)]
@@ -504,6 +499,51 @@ mod tests {
             path.file_name().unwrap().to_string_lossy()
         ));
         std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    #[tokio::test]
+    async fn a_damaged_pack_is_reported_with_its_series_and_month() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        write_months(&store, 1).await;
+        store
+            .blocking(|conn| {
+                conn.execute(
+                    "UPDATE packs SET body = x'00' WHERE series = 'M0000-03'",
+                    [],
+                )
+                .map_err(sqlite_error("damaging a pack"))
+            })
+            .await
+            .unwrap();
+        let (from, to) = (
+            Day::parse_iso("2024-01-01").unwrap(),
+            Day::parse_iso("2024-12-31").unwrap(),
+        );
+        let series = "M0000-03".parse().unwrap();
+        let err = store
+            .daily_totals(&series, from, to)
+            .await
+            .unwrap_err()
+            .report();
+        assert!(
+            err.contains("a stored pack of M0000-03 (202403) is unreadable"),
+            "{err}"
+        );
+        let err = store
+            .fragments(&series, from, to)
+            .await
+            .unwrap_err()
+            .report();
+        assert!(
+            err.contains("a stored pack of M0000-03 (202403) is unreadable"),
+            "{err}"
+        );
+        // Another meter's days are still read.
+        let other = store
+            .daily_totals(&"M0000-04".parse().unwrap(), from, to)
+            .await
+            .unwrap();
+        assert_eq!(other.len(), 28);
     }
 
     #[tokio::test]
