@@ -11,7 +11,9 @@
 //! moving readings across midnight by a UTC conversion would change daily totals.
 
 use super::record::{Handler, Record};
-use super::{named, one_column, FormatHandler, Options, Tally, TimestampLabel};
+use super::{
+    bytes_equal, named, one_column, word_at, FormatHandler, Options, Tally, TimestampLabel,
+};
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Slots};
 use crate::reject::{FileError, Sink};
@@ -200,12 +202,11 @@ fn split_plain<'a>(
     let mut end = None;
     let mut i = 0;
     'words: while i < buf.len() {
-        let mut word = [0u8; 8];
-        match buf.get(i..i + 8) {
-            Some(bytes) => word.copy_from_slice(bytes),
-            None => word[..buf.len() - i].copy_from_slice(&buf[i..]),
-        }
-        let mut specials = special_bytes(u64::from_le_bytes(word));
+        let w = word_at(buf, i);
+        let mut specials = bytes_equal(w, b',')
+            | bytes_equal(w, b'\n')
+            | bytes_equal(w, b'\r')
+            | bytes_equal(w, b'"');
         while specials != 0 {
             let j = i + (specials.trailing_zeros() / 8) as usize;
             specials &= specials - 1;
@@ -226,9 +227,8 @@ fn split_plain<'a>(
                     end = Some((j, j + 2));
                     break 'words;
                 }
-                b'\n' | b'\r' | b'"' => return None,
-                // Flagged by a borrow from a special byte below it: not one itself.
-                _ => {}
+                // A quote, or a line end not wanted here or not `\r\n`.
+                _ => return None,
             }
         }
         i += 8;
@@ -243,19 +243,6 @@ fn split_plain<'a>(
     }
     fields[n] = &buf[start..line_end];
     Some((n + 1, used))
-}
-
-/// The high bit of every byte of `w` that is `,`, `\n`, `\r` or `"` (the zero padding of a
-/// short word is none of them), and possibly of a byte above one of them that differs from it
-/// in the lowest bit only (the borrow of the test): the caller looks at each flagged byte.
-fn special_bytes(w: u64) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let eq = |c: u8| {
-        let x = w ^ (LO * u64::from(c));
-        x.wrapping_sub(LO) & !x & HI
-    };
-    eq(b',') | eq(b'\n') | eq(b'\r') | eq(b'"')
 }
 
 /// The long-format state machine.

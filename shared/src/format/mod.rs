@@ -744,6 +744,29 @@ pub fn parse_all(bytes: &[u8], opts: Options, sink: &mut dyn Sink) -> Result<Sta
     p.finish(sink)
 }
 
+/// The high bit of every byte of `w` equal to `c`, exactly: the sum of a byte's low seven
+/// bits and 0x7F never carries into the next byte. The fast paths find a line's separators
+/// eight bytes at a time with it (long: [`long`]'s line split; NEM12: a record's commas).
+pub(crate) fn bytes_equal(w: u64, c: u8) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (LO * u64::from(c));
+    !(((x & !HI) + !HI) | x) & HI
+}
+
+/// The eight bytes of `buf` from `at` as a little-endian word, zeros past its end.
+pub(crate) fn word_at(buf: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    match buf.get(at..at + 8) {
+        Some(bytes) => word.copy_from_slice(bytes),
+        None => {
+            let rest = buf.get(at..).unwrap_or_default();
+            word[..rest.len()].copy_from_slice(rest);
+        }
+    }
+    u64::from_le_bytes(word)
+}
+
 /// `csv-core` and a format's general row logic only, without its fast path: the authority
 /// the fast-path property tests compare with.
 #[cfg(test)]

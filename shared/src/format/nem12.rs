@@ -61,7 +61,7 @@
 //! record logic: the two paths cannot disagree on anything but speed.
 
 use super::record::{Handler, Record};
-use super::{FormatHandler, Options, Tally};
+use super::{bytes_equal, word_at, FormatHandler, Options, Tally};
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Slots, Version};
 use crate::reject::{FileError, Sink};
@@ -854,25 +854,13 @@ fn apply_400<'a, F: Fields<'a>>(
 /// has a comma every ~6 bytes: a byte loop (which beat `memchr_iter` at that density) was
 /// 40 % of NEM12 parsing (`perf annotate`), most of it the branch per byte.
 fn push_commas(line: &[u8], ends: &mut Vec<usize>) {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut words = line.chunks_exact(8);
-    let mut base = 0;
-    for bytes in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(bytes);
-        let x = u64::from_le_bytes(word) ^ (LO * u64::from(b','));
-        // The high bit of each byte that is zero in `x` (a comma in the line), exactly: the
-        // sum of the low seven bits and 0x7F never carries into the next byte.
-        let mut commas = !(((x & !HI) + !HI) | x) & HI;
+    for at in (0..line.len()).step_by(8) {
+        let mut commas = bytes_equal(word_at(line, at), b',');
         while commas != 0 {
-            ends.push(base + (commas.trailing_zeros() / 8) as usize);
+            ends.push(at + (commas.trailing_zeros() / 8) as usize);
             commas &= commas - 1;
         }
-        base += 8;
     }
-    let rest = words.remainder().iter().enumerate();
-    ends.extend(rest.filter_map(|(i, &b)| (b == b',').then_some(base + i)));
 }
 
 impl Handler for Nem12 {
