@@ -16,6 +16,12 @@ gen() {
   [ -s "$out/$1.csv" ] || "$mf" generate --format wide --meters "$2" --days "$3" --seed 7 --out "$out/$1.csv" 2>/dev/null
 }
 
+# worktree REV: prints bench/out/worktree-REV, a checkout of commit REV made if missing.
+worktree() {
+  [ -d "$out/worktree-$1" ] || git worktree add -q --detach "$out/worktree-$1" "$1"
+  echo "$out/worktree-$1"
+}
+
 # before REV PACKAGE BIN...: builds BINs of PACKAGE (release) from commit REV in a worktree
 # (bench/out/worktree-REV) and copies each to bench/out/REV-BIN: the "before" of a
 # before/after table measured in the same run. A binary already there is reused (a commit's
@@ -32,8 +38,7 @@ before() {
     [ -x "$out/$rev-$b" ] || missing=1
   done
   [ "$missing" = 1 ] || return 0
-  wt="$out/worktree-$rev"
-  [ -d "$wt" ] || git worktree add -q --detach "$wt" "$rev"
+  wt=$(worktree "$rev")
   (cd "$wt" && CARGO_TARGET_DIR="$out/target-before" cargo build --release -q -p "$pkg" "${bins[@]}")
   for b in "$@"; do cp "$out/target-before/release/$b" "$out/$rev-$b"; done
 }

@@ -5,19 +5,27 @@
 #   bench/run.sh                      # full corpora (~240 MB in memory), ~1 min after the build
 #   METERFLOW_BENCH_SCALE=20 bench/run.sh   # smaller corpora, quicker and noisier
 #   bench/run.sh wide                 # extra arguments go to criterion (here: a name filter)
+#   BEFORE=<commit> bench/run.sh nem12   # that commit's parsers first, in the same run
 #
 # Honours CARGO_TARGET_DIR. Needs python3 for the summary (criterion's JSON estimates).
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-target="${CARGO_TARGET_DIR:-$root/target}"
-out="$target/criterion"
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+if [ -n "${BEFORE:-}" ]; then
+  # The same benchmark of commit BEFORE first (its own bench/run.sh, in its worktree and
+  # bench/out/target-before), so that a before/after comes from one run.
+  rev=$(git rev-parse --short "$BEFORE")
+  echo "== before: $rev"
+  (cd "$(worktree "$rev")" && CARGO_TARGET_DIR="$out/target-before" BEFORE="" bash bench/run.sh "$@")
+  echo "== after: this tree"
+fi
+
+crit="$target/criterion"
 # Old estimates of skipped groups would otherwise be reported as fresh.
-for g in wide-30min wide-gaps long-30min nem12-30min nem12-5min; do rm -rf "${out:?}/$g"; done
+for g in wide-30min wide-gaps long-30min nem12-30min nem12-5min; do rm -rf "${crit:?}/$g"; done
 
 cargo bench -p meterflow-bench --bench parse -- "$@"
 
-python3 - "$out" <<'PY'
+python3 - "$crit" <<'PY'
 import json, os, sys
 out = sys.argv[1]
 # Throughput in MB/s (10^6 bytes) from criterion's estimates: mean and median of the samples'
