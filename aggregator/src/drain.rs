@@ -1,7 +1,7 @@
 //! Records from an in-process channel into the store: the aggregator side of `meterflow
 //! ingest` (the in-process Kinesis), applied as the Lambda applies a batch ([`crate::apply`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use meterflow_core::envelope::StreamRecord;
@@ -24,7 +24,71 @@ pub struct Drained {
     /// Records that could not be decoded (each skipped, never retried forever).
     pub quarantined: u64,
     pub series: HashSet<SeriesId>,
-    pub days: HashSet<Day>,
+    pub days: DaySet,
+}
+
+/// Distinct days, one bit each: a meter-major file changes day on every fragment, and a
+/// hashed set cost a hash and a probe per fragment (2 % of an ingest's CPU).
+#[derive(Debug, Default, Clone)]
+pub struct DaySet {
+    /// Bit `d` for the day `FIRST_DAY + d`; allocated at the first insert.
+    bits: Vec<u64>,
+    /// Days the bits do not cover (none from a decoded record, whose days lie in the accepted
+    /// years; kept rather than dropped all the same).
+    others: BTreeSet<Day>,
+    len: usize,
+}
+
+impl DaySet {
+    /// 1900-01-01 and 2999-12-31 ([`meterflow_core::day::MIN_YEAR`] to `MAX_YEAR`), as days
+    /// since 1970-01-01.
+    const FIRST_DAY: i32 = -25_567;
+    const LAST_DAY: i32 = 376_199;
+
+    /// Adds `day`; true when it was not there yet.
+    pub fn insert(&mut self, day: Day) -> bool {
+        let d = day.days();
+        if !(Self::FIRST_DAY..=Self::LAST_DAY).contains(&d) {
+            let new = self.others.insert(day);
+            self.len += usize::from(new);
+            return new;
+        }
+        if self.bits.is_empty() {
+            self.bits = vec![0; (Self::LAST_DAY - Self::FIRST_DAY) as usize / 64 + 1];
+        }
+        let at = (d - Self::FIRST_DAY) as usize;
+        let (word, bit) = (&mut self.bits[at / 64], 1u64 << (at % 64));
+        let new = *word & bit == 0;
+        *word |= bit;
+        self.len += usize::from(new);
+        new
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn absorb(&mut self, other: DaySet) {
+        if self.bits.is_empty() {
+            self.bits = other.bits;
+        } else if !other.bits.is_empty() {
+            self.bits
+                .iter_mut()
+                .zip(&other.bits)
+                .for_each(|(a, b)| *a |= b);
+        }
+        self.others.extend(other.others);
+        self.len = self
+            .bits
+            .iter()
+            .map(|w| w.count_ones() as usize)
+            .sum::<usize>()
+            + self.others.len();
+    }
 }
 
 impl Drained {
@@ -32,7 +96,7 @@ impl Drained {
         self.records += other.records;
         self.quarantined += other.quarantined;
         self.series.extend(other.series);
-        self.days.extend(other.days);
+        self.days.absorb(other.days);
     }
 }
 
@@ -113,5 +177,35 @@ pub async fn store_all<S: Store + 'static>(
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meterflow_core::day::{MAX_YEAR, MIN_YEAR};
+
+    #[test]
+    fn a_day_set_counts_each_day_once_across_the_accepted_years_and_beyond() {
+        let first = Day::from_ymd(MIN_YEAR, 1, 1).unwrap();
+        let last = Day::from_ymd(MAX_YEAR, 12, 31).unwrap();
+        assert_eq!(
+            (first.days(), last.days()),
+            (DaySet::FIRST_DAY, DaySet::LAST_DAY)
+        );
+        let beyond = last.succ();
+        let mid = Day::from_ymd(2019, 6, 30).unwrap();
+        let (mut a, mut b) = (DaySet::default(), DaySet::default());
+        assert!(a.is_empty());
+        for d in [first, mid, mid, beyond, beyond] {
+            a.insert(d);
+        }
+        assert_eq!(a.len(), 3);
+        assert!(!a.insert(first) && b.insert(last) && b.insert(mid) && b.insert(beyond));
+        a.absorb(b);
+        assert_eq!(a.len(), 4, "first, mid, last and the day past the range");
+        let mut empty = DaySet::default();
+        empty.absorb(a);
+        assert_eq!(empty.len(), 4);
     }
 }
