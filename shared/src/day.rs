@@ -41,6 +41,10 @@ impl DayError {
 pub const MIN_YEAR: i32 = 1900;
 /// Last year accepted from input; see [`MIN_YEAR`].
 pub const MAX_YEAR: i32 = 2999;
+/// The first day of [`MIN_YEAR`], in days since 1970-01-01.
+pub const FIRST_DAY: i32 = days_from_civil(MIN_YEAR, 1, 1);
+/// The last day of [`MAX_YEAR`], in days since 1970-01-01.
+pub const LAST_DAY: i32 = days_from_civil(MAX_YEAR, 12, 31);
 /// Why a date outside [`MIN_YEAR`]..=[`MAX_YEAR`] is refused.
 const YEAR_RANGE: &str = "the year is outside 1900–2999, the years meter data can have";
 
@@ -56,11 +60,10 @@ impl Day {
         Some(Day(days_from_civil(y, m, d)))
     }
 
-    /// Days since 1970-01-01.
+    /// Days since 1970-01-01, within [`FIRST_DAY`]..=[`LAST_DAY`]: a compare, not a calendar
+    /// conversion (the encoder checks every fragment's day).
     pub fn from_days(days: i32) -> Option<Day> {
-        let day = Day(days);
-        let (y, _, _) = day.ymd();
-        (MIN_YEAR..=MAX_YEAR).contains(&y).then_some(day)
+        (FIRST_DAY..=LAST_DAY).contains(&days).then_some(Day(days))
     }
 
     /// Days since 1970-01-01 (negative before it): the compact form used in keys and on the
@@ -305,7 +308,7 @@ pub(crate) fn days_in_month(y: i32, m: u32) -> u32 {
     }
 }
 
-pub(crate) fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
+pub(crate) const fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = (y - era * 400) as u32;
@@ -391,6 +394,12 @@ mod tests {
         }
         assert_eq!(Day::parse(b"1/01/2019").unwrap().to_string(), "2019-01-01");
         assert_eq!(Day::from_ymd(1970, 1, 1).unwrap().days(), 0);
+        // The accepted range is exactly the accepted years, either side of its ends.
+        assert_eq!((FIRST_DAY, LAST_DAY), (-25_567, 376_199));
+        assert_eq!(Day::from_days(FIRST_DAY).unwrap().ymd(), (MIN_YEAR, 1, 1));
+        assert_eq!(Day::from_days(LAST_DAY).unwrap().ymd(), (MAX_YEAR, 12, 31));
+        assert_eq!(Day::from_days(FIRST_DAY - 1), None);
+        assert_eq!(Day::from_days(LAST_DAY + 1), None);
         assert_eq!(Day::from_ymd(2004, 2, 1).unwrap().month_bucket(), 200_402);
     }
 

@@ -245,15 +245,11 @@ impl Slots {
 
     /// Appends the present values, in slot order (a straight copy for a complete day).
     pub fn present_values(&self, out: &mut Vec<i64>) {
-        match self.complete() {
-            Some(all) => out.extend_from_slice(all),
-            None => out.extend(self.values.iter().copied().filter(|&v| v != MISSING)),
+        if self.present() == self.values.len() {
+            out.extend_from_slice(&self.values);
+        } else {
+            out.extend(self.values.iter().copied().filter(|&v| v != MISSING));
         }
-    }
-
-    /// Every slot's value, when every slot holds one (the usual day): read in place.
-    pub fn complete(&self) -> Option<&[i64]> {
-        (self.present() == self.values.len()).then_some(&self.values)
     }
 
     /// How many slots hold a value; cached, like [`Slots::total`].

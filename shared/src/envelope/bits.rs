@@ -59,42 +59,6 @@ impl<'a> BitWriter<'a> {
     }
 }
 
-/// Widths [`pack`] writes without [`BitWriter`]: a value shifted by up to 7 bits must fit
-/// the 64-bit accumulator.
-const MAX_NARROW_WIDTH: u32 = 56;
-
-/// Appends `count` values of `width` bits, LSB first: the bytes [`BitWriter`] writes. For
-/// the usual narrow widths the accumulator's eight bytes are stored after every value,
-/// whole bytes move on, and there is no branch on how full it is (the `BitWriter`'s flush
-/// was a branch per value that the packed bits made hard to predict).
-pub(super) fn pack(out: &mut Vec<u8>, count: usize, width: u32, values: impl Iterator<Item = u64>) {
-    if width > MAX_NARROW_WIDTH {
-        let mut w = BitWriter::new(out);
-        values.for_each(|v| w.put(v, width));
-        return w.finish();
-    }
-    let start = out.len();
-    let len = packed_len(count, width);
-    // Eight bytes of slack for the store after the last value, cut off again below.
-    out.resize(start + len + 8, 0);
-    let buf = &mut out[start..];
-    let (mut acc, mut bits, mut at) = (0u64, 0u32, 0usize);
-    for v in values {
-        debug_assert!(v >> width == 0);
-        acc |= v << bits;
-        bits += width;
-        if let Some(word) = buf.get_mut(at..at + 8) {
-            word.copy_from_slice(&acc.to_le_bytes());
-        }
-        // `bits` ≤ 7 + 56, so fewer than 8 whole bytes move on and the shift stays in range.
-        let whole = bits / 8;
-        at += whole as usize;
-        acc >>= whole * 8;
-        bits -= whole * 8;
-    }
-    out.truncate(start + len);
-}
-
 pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -155,31 +119,5 @@ impl BitReader<'_> {
         self.acc >>= width;
         self.bits -= width;
         v
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Every width, narrow or not, after any prefix already in the buffer.
-        #[test]
-        fn pack_writes_the_bit_writers_bytes(
-            width in 0u32..=64,
-            raw in prop::collection::vec(any::<u64>(), 0..70),
-            prefix in prop::collection::vec(any::<u8>(), 0..3),
-        ) {
-            let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-            let values: Vec<u64> = raw.iter().map(|v| v & mask).collect();
-            let mut want = prefix.clone();
-            let mut w = BitWriter::new(&mut want);
-            values.iter().for_each(|&v| w.put(v, width));
-            w.finish();
-            let mut got = prefix;
-            pack(&mut got, values.len(), width, values.iter().copied());
-            prop_assert_eq!(got, want);
-        }
     }
 }

@@ -106,7 +106,7 @@ pub struct EnvelopeBuilder {
     cursor: Cursor,
     /// A fragment encoded alone, to tell a full envelope from a fragment too large for any.
     scratch: Vec<u8>,
-    values: Scaled,
+    values: Vec<i64>,
     /// The previous fragment's dictionary keys and indexes: fragments come in runs of one
     /// series and source, so most pushes skip the hash lookups.
     last: Option<LastKeys>,
@@ -150,7 +150,7 @@ impl EnvelopeBuilder {
             count: 0,
             cursor: Cursor::default(),
             scratch: Vec::new(),
-            values: Scaled::default(),
+            values: Vec::new(),
             last: None,
         }
     }
@@ -421,16 +421,16 @@ trait Encodable {
     fn keys(&self) -> (&SeriesId, &Unit, &Arc<str>);
     /// Day, version, line, quality and flags byte; `values` is scratch space shared with
     /// [`payload`](Encodable::payload).
-    fn fields(&self, values: &mut Scaled) -> (Day, Version, u64, Quality, u8);
+    fn fields(&self, values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8);
     /// Appends the presence bitmap and packed values.
-    fn payload(&self, out: &mut Vec<u8>, values: &Scaled, flags: u8);
+    fn payload(&self, out: &mut Vec<u8>, values: &mut Vec<i64>, flags: u8);
 
     /// Appends the fragment's bytes relative to `prev` with the given dictionary indexes and
     /// returns the cursor the next fragment refers to.
     fn encode(
         &self,
         out: &mut Vec<u8>,
-        values: &mut Scaled,
+        values: &mut Vec<i64>,
         series_idx: usize,
         source_idx: usize,
         prev: Cursor,
@@ -462,27 +462,19 @@ impl Encodable for Checked<'_> {
         (&self.f.series, &self.f.unit, &self.f.source)
     }
 
-    fn fields(&self, values: &mut Scaled) -> (Day, Version, u64, Quality, u8) {
+    fn fields(&self, values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8) {
         let f = self.f;
-        let scale = match f.slots.complete() {
-            Some(all) => values.fill(all),
-            None => {
-                let mut gathered = std::mem::take(&mut values.gathered);
-                gathered.clear();
-                f.slots.present_values(&mut gathered);
-                let scale = values.fill(&gathered);
-                values.gathered = gathered;
-                scale
-            }
-        };
+        values.clear();
+        f.slots.present_values(values);
+        let scale = common_scale(values);
         let mut flags = self.code | (scale << SCALE_SHIFT);
-        if values.values.len() == f.slots.len() {
+        if values.len() == f.slots.len() {
             flags |= ALL_PRESENT;
         }
         (f.day, f.version, f.line, f.quality, flags)
     }
 
-    fn payload(&self, out: &mut Vec<u8>, values: &Scaled, flags: u8) {
+    fn payload(&self, out: &mut Vec<u8>, values: &mut Vec<i64>, flags: u8) {
         let slots = &self.f.slots;
         if flags & ALL_PRESENT == 0 {
             // Every interval length gives a multiple of 8 slots, so the bitmap has no padding.
@@ -496,8 +488,9 @@ impl Encodable for Checked<'_> {
                 out.push(byte);
             }
         }
-        if !values.values.is_empty() {
-            values.encode(out);
+        if !values.is_empty() {
+            unscale(values, flags >> SCALE_SHIFT);
+            encode_values(out, values);
         }
     }
 }
@@ -507,11 +500,11 @@ impl Encodable for RawFragment<'_> {
         (self.series, self.unit, self.source)
     }
 
-    fn fields(&self, _values: &mut Scaled) -> (Day, Version, u64, Quality, u8) {
+    fn fields(&self, _values: &mut Vec<i64>) -> (Day, Version, u64, Quality, u8) {
         (self.day, self.version, self.line, self.quality, self.flags)
     }
 
-    fn payload(&self, out: &mut Vec<u8>, _values: &Scaled, _flags: u8) {
+    fn payload(&self, out: &mut Vec<u8>, _values: &mut Vec<i64>, _flags: u8) {
         out.extend_from_slice(self.payload);
     }
 }
@@ -577,179 +570,81 @@ const INV_POW5: [u64; MAX_SCALE + 1] = {
     }
     inv
 };
-/// `v / 10^e` for a multiple `v` of 10^`e` (and, for any other `v` that 2^`e` divides, a
-/// quotient beyond `POW5_QUOTIENT_BOUND[e]`: how [`Scaled::fill`] tests divisibility).
+/// `v / 10^e` for a multiple `v` of 10^`e`.
 #[inline(always)]
 pub(super) fn exact_div(v: i64, e: usize) -> i64 {
     ((v >> e) as u64).wrapping_mul(INV_POW5[e]) as i64
 }
 
-/// `⌊i64::MAX / 5^e⌋`: the multiples of 5^e are exactly the `m` whose `m × (5^e)⁻¹` (mod
-/// 2^64, as signed) lies within ± this bound, as the inverse maps them one to one onto it:
-/// a multiplication and a compare test divisibility, where `%` by a constant costs a wide
-/// multiplication, shifts and a subtraction.
-const POW5_QUOTIENT_BOUND: [u64; MAX_SCALE + 1] = {
-    let mut b = [0u64; MAX_SCALE + 1];
-    let mut e = 0;
-    while e <= MAX_SCALE {
-        b[e] = i64::MAX as u64 / 5u64.pow(e as u32);
-        e += 1;
+/// The largest `e` such that 10^e divides every value (0 when all are zero): meter data is
+/// mostly written with 3 decimal places or as whole kWh, so dividing out 10^3 or 10^6 saves
+/// 10 or 20 bits per value before any packing.
+fn common_scale(values: &[i64]) -> u8 {
+    if values.iter().all(|&v| v == 0) {
+        return 0;
     }
-    b
-};
-
-/// A fragment's present values divided by their common scale, with what choosing between
-/// the two packings needs, found as the values are divided.
-#[derive(Debug, Default)]
-pub(super) struct Scaled {
-    values: Vec<i64>,
-    min: i64,
-    max: i64,
-    /// OR of the zigzagged differences between neighbours.
-    delta_bits: u64,
-    /// The present values of a day with gaps, copied out of its slots.
-    gathered: Vec<i64>,
+    // Largest first: each candidate usually fails at the first value. A constant divisor per
+    // arm lets the compiler test divisibility with multiplications.
+    fn all_divide<const P: i64>(values: &[i64]) -> bool {
+        values.iter().all(|&v| v % P == 0)
+    }
+    macro_rules! first_scale {
+        ($($e:literal => $p:literal),*) => {
+            $(if all_divide::<$p>(values) { return $e; })*
+        };
+    }
+    first_scale!(
+        15 => 1_000_000_000_000_000, 14 => 100_000_000_000_000, 13 => 10_000_000_000_000,
+        12 => 1_000_000_000_000, 11 => 100_000_000_000, 10 => 10_000_000_000,
+        9 => 1_000_000_000, 8 => 100_000_000, 7 => 10_000_000, 6 => 1_000_000,
+        5 => 100_000, 4 => 10_000, 3 => 1_000, 2 => 100, 1 => 10
+    );
+    0
 }
 
-impl Scaled {
-    /// Takes `present` divided by the largest `e` such that 10^e divides every value (0 when
-    /// all are zero), and returns `e`: meter data is mostly written with 3 decimal places or
-    /// as whole kWh, so dividing out 10^3 or 10^6 saves 10 or 20 bits per value before any
-    /// packing. 2^e must divide every value, so the trailing zeros of their OR bound `e`, and
-    /// usually name it: the pass that divides also checks, and is run again with a smaller
-    /// `e` only when some value turns out not to divide.
-    fn fill(&mut self, present: &[i64]) -> u8 {
-        let Some(&first) = present.first() else {
-            self.values.clear();
-            return 0;
-        };
-        let or = present.iter().fold(0, |acc, &v| acc | v);
-        let mut e = if or == 0 {
-            0
-        } else {
-            (or.trailing_zeros() as usize).min(MAX_SCALE)
-        };
-        loop {
-            if self.divide(present, first, e) || e == 0 {
-                return e as u8;
-            }
-            e -= 1;
-        }
-    }
-
-    /// Fills `values` with `present` divided by 10^`e` (2^`e` dividing each), and the
-    /// statistics; false if 5^`e` does not divide them all, leaving garbage behind.
-    #[inline(always)]
-    fn divide(&mut self, present: &[i64], first: i64, e: usize) -> bool {
-        let bound = POW5_QUOTIENT_BOUND[e];
-        // `exact_div` is `v / 10^e` exactly when 10^e divides `v`, which it does if and only
-        // if the quotient lies within ± `bound`.
-        let first = exact_div(first, e);
-        let (mut min, mut max, mut delta_bits, mut prev) = (first, first, 0u64, first);
-        let mut outside = false;
-        self.values.clear();
-        self.values.extend(present.iter().map(|&v| {
-            let v = exact_div(v, e);
-            outside |= (v as u64).wrapping_add(bound) > 2 * bound;
-            min = if v < min { v } else { min };
-            max = if v > max { v } else { max };
-            // Scaled values lie within ±10^15, so these differences cannot overflow (and
-            // garbage from a failed division is thrown away: wrapping, not checked).
-            delta_bits |= zigzag(v.wrapping_sub(prev));
-            prev = v;
-            v
-        }));
-        (self.min, self.max, self.delta_bits) = (min, max, delta_bits);
-        !outside
-    }
-
-    /// Packs the values with whichever of frame of reference and delta is smaller.
-    ///
-    /// Frame of reference suits noisy data in a narrow band (whole-kWh days like `9,8,8,10`);
-    /// delta suits smooth load curves whose level drifts further than it jumps.
-    fn encode(&self, out: &mut Vec<u8>) {
-        let (values, min) = (&self.values, self.min);
-        let n = values.len();
-        let for_width = bit_width((self.max - min) as u64);
-        let delta_width = bit_width(self.delta_bits);
-        let for_len = varint_len(zigzag(min)) + packed_len(n, for_width);
-        let delta_len = varint_len(zigzag(values[0])) + packed_len(n - 1, delta_width);
-        if delta_len < for_len {
-            out.push(DELTA_METHOD | delta_width as u8);
-            put_varint(out, zigzag(values[0]));
-            let deltas = values.windows(2).map(|p| zigzag(p[1] - p[0]));
-            pack(out, n - 1, delta_width, deltas);
-        } else {
-            out.push(for_width as u8);
-            put_varint(out, zigzag(min));
-            pack(out, n, for_width, values.iter().map(|&v| (v - min) as u64));
-        }
+/// Divides every value by 10^`scale` (which divides them all).
+fn unscale(values: &mut [i64], scale: u8) {
+    let e = usize::from(scale);
+    if e > 0 {
+        values.iter_mut().for_each(|v| *v = exact_div(*v, e));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// The definition, one candidate at a time.
-    fn largest_scale(values: &[i64]) -> u8 {
-        if values.iter().all(|&v| v == 0) {
-            return 0;
-        }
-        (1..=MAX_SCALE)
-            .rev()
-            .find(|&e| values.iter().all(|&v| v % POW10[e] == 0))
-            .unwrap_or(0) as u8
+/// Packs scaled values with whichever of frame of reference and delta is smaller.
+///
+/// Frame of reference suits noisy data in a narrow band (whole-kWh days like `9,8,8,10`);
+/// delta suits smooth load curves whose level drifts further than it jumps.
+fn encode_values(out: &mut Vec<u8>, values: &[i64]) {
+    let n = values.len();
+    let (mut min, mut max, mut delta_bits) = (values[0], values[0], 0u64);
+    let mut prev = values[0];
+    // One pass for both candidate encodings' widths.
+    for &v in &values[1..] {
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
+        delta_bits |= zigzag(v - prev);
+        prev = v;
     }
-
-    /// Values that share a few decimal zeros, of either sign, sometimes zero.
-    fn arb_values() -> impl Strategy<Value = Vec<i64>> {
-        (0..=MAX_SCALE, 1usize..60).prop_flat_map(|(e, n)| {
-            let unit = POW10[e];
-            let most = MAX_ABS_VALUE / unit;
-            prop::collection::vec(
-                prop_oneof![
-                    (-most..most).prop_map(move |k| k * unit),
-                    (-9i64..=9).prop_map(move |k| k * unit),
-                    Just(0i64),
-                    (-MAX_ABS_VALUE + 1..MAX_ABS_VALUE),
-                ],
-                n,
-            )
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn the_scale_is_the_largest_power_of_ten_dividing_every_value(values in arb_values()) {
-            let mut s = Scaled::default();
-            let e = s.fill(&values);
-            prop_assert_eq!(e, largest_scale(&values));
-            let divided: Vec<i64> = values.iter().map(|&v| v / POW10[usize::from(e)]).collect();
-            prop_assert_eq!(&s.values, &divided);
-            prop_assert_eq!(s.min, *divided.iter().min().unwrap());
-            prop_assert_eq!(s.max, *divided.iter().max().unwrap());
+    // Scaled values lie within ±10^15, so these differences cannot overflow.
+    let for_width = bit_width((max - min) as u64);
+    let delta_width = bit_width(delta_bits);
+    let for_len = varint_len(zigzag(min)) + packed_len(n, for_width);
+    let delta_len = varint_len(zigzag(values[0])) + packed_len(n - 1, delta_width);
+    if delta_len < for_len {
+        out.push(DELTA_METHOD | delta_width as u8);
+        put_varint(out, zigzag(values[0]));
+        let mut w = BitWriter::new(out);
+        for pair in values.windows(2) {
+            w.put(zigzag(pair[1] - pair[0]), delta_width);
         }
-    }
-
-    #[test]
-    fn the_scale_is_right_at_the_edges_of_the_range() {
-        for (e, &p) in POW10.iter().enumerate().skip(1) {
-            let most = (MAX_ABS_VALUE - 1) / p * p;
-            for v in [
-                p,
-                -p,
-                most,
-                -most,
-                most - (1 << e),
-                -most + (1 << e),
-                1 << e,
-                -(1 << e),
-            ] {
-                let mut s = Scaled::default();
-                assert_eq!(s.fill(&[v, p]), largest_scale(&[v, p]), "{v} by 10^{e}");
-            }
+        w.finish();
+    } else {
+        out.push(for_width as u8);
+        put_varint(out, zigzag(min));
+        let mut w = BitWriter::new(out);
+        for &v in values {
+            w.put((v - min) as u64, for_width);
         }
+        w.finish();
     }
 }
