@@ -8,20 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use meterflow_bench::corpora;
+use meterflow_bench::{corpora, scale};
 use meterflow_core::envelope::{EnvelopeBuilder, PushError, MAX_ENVELOPE_BYTES};
 use meterflow_core::{Fragment, Parser, Reject, Sink};
-
-fn scale() -> u32 {
-    if !std::env::args().any(|a| a == "--bench") {
-        return 1;
-    }
-    std::env::var("METERFLOW_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000)
-}
 
 #[derive(Default)]
 struct Keep(Vec<Fragment>);

@@ -8,20 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use meterflow_bench::{baseline_wide, corpora, parse_chunked};
+use meterflow_bench::{baseline_wide, corpora, parse_chunked, scale};
 use meterflow_core::value::format_amount;
 use meterflow_core::Format;
-
-fn scale() -> u32 {
-    if !std::env::args().any(|a| a == "--bench") {
-        return 1;
-    }
-    std::env::var("METERFLOW_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000)
-}
 
 fn parse(c: &mut Criterion) {
     for corpus in corpora(scale()) {

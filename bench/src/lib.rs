@@ -143,6 +143,20 @@ impl Corpus {
     }
 }
 
+/// The corpora's size in percent for a benchmark binary: `METERFLOW_BENCH_SCALE` (default
+/// 100) under `cargo bench`, 1 when run as a test (`cargo test --benches`, no `--bench` flag),
+/// so that the check stays quick.
+pub fn scale() -> u32 {
+    if !std::env::args().any(|a| a == "--bench") {
+        return 1;
+    }
+    std::env::var("METERFLOW_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000)
+}
+
 /// Meter-days per corpus are scaled by `percent` (100 = the sizes recorded in RESULTS.md:
 /// wide ~90 MB, long ~50 MB, NEM12 30-min ~45 MB, NEM12 5-min ~50 MB).
 pub fn corpora(percent: u32) -> Vec<Corpus> {
