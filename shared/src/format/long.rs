@@ -12,7 +12,8 @@
 
 use super::record::{Handler, Record};
 use super::{
-    bytes_equal, named, one_column, word_at, FormatHandler, Options, Tally, TimestampLabel,
+    bytes_below, named, one_column, short_eq, word_at, FormatHandler, Options, Tally,
+    TimestampLabel,
 };
 use crate::day::Day;
 use crate::fragment::{slots_per_day, Fragment, Quality, Slots};
@@ -203,10 +204,13 @@ fn split_plain<'a>(
     let mut i = 0;
     'words: while i < buf.len() {
         let w = word_at(buf, i);
-        let mut specials = bytes_equal(w, b',')
-            | bytes_equal(w, b'\n')
-            | bytes_equal(w, b'\r')
-            | bytes_equal(w, b'"');
+        // `,` `\n` `\r` `"` all sort below `-`; so do a space and a few punctuation marks,
+        // which are skipped one by one (rare in a plain line: a space-separated timestamp).
+        let mut specials = bytes_below(w, b'-');
+        if i + 8 > buf.len() {
+            // `word_at` pads the end of `buf` with zeros, which sort below `-` too.
+            specials &= u64::MAX >> (8 * (i + 8 - buf.len()));
+        }
         while specials != 0 {
             let j = i + (specials.trailing_zeros() / 8) as usize;
             specials &= specials - 1;
@@ -228,7 +232,9 @@ fn split_plain<'a>(
                     break 'words;
                 }
                 // A quote, or a line end not wanted here or not `\r\n`.
-                _ => return None,
+                b'\n' | b'\r' | b'"' => return None,
+                // Below `-` but no separator.
+                _ => {}
             }
         }
         i += 8;
@@ -311,7 +317,7 @@ impl Long {
             },
         };
         let meter = fields[layout.meter].trim_ascii();
-        let same = self.open && meter == self.frag.series.as_str().as_bytes();
+        let same = self.open && short_eq(meter, self.frag.series.as_str().as_bytes());
         let series = match same {
             true => None,
             false => match SeriesId::parse(meter) {
