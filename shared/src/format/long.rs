@@ -12,7 +12,7 @@
 
 use super::record::{Handler, Record};
 use super::{
-    bytes_below, named, one_column, short_eq, word_at, FormatHandler, Options, Tally,
+    bytes_below, named, one_column, word16, word_at, FormatHandler, Key, Options, Tally,
     TimestampLabel,
 };
 use crate::day::Day;
@@ -66,7 +66,7 @@ struct Layout {
     value: usize,
     end_labelled: bool,
     header: Vec<Vec<u8>>,
-    /// Meter, timestamp and value are the first three fields, in that order.
+    /// The header is exactly meter, timestamp and value, in that order.
     canonical: bool,
 }
 
@@ -167,6 +167,9 @@ pub fn parse_timestamp(raw: &[u8]) -> Result<Timestamp, String> {
 /// Most fields a line may have for the fast path to take it.
 const FAST_FIELDS: usize = 16;
 
+/// The lengths of the timestamps [`plain_timestamp`] reads: with and without seconds.
+const PLAIN_TIMESTAMP_LENS: [usize; 2] = [19, 16];
+
 /// The plain timestamps the fast path reads itself: `YYYY-MM-DD?HH:MM` or `…:00` (`?` one of
 /// `T`, `t`, space), as its date bytes and minutes after midnight. Anything else (an offset,
 /// fractions, blanks, a bad field) is `None`, and [`parse_timestamp`] decides it.
@@ -263,6 +266,9 @@ pub struct Long {
     frag: Fragment,
     /// A fragment is being filled (`frag` holds an open day).
     open: bool,
+    /// The open meter's id followed by a comma, as [`open_meters_line`](Long::open_meters_line)
+    /// finds it at the start of a line (ids over 15 bytes have none and take the split).
+    meter_key: Key,
     /// The date text the fast path parsed last, and its day: a day's readings repeat it.
     last_date: [u8; 10],
     last_day: Option<Day>,
@@ -289,6 +295,7 @@ impl Long {
                 slots: Slots::new(slots_per_day(interval).unwrap_or(0)),
             },
             open: false,
+            meter_key: Key::NONE,
             last_date: [0; 10],
             last_day: None,
         }
@@ -315,7 +322,7 @@ impl Long {
                 _ => return false,
             },
         };
-        let same = self.open && short_eq(meter, self.frag.series.as_str().as_bytes());
+        let same = self.open && meter == self.frag.series.as_str().as_bytes();
         let series = match same {
             true => None,
             false => match SeriesId::parse(meter) {
@@ -327,23 +334,23 @@ impl Long {
     }
 
     /// The line at the start of `buf` taken without splitting it, when it is the open meter's
-    /// next reading in the usual layout `meter,timestamp,value` with a plain 19- or 16-byte
-    /// timestamp: the meter's bytes, the two commas and the line end are checked where they
-    /// must be, and every byte between them is read by a field parser that accepts no
-    /// separator, quote or `\r` (a meter id cannot hold one either). Returns the bytes the line
-    /// takes; `None` (nothing changed) sends it to [`split_plain`] and [`Long::fast_row`].
-    /// Most lines of a long file are such a line, and finding their commas was 40 % of the
-    /// parse.
+    /// next reading in the usual layout `meter,timestamp,value` with a plain timestamp (one of
+    /// [`PLAIN_TIMESTAMP_LENS`]): the meter and its comma are recognised by `meter_key`, the
+    /// other comma and the line end are checked where they must be, and every byte between is
+    /// read by a field parser that accepts no separator, quote or `\r`. Returns the bytes the
+    /// line takes; `None` (nothing changed) sends it to [`split_plain`] and
+    /// [`Long::fast_row`]. Most lines of a long file are such a line, and finding their commas
+    /// was 40 % of the parse.
     fn open_meters_line(&mut self, buf: &[u8], lineno: u64, sink: &mut dyn Sink) -> Option<usize> {
         if !self.open || !self.layout.as_ref().is_some_and(|l| l.canonical) {
             return None;
         }
-        let id = self.frag.series.as_str().as_bytes();
-        let m = id.len();
-        if !buf.get(..m).is_some_and(|meter| short_eq(meter, id)) || buf.get(m) != Some(&b',') {
+        if !word16(buf, 0).is_some_and(|w| self.meter_key.matches(w)) {
             return None;
         }
-        let time_end = [m + 20, m + 17]
+        let time_at = self.meter_key.len + 1;
+        let time_end = PLAIN_TIMESTAMP_LENS
+            .map(|len| time_at + len)
             .into_iter()
             .find(|&at| buf.get(at) == Some(&b','))?;
         let (Some(value), end) = scan_kwh_cell(buf, time_end + 1)? else {
@@ -354,8 +361,7 @@ impl Long {
             b"\r\n" => end + 2,
             _ => return None,
         };
-        let time = &buf[m + 1..time_end];
-        self.fast_reading(None, time, value, lineno, sink)
+        self.fast_reading(None, &buf[time_at..time_end], value, lineno, sink)
             .then_some(used)
     }
 
@@ -428,6 +434,7 @@ impl Long {
         if series.is_some() || day != self.frag.day || !self.open {
             self.flush(sink);
             if let Some(s) = series {
+                self.meter_key = Key::new(s.as_str().as_bytes());
                 self.frag.series = s;
             }
             self.frag.day = day;

@@ -9,7 +9,7 @@
 //! and the general row logic, which is the authority on rejects.
 
 use super::record::{Handler, Record};
-use super::{named, one_column, FormatHandler, Options, Tally};
+use super::{named, one_column, word16, FormatHandler, Key, Options, Tally};
 use crate::day::{Day, SlashedOrder};
 use crate::fragment::{interval_for_slots, Fragment, Quality, Slots};
 use crate::reject::{FileError, Sink};
@@ -180,55 +180,6 @@ pub struct Wide {
     /// with their lines: both in one file are warned about at its end.
     ambiguous: Option<(u64, String)>,
     month_first: Option<(u64, String)>,
-}
-
-/// Bytes `text,` at the start of a little-endian 16-byte word, and the mask of those bytes.
-#[derive(Clone, Copy)]
-struct Key {
-    word: u128,
-    mask: u128,
-    /// Bytes before the comma.
-    len: usize,
-}
-
-impl Key {
-    /// Matches nothing: a masked word of zero length can never equal a word with bit 0 set.
-    const NONE: Key = Key {
-        word: 1,
-        mask: 0,
-        len: 0,
-    };
-
-    /// `text` followed by a comma, if that fits in 16 bytes.
-    fn new(text: &[u8]) -> Key {
-        if text.is_empty() || text.len() > 15 {
-            return Key::NONE;
-        }
-        let mut bytes = [0u8; 16];
-        bytes[..text.len()].copy_from_slice(text);
-        bytes[text.len()] = b',';
-        // The low `len + 1` bytes; shifting right keeps a 15-byte key's (all 16 bytes) in
-        // range, where `(1 << 128) - 1` overflowed (found by the `parse_chunks` fuzz target).
-        let mask = u128::MAX >> (8 * (15 - text.len()));
-        Key {
-            word: u128::from_le_bytes(bytes),
-            mask,
-            len: text.len(),
-        }
-    }
-
-    #[inline(always)]
-    fn matches(&self, word: u128) -> bool {
-        word & self.mask == self.word
-    }
-}
-
-/// The 16 bytes at `at`, little-endian, if the buffer has them.
-#[inline(always)]
-fn word16(buf: &[u8], at: usize) -> Option<u128> {
-    buf.get(at..at + 16)
-        .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .map(u128::from_le_bytes)
 }
 
 /// Date text that may be compared byte for byte with a raw row: a date cell that matches it
