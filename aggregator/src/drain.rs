@@ -1,5 +1,5 @@
 //! Records from an in-process channel into the store: the aggregator side of `meterflow
-//! ingest` (the in-process Kinesis), applied as the Lambda applies a batch ([`crate::apply`]).
+//! ingest` (the in-process Kinesis), applied as the Lambda applies a batch ([`crate::apply_owned`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use meterflow_core::{Day, SeriesId};
 use meterflow_store::{Store, StoreError};
 use tokio::sync::mpsc;
 
-use crate::apply;
+use crate::apply_owned;
 
 /// Groups of records applied concurrently (each a validating walk, regrouping into packs, and
 /// one store write): one decodes while the store writes the other.
@@ -116,8 +116,8 @@ async fn apply_group<S: Store>(
     };
     // Fragments come in runs of one series and consecutive days: only look up changes.
     let (mut last_series, mut last_day) = (None::<SeriesId>, None::<Day>);
-    let data: Vec<&[u8]> = records.iter().map(|r| r.data.as_slice()).collect();
-    let out = apply(store.as_ref(), &data, |f| {
+    let data = records.into_iter().map(|r| r.data).collect();
+    let out = apply_owned(store.as_ref(), data, |f| {
         if last_series.as_ref() != Some(f.series) {
             done.series.insert(f.series.clone());
             last_series = Some(f.series.clone());
