@@ -151,7 +151,7 @@ fn record(out: &Outcome) {
 /// Nothing is observed from a record that turns out to be corrupt.
 fn walk(record: &[u8], observe: &mut impl FnMut(&RawFragment<'_>)) -> Result<usize, DecodeError> {
     let env = Envelope::parse(record)?;
-    let raw = env.raw_fragments().collect::<Result<Vec<_>, _>>()?;
+    let raw = env.all_raw_fragments()?;
     raw.iter().for_each(observe);
     Ok(raw.len())
 }

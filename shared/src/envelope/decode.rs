@@ -167,6 +167,18 @@ impl<'a> Envelope<'a> {
         self.count == 0
     }
 
+    /// Every fragment as [`raw_fragments`](Self::raw_fragments) gives it, checked, in one
+    /// allocation of the announced count (which [`Envelope::parse`] bounds by the bytes left,
+    /// so a corrupt count cannot ask for more than the record could hold): a record's few
+    /// thousand fragments are not copied again at every doubling of a growing vector.
+    pub fn all_raw_fragments(&self) -> Result<Vec<RawFragment<'_>>, DecodeError> {
+        let mut all = Vec::with_capacity(self.count);
+        for f in self.raw_fragments() {
+            all.push(f?);
+        }
+        Ok(all)
+    }
+
     /// The fragments without decoding their values into slots (each value is still checked,
     /// so consuming the iterator fully validates the record exactly as [`fragments`] does).
     pub fn raw_fragments(&self) -> RawFragments<'_> {

@@ -795,7 +795,7 @@ mod tests {
             // One fragment at a time into separate envelopes, in reverse order.
             let bytes = encode(&batch);
             let env = Envelope::parse(&bytes).unwrap();
-            let raws: Vec<_> = env.raw_fragments().collect::<Result<_, _>>().unwrap();
+            let raws = env.all_raw_fragments().unwrap();
             prop_assert_eq!(raws.len(), batch.len());
             for (raw, f) in raws.iter().rev().zip(batch.iter().rev()) {
                 prop_assert_eq!((raw.series, raw.day, raw.version, &**raw.source, raw.line), (&f.series, f.day, f.version, &*f.source, f.line));
@@ -811,6 +811,11 @@ mod tests {
             if let Ok(fs) = decode(&input) {
                 // Whatever decodes is valid: it re-encodes and decodes to itself.
                 prop_assert_eq!(decode(&encode(&fs)).unwrap(), fs);
+            }
+            if let Ok(env) = Envelope::parse(&input) {
+                // All at once, or one by one: the same fragments, or the same first error.
+                let one_by_one: Result<Vec<_>, _> = env.raw_fragments().collect();
+                prop_assert_eq!(format!("{:?}", env.all_raw_fragments()), format!("{one_by_one:?}"));
             }
         }
 

@@ -266,10 +266,7 @@ fn same_key(a: GroupKey<'_>, b: GroupKey<'_>) -> bool {
 /// A record's fragments regrouped into packs, values copied as encoded.
 fn record_packs(record: &[u8]) -> Result<Vec<Pack>, StoreError> {
     let env = Envelope::parse(record).map_err(undecodable)?;
-    let raw = env
-        .raw_fragments()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(undecodable)?;
+    let raw = env.all_raw_fragments().map_err(undecodable)?;
     packs(&raw)
 }
 
