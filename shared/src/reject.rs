@@ -187,6 +187,10 @@ pub struct Stats {
     /// Decompressed input bytes fed to the parser, less those a cut handed over.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub bytes: u64,
+    /// Line ends in those bytes ([`crate::format::record::line_ends`]): how many lines a piece
+    /// of a file cut in pieces moves the lines of the pieces after it.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub line_ends: u64,
 }
 
 impl Stats {
@@ -199,6 +203,7 @@ impl Stats {
         self.warnings += o.warnings;
         self.fragments += o.fragments;
         self.bytes += o.bytes;
+        self.line_ends += o.line_ends;
     }
 
     /// Report lines these counts stand for: rejected rows and records, and warnings.

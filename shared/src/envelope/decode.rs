@@ -167,6 +167,22 @@ impl<'a> Envelope<'a> {
         self.count == 0
     }
 
+    /// Where the first fragment's head starts and its values start, and the fields it
+    /// encodes (`None` for an envelope without fragments): what [`super::shift_lines`]
+    /// rewrites.
+    pub(super) fn first_head(&self) -> Result<Option<(usize, usize, Cursor)>, DecodeError> {
+        let mut walk = Walk::new(self);
+        let start = walk.r.pos;
+        match walk.next_head(self, &mut ()) {
+            None => Ok(None),
+            Some(h) => {
+                let h = h?;
+                let values_at = h.payload.as_ptr() as usize - self.body.buf.as_ptr() as usize;
+                Ok(Some((start, values_at, h.next)))
+            }
+        }
+    }
+
     /// Every fragment as [`raw_fragments`](Self::raw_fragments) gives it, checked, in one
     /// allocation of the announced count (which [`Envelope::parse`] bounds by the bytes left,
     /// so a corrupt count cannot ask for more than the record could hold): a record's few

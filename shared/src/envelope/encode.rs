@@ -509,6 +509,27 @@ impl Encodable for RawFragment<'_> {
     }
 }
 
+/// Moves every fragment of the envelope `record` `by` lines further into its source: a piece
+/// of a file parsed before the line it starts on was known is numbered from 1 and moved once
+/// it is. Only the first fragment holds its line whole (each later one holds the difference
+/// from the one before it), so only the first head is rewritten; the values are not touched.
+pub fn shift_lines(record: &mut Vec<u8>, by: u64) -> Result<(), DecodeError> {
+    if by == 0 {
+        return Ok(());
+    }
+    let Some((start, values_at, first)) = Envelope::parse(record)?.first_head()? else {
+        return Ok(());
+    };
+    let mut head = Vec::with_capacity(values_at - start + 10);
+    let moved = Cursor {
+        line: first.line.wrapping_add(by),
+        ..first
+    };
+    encode_head(&mut head, moved, Cursor::default());
+    record.splice(start..values_at, head);
+    Ok(())
+}
+
 /// Appends a fragment's head byte and the fields that differ from `prev`.
 fn encode_head(out: &mut Vec<u8>, next: Cursor, prev: Cursor) {
     let head_at = out.len();

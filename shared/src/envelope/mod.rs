@@ -73,7 +73,7 @@ pub use decode::{
     decode, fragments, DecodeError, Envelope, Fragments, RawFragment, RawFragments, SummedFragment,
     SummedFragments,
 };
-pub use encode::{EnvelopeBuilder, InvalidFragment, PushError};
+pub use encode::{shift_lines, EnvelopeBuilder, InvalidFragment, PushError};
 
 /// First bytes of every envelope: tells a meterflow record from anything else on the stream.
 pub const MAGIC: [u8; 4] = *b"MFEN";
@@ -803,6 +803,19 @@ mod tests {
                 one.push_raw(raw).unwrap();
                 prop_assert_eq!(decode(&one.finish()).unwrap(), vec![f.clone()]);
             }
+        }
+
+        #[test]
+        fn shifted_lines_decode_as_the_fragments_further_down(batch in arb_batch(12), by in prop_oneof![Just(0u64), 1u64..1_000_000, Just(u64::MAX - 3)]) {
+            let mut record = encode(&batch);
+            shift_lines(&mut record, by).unwrap();
+            let moved: Vec<Fragment> = batch
+                .iter()
+                .map(|f| Fragment { line: f.line.wrapping_add(by), ..f.clone() })
+                .collect();
+            prop_assert_eq!(decode(&record).unwrap(), moved.clone());
+            // As if encoded with those lines in the first place.
+            prop_assert_eq!(record, encode(&moved));
         }
 
         #[test]

@@ -428,12 +428,15 @@ pub struct Parser {
     header: Option<(u64, Vec<u8>)>,
     /// A [`Parser::cut`] ended this parser.
     cut: bool,
+    /// The line of the first byte fed.
+    first_line: u64,
 }
 
 impl Parser {
     /// A parser for an input from its start; the format is detected from the first line fed.
     pub fn new(opts: Options) -> Parser {
         Parser {
+            first_line: opts.first_line,
             opts,
             state: State::Detecting(Vec::new()),
             format: None,
@@ -469,6 +472,7 @@ impl Parser {
             bytes: 0,
             start: at.offset,
             cut: false,
+            first_line: at.line,
         })
     }
 
@@ -692,6 +696,9 @@ impl Parser {
             State::Detecting(_) => Stats::default(),
         };
         s.bytes = self.bytes;
+        if let State::Running { records, .. } = &self.state {
+            s.line_ends = records.next_line() - self.first_line;
+        }
         s
     }
 }
