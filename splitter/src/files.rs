@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::channel::{ChannelOutput, StopWhenClosed};
 use crate::object::{split_object, ObjectError, ObjectName, ObjectReport, Part, SplitSettings};
+use crate::pack::Output;
 use crate::pieces::{PieceDone, Pieces};
 
 /// An input that can be opened on a worker thread.
@@ -265,34 +266,41 @@ fn split_one<I: Openable>(
         settings,
         &Part::default(),
         channels,
+        &mut channels.output(),
     )?;
     done.stats.bytes = size;
     Ok(done)
 }
 
-/// Splits `reader` (an object from its start, or from `part.from`) into the channels, counting
-/// the bytes read for progress.
+/// Splits `reader` (an object from its start, or from `part.from`) into `out` (normally
+/// [`Channels::output`]), counting the bytes read for progress and stopping when the channels'
+/// consumer has gone.
 pub(crate) fn split_from(
     reader: Box<dyn Read + Send>,
     name: &ObjectName,
     settings: &SplitSettings,
     part: &Part,
     channels: &Channels,
+    out: &mut impl Output,
 ) -> Result<ObjectReport, FileFailure> {
     let reader = Counting {
         inner: StopWhenClosed::new(reader, Arc::clone(&channels.halt)),
         read: Arc::clone(&channels.read),
     };
-    let rejects = &channels.rejects;
-    let mut out = ChannelOutput::new(channels.records.clone(), Arc::clone(&channels.halt), |r| {
-        rejects(r)
-    });
-    split_object(reader, name, settings, part, &mut out).map_err(|ObjectError { error, done }| {
+    split_object(reader, name, settings, part, out).map_err(|ObjectError { error, done }| {
         FileFailure {
             message: error.to_string(),
             done,
         }
     })
+}
+
+impl Channels {
+    /// Where records and rejects go: the records channel and the rejects callback.
+    pub(crate) fn output(&self) -> ChannelOutput<impl FnMut(Reject) + '_> {
+        let rejects = &self.rejects;
+        ChannelOutput::new(self.records.clone(), Arc::clone(&self.halt), |r| rejects(r))
+    }
 }
 
 /// Counts bytes read, for progress and throughput.

@@ -2,14 +2,19 @@
 //! bytes around each multiple of the piece size ([`meterflow_core::format::pieces`]), each
 //! piece parsed by whichever worker takes it, resuming from the header as a handed-over part
 //! does. Fragments go to the store in any order (merging does not depend on it); what must
-//! not change is each row's line number, part of its key: a piece's first line is known once
-//! every piece before it has counted its line ends, which each worker does first thing (a pass
-//! over its piece from the page cache), so a worker waits at most for the counts of the pieces
-//! taken before its own.
+//! not change is each row's line number, part of its key: a piece's first line is the sum of
+//! the line ends of the pieces before it, which each counts as it is parsed. A piece taken
+//! while those before it are still being read is parsed all the same, numbered from line 1,
+//! and held until they are (see [`split_piece`]): the file is read once, not once to count
+//! its lines and again to parse them.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
+use meterflow_core::envelope::{shift_lines, DecodeError, StreamRecord};
+use meterflow_core::Reject;
 
 use meterflow_core::decompress::{sniff, Compression};
 use meterflow_core::format::pieces::{
@@ -20,6 +25,7 @@ use meterflow_core::format::{Resume, DETECT_LIMIT};
 
 use crate::files::{split_from, Channels, FileFailure, FileOutcome, Openable};
 use crate::object::{Handover, ObjectName, ObjectReport, Part, SplitSettings};
+use crate::pack::Output;
 
 /// An input cut in pieces, shared by the workers reading them.
 pub(crate) struct Pieces<I> {
@@ -46,20 +52,49 @@ impl<I> Pieces<I> {
         self.counted.notify_all();
     }
 
+    /// Piece `k`'s bytes.
+    fn len_of(&self, k: usize) -> u64 {
+        self.starts[k + 1] - self.starts[k]
+    }
+
+    /// The line ends in piece `k`, read for them alone.
+    fn count_line_ends(&self, k: usize) -> Result<u64, String>
+    where
+        I: Openable,
+    {
+        count_line_ends(&self.input, self.starts[k], self.starts[k + 1])
+            .map_err(|e| format!("{}: {e}", self.input))
+    }
+
+    /// The line of piece `k`'s first byte if the pieces before it are all counted, without
+    /// waiting for them.
+    fn first_line_now(&self, k: usize) -> Option<Result<u64, String>> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts[..k]
+            .iter()
+            .all(Option::is_some)
+            .then(|| sum_lines(self.first_line, &counts[..k]))
+    }
+
     /// The line of piece `k`'s first byte, once the pieces before it are counted.
     fn first_line_of(&self, k: usize) -> Result<u64, String> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         while counts[..k].iter().any(Option::is_none) {
             counts = self.counted.wait(counts).unwrap_or_else(|p| p.into_inner());
         }
-        counts[..k]
-            .iter()
-            .flatten()
-            .try_fold(self.first_line, |line, c| match c {
-                Ok(n) => Ok(line + n),
-                Err(e) => Err(e.clone()),
-            })
+        sum_lines(self.first_line, &counts[..k])
     }
+}
+
+/// `first_line` moved down by every count (all known), or the first count's failure.
+fn sum_lines(first_line: u64, counts: &[Option<Result<u64, String>>]) -> Result<u64, String> {
+    counts
+        .iter()
+        .flatten()
+        .try_fold(first_line, |line, c| match c {
+            Ok(n) => Ok(line + n),
+            Err(e) => Err(e.clone()),
+        })
 }
 
 /// Cuts `input` in pieces, or gives it back to be read whole: when it cannot be read from
@@ -123,27 +158,93 @@ pub(crate) fn plan<I: Openable>(input: I, settings: &SplitSettings) -> Result<Ar
     }))
 }
 
-/// Splits piece `k` of `set`: counts its line ends (and says so to the other pieces' workers),
-/// waits for the line it starts on, and parses it into the channels.
+/// Splits piece `k` of `set` into the channels.
+///
+/// When the pieces before it have all been read (the first piece always), its first line is
+/// known and it is parsed straight into the channels. Otherwise it is parsed at once all the
+/// same, numbered from line 1, into a [`Held`] output; once the pieces before it are read its
+/// records and rejects are moved down to the lines they are on ([`shift_lines`]) and sent. A
+/// piece whose held output outgrows [`Held`]'s budget (a piece of mostly bad rows) or whose
+/// parse fails is read the old way: its line ends counted first, then parsed numbered.
+/// Either way its line ends are published as soon as they are known, for the pieces after it.
 pub(crate) fn split_piece<I: Openable>(
     set: &Pieces<I>,
     k: usize,
     settings: &SplitSettings,
     channels: &Channels,
 ) -> Result<ObjectReport, FileFailure> {
-    let (from, to) = (set.starts[k], set.starts[k + 1]);
     let failed = |message: String| FileFailure {
         message,
         done: Box::default(),
     };
     // Published whatever happens (a worker waiting on it must never wait forever).
     let guard = Unpublished { set, k };
-    let count = count_line_ends(&set.input, from, to).map_err(|e| format!("{}: {e}", set.input));
+    if let Some(line) = set.first_line_now(k) {
+        let done = line.map_err(failed).and_then(|line| {
+            let mut out = channels.output();
+            split_numbered(set, k, line, settings, channels, &mut out, None)
+        });
+        let count = match &done {
+            Ok(done) => Ok(done.stats.line_ends),
+            Err(_) => set.count_line_ends(k),
+        };
+        std::mem::forget(guard);
+        set.publish(k, count);
+        return done;
+    }
+    let mut held = Held::new(set.len_of(k) / HELD_SHARE);
+    let watch = held.watch();
+    let tried = split_numbered(set, k, 1, settings, channels, &mut held, Some(watch));
+    let done = tried.ok().filter(|_| !held.overflowed());
+    let count = match &done {
+        Some(done) => Ok(done.stats.line_ends),
+        None => set.count_line_ends(k),
+    };
     std::mem::forget(guard);
     set.publish(k, count);
     let line = set.first_line_of(k).map_err(failed)?;
+    match done {
+        Some(done) => {
+            held.send(line - 1, &mut channels.output())
+                .map_err(|e| failed(format!("{}: {e}", set.input)))?;
+            Ok(done)
+        }
+        None => {
+            // Its first attempt's bytes are read again: count them once.
+            channels
+                .read
+                .fetch_sub(held.read.load(Ordering::Relaxed), Ordering::Relaxed);
+            split_numbered(
+                set,
+                k,
+                line,
+                settings,
+                channels,
+                &mut channels.output(),
+                None,
+            )
+        }
+    }
+}
+
+/// Parses piece `k` of `set` numbered from `line` into `out`; with `held`, reading also
+/// stops once a [`Held`] output is over its budget, and counts what it read for it.
+fn split_numbered<I: Openable>(
+    set: &Pieces<I>,
+    k: usize,
+    line: u64,
+    settings: &SplitSettings,
+    channels: &Channels,
+    out: &mut impl Output,
+    held: Option<Watch>,
+) -> Result<ObjectReport, FileFailure> {
+    let (from, to) = (set.starts[k], set.starts[k + 1]);
+    let failed = |message: String| FileFailure {
+        message,
+        done: Box::default(),
+    };
     let reader = match set.input.open_at(from) {
-        Some(Ok(r)) => r,
+        Some(Ok(r)) => r.take(to - from),
         Some(Err(e)) => return Err(failed(format!("{}: {e}", set.input))),
         None => {
             return Err(failed(format!(
@@ -151,6 +252,13 @@ pub(crate) fn split_piece<I: Openable>(
                 set.input
             )))
         }
+    };
+    let reader: Box<dyn Read + Send> = match held {
+        Some(watch) => Box::new(Watched {
+            inner: reader,
+            watch,
+        }),
+        None => Box::new(reader),
     };
     let part = Part {
         from: (k > 0).then(|| Handover {
@@ -162,15 +270,109 @@ pub(crate) fn split_piece<I: Openable>(
         }),
         ..Part::default()
     };
-    let mut done = split_from(
-        Box::new(reader.take(to - from)),
-        &set.name,
-        settings,
-        &part,
-        channels,
-    )?;
+    let mut done = split_from(reader, &set.name, settings, &part, channels, out)?;
     done.stats.bytes = to - from;
     Ok(done)
+}
+
+/// A piece's held output may grow to its bytes over this: the records of a piece of clean rows
+/// (about a fifth of its CSV) fit, a piece of mostly rejected rows does not.
+const HELD_SHARE: u64 = 4;
+
+/// The records and rejects of a piece parsed before the line it starts on is known, numbered
+/// from line 1, up to a budget of bytes.
+struct Held {
+    records: Vec<StreamRecord>,
+    rejects: Vec<Reject>,
+    bytes: u64,
+    budget: u64,
+    /// Set once over the budget: the piece's reader stops, and the piece is read again.
+    over: Arc<AtomicBool>,
+    /// Bytes the piece's first attempt read (counted for progress as they were read).
+    read: Arc<AtomicU64>,
+}
+
+impl Held {
+    fn new(budget: u64) -> Held {
+        Held {
+            records: Vec::new(),
+            rejects: Vec::new(),
+            bytes: 0,
+            budget,
+            over: Arc::new(AtomicBool::new(false)),
+            read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// What the piece's reader shares with this output.
+    fn watch(&self) -> Watch {
+        Watch {
+            over: Arc::clone(&self.over),
+            read: Arc::clone(&self.read),
+        }
+    }
+
+    fn overflowed(&self) -> bool {
+        self.over.load(Ordering::Relaxed)
+    }
+
+    fn hold(&mut self, bytes: usize) -> bool {
+        self.bytes += bytes as u64;
+        if self.bytes > self.budget {
+            self.over.store(true, Ordering::Relaxed);
+        }
+        !self.overflowed()
+    }
+
+    /// Sends everything held to `out`, `by` lines further down the input.
+    fn send(self, by: u64, out: &mut impl Output) -> Result<(), DecodeError> {
+        for mut r in self.records {
+            shift_lines(&mut r.data, by)?;
+            out.record(r);
+        }
+        for mut r in self.rejects {
+            r.line += by;
+            out.reject(r);
+        }
+        Ok(())
+    }
+}
+
+/// A [`Held`] output's budget flag and byte count, as its piece's reader sees them.
+struct Watch {
+    over: Arc<AtomicBool>,
+    read: Arc<AtomicU64>,
+}
+
+/// A reader that stops once its [`Held`] output is over budget, and counts what it reads.
+struct Watched<R> {
+    inner: R,
+    watch: Watch,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.watch.over.load(Ordering::Relaxed) {
+            return Err(io::Error::other("held too much: read again numbered"));
+        }
+        let n = self.inner.read(buf)?;
+        self.watch.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Output for Held {
+    fn record(&mut self, record: StreamRecord) {
+        if self.hold(record.data.len()) {
+            self.records.push(record);
+        }
+    }
+
+    fn reject(&mut self, reject: Reject) {
+        if self.hold(std::mem::size_of::<Reject>() + reject.reason.len()) {
+            self.rejects.push(reject);
+        }
+    }
 }
 
 /// What a worker did with piece `k` of `set`.

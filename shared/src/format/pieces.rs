@@ -12,14 +12,16 @@
 //! [`after_header`] finds no boundary in them, as a hand-over does not).
 //!
 //! Each piece needs the line number of its first byte, the line ends before it:
-//! [`super::record::line_ends`] counted per piece (in parallel) and summed. A piece starts at a
-//! line start, so its count needs nothing from the bytes before it.
+//! [`super::record::line_ends`] of each piece before it (the parser counts them as it reads,
+//! [`crate::Stats::line_ends`]), summed. A piece starts at a line start, so its count needs
+//! nothing from the bytes before it, and a piece read ahead of its line can be numbered from 1
+//! and moved down once its line is known ([`crate::envelope::shift_lines`]).
 
 use super::record::MAX_CSV_RECORD_BYTES;
 use super::{Format, Options, Parser, Resume};
 
 /// The nominal length of a piece. Large enough that the per-piece costs (a read of the bytes
-/// around the cut, a count of line ends) vanish, small enough that two cores share a file of a
+/// around the cut, a held buffer's records moved) vanish, small enough that two cores share a file of a
 /// few hundred megabytes evenly.
 pub const PIECE_BYTES: u64 = 32 << 20;
 
