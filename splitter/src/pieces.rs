@@ -13,16 +13,16 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use meterflow_core::envelope::{shift_lines, DecodeError, StreamRecord};
-use meterflow_core::Reject;
-
 use meterflow_core::decompress::{sniff, Compression};
+use meterflow_core::envelope::{shift_lines, DecodeError, StreamRecord};
 use meterflow_core::format::pieces::{
     after_header, nominal_cuts, piece_resume, piece_start, LOOK_AHEAD, LOOK_BEHIND,
 };
 use meterflow_core::format::record::line_ends;
 use meterflow_core::format::{Resume, DETECT_LIMIT};
+use meterflow_core::Reject;
 
+use crate::channel::CONSUMER_GONE;
 use crate::files::{split_from, Channels, FileFailure, FileOutcome, Openable};
 use crate::object::{Handover, ObjectName, ObjectReport, Part, SplitSettings};
 use crate::pack::Output;
@@ -57,11 +57,15 @@ impl<I> Pieces<I> {
         self.starts[k + 1] - self.starts[k]
     }
 
-    /// The line ends in piece `k`, read for them alone.
-    fn count_line_ends(&self, k: usize) -> Result<u64, String>
+    /// The line ends in piece `k`, read for them alone (after its parse failed), unless the
+    /// run is stopping: then no piece after it will be read either.
+    fn count_line_ends_unless_stopped(&self, k: usize, channels: &Channels) -> Result<u64, String>
     where
         I: Openable,
     {
+        if channels.halt.load(Ordering::Relaxed) {
+            return Err(CONSUMER_GONE.to_string());
+        }
         count_line_ends(&self.input, self.starts[k], self.starts[k + 1])
             .map_err(|e| format!("{}: {e}", self.input))
     }
@@ -186,7 +190,7 @@ pub(crate) fn split_piece<I: Openable>(
         });
         let count = match &done {
             Ok(done) => Ok(done.stats.line_ends),
-            Err(_) => set.count_line_ends(k),
+            Err(_) => set.count_line_ends_unless_stopped(k, channels),
         };
         std::mem::forget(guard);
         set.publish(k, count);
@@ -198,7 +202,7 @@ pub(crate) fn split_piece<I: Openable>(
     let done = tried.ok().filter(|_| !held.overflowed());
     let count = match &done {
         Some(done) => Ok(done.stats.line_ends),
-        None => set.count_line_ends(k),
+        None => set.count_line_ends_unless_stopped(k, channels),
     };
     std::mem::forget(guard);
     set.publish(k, count);
@@ -331,7 +335,10 @@ impl Held {
             out.record(r);
         }
         for mut r in self.rejects {
-            r.line += by;
+            // Line 0 is no line (a reject of the whole input), which no move changes.
+            if r.line > 0 {
+                r.line += by;
+            }
             out.reject(r);
         }
         Ok(())
