@@ -89,7 +89,7 @@ impl SqliteStore {
         // page: with the default 4 KiB pages every pack took an extra page and the file grew
         // to 2.3 times its contents. Past that, larger pages are fuller (a leaf split leaves
         // less room unused) and fewer: a 1 GB ingest made a 259 MB file with 64 KiB pages
-        // against 296 MB with 16 KiB ones, in ~7 % less time and CPU (bench/RESULTS.md,
+        // against 296 MB with 16 KiB ones, in 7–12 % less time and CPU (bench/RESULTS.md,
         // round seven). A one-day read copies a larger page (p50 +10–20 µs); a year's is
         // unchanged. Only takes effect on a new file (before WAL is enabled).
         conn.pragma_update(None, "page_size", PAGE_SIZE)
