@@ -76,14 +76,14 @@ pub async fn run(store_path: &Path) -> Result<ExitCode> {
     } else {
         store_path
     };
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
         let p = format!("{}{suffix}", store_path.display());
         if Path::new(&p).exists() {
             std::fs::remove_file(&p)
                 .with_context(|| format!("cannot remove the old demo store {p}"))?;
         }
     }
-    let store = Arc::new(SqliteStore::open(store_path)?);
+    let store = Arc::new(SqliteStore::open_to_load(store_path)?);
     let cfg = ingest::IngestConfig::local(2);
     let found = Found {
         inputs: files.into_iter().map(Input::File).collect(),

@@ -111,7 +111,7 @@ async fn ingest(all: &[PathBuf], args: Settings, store: &str) -> Result<ExitCode
     // The destination first: a wrong store or stream fails before any listing.
     let destination: Destination<AnyStore> = match &args.stream {
         Some(url) => Destination::Stream(KinesisDestination::open(url, args.puts_in_flight).await?),
-        None => Destination::Store(Arc::new(crate::store::open(store).await?)),
+        None => Destination::Store(Arc::new(crate::store::open_to_load(store).await?)),
     };
     let found = crate::inputs::expand(all, args.rejects.as_deref()).await?;
     if found.inputs.is_empty() {

@@ -3,15 +3,26 @@
 //! value, in a flag or in `METERFLOW_STORE`.
 
 use anyhow::{Context, Result};
+use meterflow_store::StoreError;
 use meterflow_store_cql::AnyStore;
 
 /// Opens (a SQLite file: creates) the store `spec` names.
 pub async fn open(spec: &str) -> Result<AnyStore> {
+    explained(spec, AnyStore::open(spec).await)
+}
+
+/// [`open`] for a bulk write (`ingest`): a new SQLite file is loaded through a rollback
+/// journal (see `SqliteStore::open_to_load`).
+pub async fn open_to_load(spec: &str) -> Result<AnyStore> {
+    explained(spec, AnyStore::open_to_load(spec).await)
+}
+
+fn explained(spec: &str, opened: Result<AnyStore, StoreError>) -> Result<AnyStore> {
     if !AnyStore::is_cql(spec) {
         // The store's error names the file and says what to check.
-        return Ok(AnyStore::open(spec).await?);
+        return Ok(opened?);
     }
-    AnyStore::open(spec).await.with_context(|| {
+    opened.with_context(|| {
         format!("cannot open the CQL store {spec} (fix the URL or the cluster, or pass --store PATH for a local file)")
     })
 }

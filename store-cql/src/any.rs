@@ -38,6 +38,18 @@ impl AnyStore {
         Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(spec))?))
     }
 
+    /// [`open`](Self::open) for a bulk write (`meterflow ingest`): a SQLite file that holds no
+    /// packs yet is loaded through a rollback journal ([`SqliteStore::open_to_load`]). A CQL
+    /// store is opened as by `open`.
+    pub async fn open_to_load(spec: &str) -> Result<AnyStore, StoreError> {
+        if Self::is_cql(spec) {
+            return Self::open(spec).await;
+        }
+        Ok(AnyStore::Sqlite(SqliteStore::open_to_load(Path::new(
+            spec,
+        ))?))
+    }
+
     /// The store the environment names: `METERFLOW_STORE` (as [`open`](Self::open)) or, when
     /// it is unset, the CQL store of `METERFLOW_CQL_NODES` and its companion variables
     /// ([`CqlConfig::from_env`]), which is how the Lambdas are configured on AWS.
