@@ -1,7 +1,7 @@
 //! The aggregator: envelope records in, fragments stored.
 //!
 //! [`apply`] walks a batch's records once to validate them, then hands the valid ones to the
-//! store in one call ([`meterflow_store::Store::put_records`]: one transaction for SQLite),
+//! store in one call ([`meterflow_store::Store::put_valid_records`]: one transaction for SQLite),
 //! which says how many leading records it wrote if it fails. A record that can never decode is
 //! quarantined, counted and skipped, never retried forever; a store failure stops the batch at
 //! the first record not written so that the caller retries from there (Kinesis:
@@ -18,7 +18,7 @@ pub mod drain;
 pub mod lambda;
 pub mod replay;
 
-use meterflow_core::envelope::{DecodeError, Envelope, RawFragment};
+use meterflow_core::envelope::{DecodeError, RawFragment, ValidRecord};
 use meterflow_core::metric_names as m;
 use meterflow_store::{Store, StoreError};
 
@@ -58,83 +58,72 @@ pub struct Outcome {
 /// [`Outcome::failed`]).
 ///
 /// Each record is validated by one walk over its fragments without decoding values into
-/// memory; the valid ones are handed whole to [`Store::put_records`], so a store that keeps
-/// encoded fragments never decodes them, and one that writes in transactions writes the batch
-/// in one.
+/// memory; the valid ones are handed whole to [`Store::put_valid_records`] with where their
+/// fragments sit, so a store that keeps encoded fragments never decodes them nor walks them
+/// again, and one that writes in transactions writes the batch in one.
 pub async fn apply<S, D>(store: &S, records: &[D], observe: impl FnMut(&RawFragment<'_>)) -> Outcome
 where
     S: Store,
     D: AsRef<[u8]>,
 {
+    let records = records.iter().map(|r| r.as_ref().to_vec());
     let (valid, out) = check(records, observe);
-    let bytes = valid
-        .iter()
-        .map(|&(i, _)| records[i].as_ref().to_vec())
-        .collect();
-    write(store, valid, bytes, out).await
+    write(store, valid, out).await
 }
 
-/// [`apply`] for records the caller gives up: the valid ones go to the store as they are,
-/// without the copy that [`apply`] makes of each (about 0.2 GB per GB of wide CSV in
-/// `meterflow ingest`, whose drain has no use for them after).
+/// [`apply`] for records the caller gives up: they go to the store as they are, without the
+/// copy that [`apply`] makes of each (about 0.2 GB per GB of wide CSV in `meterflow ingest`,
+/// whose drain has no use for them after).
 pub async fn apply_owned<S: Store>(
     store: &S,
     records: Vec<Vec<u8>>,
     observe: impl FnMut(&RawFragment<'_>),
 ) -> Outcome {
-    let (valid, out) = check(&records, observe);
-    let mut records: Vec<Option<Vec<u8>>> = records.into_iter().map(Some).collect();
-    let bytes = valid
-        .iter()
-        .filter_map(|&(i, _)| records[i].take())
-        .collect();
-    write(store, valid, bytes, out).await
+    let (valid, out) = check(records, observe);
+    write(store, valid, out).await
 }
 
-/// Walks every record (see [`walk`]): the (index, fragment count) of each valid one, and an
-/// outcome with the others quarantined.
-fn check<D: AsRef<[u8]>>(
-    records: &[D],
+/// Checks every record ([`ValidRecord::check`]): the valid ones with their index in the
+/// batch, and an outcome with the others quarantined.
+fn check(
+    records: impl IntoIterator<Item = Vec<u8>>,
     mut observe: impl FnMut(&RawFragment<'_>),
-) -> (Vec<(usize, usize)>, Outcome) {
+) -> (Vec<(usize, ValidRecord)>, Outcome) {
     let mut out = Outcome::default();
     let mut valid = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        match walk(record.as_ref(), &mut observe) {
-            Ok(n) => valid.push((index, n)),
-            Err(error) => out.quarantined.push(Quarantined { index, error }),
+    for (index, record) in records.into_iter().enumerate() {
+        match ValidRecord::check(record, &mut observe) {
+            Ok(record) => valid.push((index, record)),
+            Err((_, error)) => out.quarantined.push(Quarantined { index, error }),
         }
     }
     (valid, out)
 }
 
-/// Writes the valid records' `bytes` (in the order of `valid`) in one call and completes `out`.
-async fn write<S: Store>(
-    store: &S,
-    valid: Vec<(usize, usize)>,
-    bytes: Vec<Vec<u8>>,
-    mut out: Outcome,
-) -> Outcome {
+/// Writes the valid records (with their index in the batch) in one call and completes `out`.
+async fn write<S: Store>(store: &S, valid: Vec<(usize, ValidRecord)>, mut out: Outcome) -> Outcome {
     // A batch of only quarantined records writes nothing (and cannot fail a write).
     if valid.is_empty() {
         record(&out);
         return out;
     }
+    let counts: Vec<(usize, usize)> = valid.iter().map(|(i, r)| (*i, r.len())).collect();
+    let records = valid.into_iter().map(|(_, r)| r).collect();
     let started = std::time::Instant::now();
-    let result = store.put_records(bytes).await;
+    let result = store.put_valid_records(records).await;
     metrics::histogram!(m::AGGREGATOR_STORE_WRITE_MS).record(started.elapsed().as_secs_f64() * 1e3);
     let written = match result {
-        Ok(()) => valid.len(),
+        Ok(()) => counts.len(),
         Err((written, e)) => {
             // Quarantined records before the failed one stay skipped; the caller retries
             // from the failed record on. A store claiming more than it was given is clamped.
-            let written = written.min(valid.len() - 1);
-            out.failed = Some((valid[written].0, e));
+            let written = written.min(counts.len() - 1);
+            out.failed = Some((counts[written].0, e));
             written
         }
     };
     out.applied = written;
-    out.fragments = valid[..written].iter().map(|&(_, n)| n).sum();
+    out.fragments = counts[..written].iter().map(|&(_, n)| n).sum();
     record(&out);
     out
 }
@@ -145,15 +134,6 @@ fn record(out: &Outcome) {
     metrics::counter!(m::AGGREGATOR_FRAGMENTS_WRITTEN).increment(out.fragments as u64);
     metrics::counter!(m::AGGREGATOR_RECORDS_QUARANTINED).increment(out.quarantined.len() as u64);
     metrics::counter!(m::AGGREGATOR_STORE_FAILURES).increment(u64::from(out.failed.is_some()));
-}
-
-/// Checks that every fragment of `record` decodes, showing each to `observe`; the count.
-/// Nothing is observed from a record that turns out to be corrupt.
-fn walk(record: &[u8], observe: &mut impl FnMut(&RawFragment<'_>)) -> Result<usize, DecodeError> {
-    let env = Envelope::parse(record)?;
-    let raw = env.all_raw_fragments()?;
-    raw.iter().for_each(observe);
-    Ok(raw.len())
 }
 
 /// The ids (Kinesis sequence numbers) to report as `batchItemFailures`: every record from the

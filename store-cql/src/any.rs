@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use meterflow_core::envelope::ValidRecord;
 use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
 use meterflow_store::{SqliteStore, Store, StoreError};
 
@@ -109,6 +110,16 @@ impl Store for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.put_records(records).await,
             AnyStore::Cql(s) => s.put_records(records).await,
+        }
+    }
+
+    async fn put_valid_records(
+        &self,
+        records: Vec<ValidRecord>,
+    ) -> Result<(), (usize, StoreError)> {
+        match self {
+            AnyStore::Sqlite(s) => s.put_valid_records(records).await,
+            AnyStore::Cql(s) => s.put_valid_records(records).await,
         }
     }
 

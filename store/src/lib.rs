@@ -11,6 +11,7 @@ pub mod sqlite;
 
 use std::future::Future;
 
+use meterflow_core::envelope::ValidRecord;
 use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
 
 pub use sqlite::SqliteStore;
@@ -137,6 +138,17 @@ pub trait Store: Send + Sync {
     /// Series ids that start with `prefix`, ascending, at most `limit`: how a person finds a
     /// meter (the web page's suggestions, `GET /meters`). The default says the store cannot;
     /// the SQLite and CQL stores can.
+    /// [`put_records`](Self::put_records) for records the caller checked with
+    /// [`ValidRecord::check`] (the aggregator does), which carry where each of their fragments
+    /// sits. The default hands over their bytes; a store that regroups fragments (SQLite)
+    /// overrides it so that a record is not walked a second time.
+    fn put_valid_records(
+        &self,
+        records: Vec<ValidRecord>,
+    ) -> impl Future<Output = Result<(), (usize, StoreError)>> + Send {
+        self.put_records(records.into_iter().map(ValidRecord::into_bytes).collect())
+    }
+
     fn series(
         &self,
         prefix: &str,

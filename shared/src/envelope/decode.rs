@@ -195,6 +195,49 @@ impl<'a> Envelope<'a> {
         Ok(all)
     }
 
+    /// Where every fragment sits and the fields its head gives, checked as
+    /// [`all_raw_fragments`](Self::all_raw_fragments) checks them: what a
+    /// [`super::ValidRecord`] keeps so that its fragments are not walked again.
+    pub(super) fn spots(&self) -> Result<Vec<Spot>, DecodeError> {
+        let mut all = Vec::with_capacity(self.count);
+        let mut walk = Walk::new(self);
+        let base = self.body.buf.as_ptr() as usize;
+        while let Some(h) = walk.next_head(self, &mut ()) {
+            let h = h?;
+            // The payload is a subslice of the envelope's own bytes.
+            let start = h.payload.as_ptr() as usize - base;
+            all.push(Spot {
+                series: h.series as u32,
+                source: h.source as u32,
+                day: h.day,
+                version: h.next.version,
+                line: h.next.line,
+                quality: h.quality,
+                interval_minutes: h.interval_minutes,
+                flags: h.next.flags,
+                payload: start..start + h.payload.len(),
+            });
+        }
+        Ok(all)
+    }
+
+    /// The fragment at `spot`, which [`spots`](Self::spots) of these very bytes gave.
+    pub(super) fn raw_at(&self, spot: &Spot) -> RawFragment<'_> {
+        let (series, unit) = &self.series[spot.series as usize];
+        RawFragment {
+            series,
+            unit,
+            source: &self.sources[spot.source as usize],
+            day: spot.day,
+            version: spot.version,
+            line: spot.line,
+            quality: spot.quality,
+            interval_minutes: spot.interval_minutes,
+            flags: spot.flags,
+            payload: &self.body.buf[spot.payload.clone()],
+        }
+    }
+
     /// The fragments without decoding their values into slots (each value is still checked,
     /// so consuming the iterator fully validates the record exactly as [`fragments`] does).
     pub fn raw_fragments(&self) -> RawFragments<'_> {
@@ -309,6 +352,21 @@ pub struct RawFragment<'e> {
     pub(super) flags: u8,
     /// The presence bitmap and packed values, exactly as encoded.
     pub(super) payload: &'e [u8],
+}
+
+/// A checked fragment's place in its envelope and its head's fields, with dictionary indexes:
+/// a [`RawFragment`] without the borrows.
+#[derive(Debug, Clone)]
+pub(super) struct Spot {
+    series: u32,
+    source: u32,
+    day: Day,
+    version: Version,
+    line: u64,
+    quality: Quality,
+    interval_minutes: u16,
+    flags: u8,
+    payload: std::ops::Range<usize>,
 }
 
 /// The fragments of one envelope with their values left encoded. See [`Envelope::raw_fragments`].

@@ -68,12 +68,14 @@ use crate::value::MAX_ABS_VALUE;
 mod bits;
 mod decode;
 mod encode;
+mod valid;
 
 pub use decode::{
     decode, fragments, DecodeError, Envelope, Fragments, RawFragment, RawFragments, SummedFragment,
     SummedFragments,
 };
 pub use encode::{shift_lines, EnvelopeBuilder, InvalidFragment, PushError};
+pub use valid::ValidRecord;
 
 /// First bytes of every envelope: tells a meterflow record from anything else on the stream.
 pub const MAGIC: [u8; 4] = *b"MFEN";
@@ -829,6 +831,36 @@ mod tests {
                 // All at once, or one by one: the same fragments, or the same first error.
                 let one_by_one: Result<Vec<_>, _> = env.raw_fragments().collect();
                 prop_assert_eq!(format!("{:?}", env.all_raw_fragments()), format!("{one_by_one:?}"));
+            }
+        }
+
+        #[test]
+        fn a_valid_record_gives_the_fragments_a_walk_gives(
+            batch in arb_batch(6),
+            flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..3),
+        ) {
+            let mut bytes = encode(&batch);
+            for (at, x) in flips {
+                let i = at % bytes.len();
+                bytes[i] ^= x;
+            }
+            let walked = Envelope::parse(&bytes).and_then(|env| {
+                env.all_raw_fragments().map(|raw| format!("{raw:?}"))
+            });
+            let mut observed = Vec::new();
+            match (ValidRecord::check(bytes.clone(), |f| observed.push(format!("{f:?}"))), walked) {
+                (Ok(valid), Ok(raw)) => {
+                    prop_assert_eq!(valid.len(), batch.len());
+                    prop_assert_eq!(valid.with_fragments(|f| format!("{f:?}")).unwrap(), raw.clone());
+                    prop_assert_eq!(format!("[{}]", observed.join(", ")), raw);
+                    prop_assert_eq!(valid.into_bytes(), bytes);
+                }
+                (Err((back, e)), Err(walk_error)) => {
+                    prop_assert_eq!(back, bytes);
+                    prop_assert_eq!(e.to_string(), walk_error.to_string());
+                    prop_assert!(observed.is_empty(), "a corrupt record was observed");
+                }
+                (valid, walked) => prop_assert!(false, "check gave {valid:?}, the walk {walked:?}"),
             }
         }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use meterflow_core::envelope::{
-    self, DecodeError, Envelope, EnvelopeBuilder, PushError, RawFragment,
+    self, DecodeError, Envelope, EnvelopeBuilder, PushError, RawFragment, ValidRecord,
 };
 use meterflow_core::{Day, DayTotal, Fragment, SeriesId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -405,6 +405,23 @@ impl Store for SqliteStore {
         .map_err(|e| (0, e))
     }
 
+    /// As [`put_records`](Self::put_records), with each record's fragments looked up instead
+    /// of walked again.
+    async fn put_valid_records(
+        &self,
+        records: Vec<ValidRecord>,
+    ) -> Result<(), (usize, StoreError)> {
+        self.write(move || {
+            let mut all = Vec::new();
+            for r in &records {
+                all.extend(r.with_fragments(|raw| packs(raw)).map_err(undecodable)??);
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(|e| (0, e))
+    }
+
     /// A range scan of the primary key's leading column: `limit` series cost about `limit`
     /// index steps per pack of theirs, whatever the table's size.
     async fn series(&self, prefix: &str, limit: usize) -> Result<Vec<SeriesId>, StoreError> {
@@ -653,6 +670,90 @@ mod tests {
         assert_eq!(journal_mode(&load).await, "wal");
         assert_eq!(march(&reader, &all).await, march(&load, &all).await);
         assert_eq!(march(&reader, &all).await.len(), all.len());
+    }
+
+    /// Every row of the packs table, in key order.
+    async fn all_rows(
+        store: &SqliteStore,
+    ) -> Vec<(String, i32, String, i64, Vec<u8>, i64, Vec<u8>)> {
+        store
+            .blocking(|conn| {
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT * FROM packs ORDER BY series, month, source, first_line, digest",
+                    )
+                    .map_err(sqlite_error("listing packs"))?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ))
+                    })
+                    .and_then(|rows| rows.collect())
+                    .map_err(sqlite_error("listing packs"));
+                rows
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn checked_records_make_the_packs_their_bytes_make() {
+        // Records of several series and months each, in the order a file gives them.
+        let fragments: Vec<Fragment> = (0..4)
+            .flat_map(|s| {
+                (0..70).map(move |d| {
+                    let day = Day::parse_iso("2024-02-01").unwrap().days() + d;
+                    let day = Day::from_days(day).unwrap().to_string();
+                    let values: Vec<Option<i64>> =
+                        (0..48).map(|i| Some(s * 7 + d as i64 + i)).collect();
+                    meterflow_testkit::conformance::fragment(
+                        &format!("M{s}"),
+                        &day,
+                        1,
+                        "f.csv",
+                        d as u64,
+                        &values,
+                    )
+                })
+            })
+            .collect();
+        let records: Vec<Vec<u8>> = fragments
+            .chunks(45)
+            .map(|c| {
+                let mut b = EnvelopeBuilder::default();
+                c.iter().for_each(|f| b.try_push(f).unwrap());
+                b.finish()
+            })
+            .collect();
+        let (bytes, checked) = (
+            SqliteStore::open_in_memory().unwrap(),
+            SqliteStore::open_in_memory().unwrap(),
+        );
+        bytes.put_records(records.clone()).await.unwrap();
+        let valid = records
+            .into_iter()
+            .map(|r| ValidRecord::check(r, |_| ()).unwrap())
+            .collect();
+        checked.put_valid_records(valid).await.unwrap();
+        let rows = all_rows(&bytes).await;
+        let groups: usize = fragments
+            .chunks(45)
+            .map(|c| {
+                c.iter()
+                    .map(|f| (&f.series, f.day.month_bucket()))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+            })
+            .sum();
+        assert_eq!(rows.len(), groups, "a row per series, month and record");
+        assert_eq!(all_rows(&checked).await, rows);
     }
 
     #[tokio::test]
