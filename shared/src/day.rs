@@ -83,6 +83,13 @@ impl Day {
         y * 100 + m as i32
     }
 
+    /// `yyyymm` of the first month of the day's quarter (`yyyy01`, `04`, `07` or `10`): the
+    /// SQLite store's pack bucket, which sorts with month buckets.
+    pub fn quarter_bucket(self) -> i32 {
+        let (y, m, _) = self.ymd();
+        y * 100 + ((m as i32 - 1) / 3 * 3 + 1)
+    }
+
     /// The next day. Unchecked: it may step past the last day of [`MAX_YEAR`], which
     /// [`Day::from_days`] would refuse.
     pub fn succ(self) -> Day {
@@ -401,6 +408,19 @@ mod tests {
         assert_eq!(Day::from_days(FIRST_DAY - 1), None);
         assert_eq!(Day::from_days(LAST_DAY + 1), None);
         assert_eq!(Day::from_ymd(2004, 2, 1).unwrap().month_bucket(), 200_402);
+        for (m, q) in [
+            (1, 1),
+            (3, 1),
+            (4, 4),
+            (6, 4),
+            (7, 7),
+            (9, 7),
+            (10, 10),
+            (12, 10),
+        ] {
+            let day = Day::from_ymd(2004, m, 15).unwrap();
+            assert_eq!(day.quarter_bucket(), 200_400 + q, "month {m}");
+        }
     }
 
     #[test]
