@@ -9,6 +9,11 @@
 #   bench/ingest.sh            # ~1 GB main file; needs ~4 GB of disk in bench/out
 #   SIZE_METERS=1000 bench/ingest.sh   # smaller, quicker
 #   BEFORE=<commit> bench/ingest.sh    # also that commit's ingest and parser, in the same run
+#   ROUNDS=5 bench/ingest.sh           # rounds of the timed runs (default 3)
+#
+# One run of each is noisy on a shared 2-core machine (±10 %), so the ingests (before and
+# after) and the peers run in ROUNDS alternating rounds, and each row reports its median round
+# (seconds, and that round's user/system time and peak RSS), with every round's seconds below.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -42,35 +47,8 @@ if [ -n "${BEFORE:-}" ]; then
   before "$BEFORE" meterflow-cli meterflow
   before "$BEFORE" meterflow-bench parse_file
   rev=$(git rev-parse --short "$BEFORE")
-  read -r before_s before_rss before_user before_sys < <(timed_ingest "$out/$rev-meterflow")
   read -r _ before_parse_s before_parse_mbs _ _ < <("$out/$rev-parse_file" "$out/$main.csv")
 fi
-read -r ingest_s ingest_rss ingest_user ingest_sys < <(timed_ingest "$mf")
-ingest_mbs=$(python3 -c "print(round($size/1e6/$ingest_s))")
-
-# A fast wrong answer is no answer: every row accepted, and three meters' daily totals (first,
-# middle, last) read back through `meterflow query` equal the generator's oracle exactly.
-bench/.venv/bin/python - "$out/ingest.json" "$out/$main.expected.csv" "$mf" "$out/ingest.db" "$meters" <<'PY'
-import csv, json, subprocess, sys
-from decimal import Decimal
-summary, expected, mf, db, meters = sys.argv[1:6]
-s = json.load(open(summary))
-rows = int(meters) * 365
-assert (s["rows_accepted"], s["rows_rejected"]) == (rows, 0), s
-want = {}
-with open(expected) as f:
-    for r in csv.DictReader(f):
-        want.setdefault(r["series"], {})[r["date"]] = Decimal(r["total"])
-series = sorted(want)
-for meter in (series[0], series[len(series) // 2], series[-1]):
-    out = subprocess.run([mf, "--store", db, "query", meter, "--from", "2019-01-01", "--to", "2019-12-31"],
-                         check=True, capture_output=True, text=True).stdout
-    got = {d["date"]: Decimal(str(d["total"])) for d in json.loads(out, parse_float=Decimal)["days"]}
-    assert got == want[meter], f"{meter}: totals differ from the oracle"
-print(f"checked: {rows} rows accepted, 0 rejected; 3 meters x 365 days equal the oracle", file=sys.stderr)
-PY
-
-read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/$main.csv")
 
 # The peers, each in its own process (peak RSS from /usr/bin/time), 2 threads like meterflow,
 # computing the same answer: one exact DECIMAL total per meter-day. Each prints its seconds
@@ -107,8 +85,58 @@ peer() { # script -> "seconds meter_days max_rss_kib"
   /usr/bin/time -f "%M" -o "$out/peer_rss.txt" bench/.venv/bin/python "$out/$1" "$out/$main.csv" > "$out/peer.txt"
   echo "$(cat "$out/peer.txt") $(cat "$out/peer_rss.txt")"
 }
-read -r duck_s duck_n duck_rss < <(peer duckdb_daily.py)
-read -r polars_s polars_n polars_rss < <(peer polars_daily.py)
+
+# The timed runs, in alternating rounds; each line of a contender's file is one round.
+rounds="${ROUNDS:-3}"
+rm -f "$out/rounds-"*.txt
+for _ in $(seq "$rounds"); do
+  [ -z "${BEFORE:-}" ] || timed_ingest "$out/$rev-meterflow" >> "$out/rounds-before.txt"
+  timed_ingest "$mf" >> "$out/rounds-ingest.txt"
+  peer duckdb_daily.py >> "$out/rounds-duckdb.txt"
+  peer polars_daily.py >> "$out/rounds-polars.txt"
+done
+# median FILE: the round whose first field (seconds) is the median; then "all:" every round's.
+median() {
+  python3 - "$1" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+rows.sort(key=lambda r: float(r[0]))
+print(" ".join(rows[(len(rows) - 1) // 2]), "all:" + "/".join(r[0] for r in rows))
+PY
+}
+if [ -n "${BEFORE:-}" ]; then
+  read -r before_s before_rss before_user before_sys before_all < <(median "$out/rounds-before.txt")
+fi
+read -r ingest_s ingest_rss ingest_user ingest_sys ingest_all < <(median "$out/rounds-ingest.txt")
+ingest_mbs=$(python3 -c "print(round($size/1e6/$ingest_s))")
+
+# A fast wrong answer is no answer (the store of the last round's ingest): every row accepted,
+# and three meters' daily totals (first, middle, last) read back through `meterflow query`
+# equal the generator's oracle exactly.
+bench/.venv/bin/python - "$out/ingest.json" "$out/$main.expected.csv" "$mf" "$out/ingest.db" "$meters" <<'PY'
+import csv, json, subprocess, sys
+from decimal import Decimal
+summary, expected, mf, db, meters = sys.argv[1:6]
+s = json.load(open(summary))
+rows = int(meters) * 365
+assert (s["rows_accepted"], s["rows_rejected"]) == (rows, 0), s
+want = {}
+with open(expected) as f:
+    for r in csv.DictReader(f):
+        want.setdefault(r["series"], {})[r["date"]] = Decimal(r["total"])
+series = sorted(want)
+for meter in (series[0], series[len(series) // 2], series[-1]):
+    out = subprocess.run([mf, "--store", db, "query", meter, "--from", "2019-01-01", "--to", "2019-12-31"],
+                         check=True, capture_output=True, text=True).stdout
+    got = {d["date"]: Decimal(str(d["total"])) for d in json.loads(out, parse_float=Decimal)["days"]}
+    assert got == want[meter], f"{meter}: totals differ from the oracle"
+print(f"checked: {rows} rows accepted, 0 rejected; 3 meters x 365 days equal the oracle", file=sys.stderr)
+PY
+
+read -r _ parse_s parse_mbs _ _ < <("$pf" "$out/$main.csv")
+
+read -r duck_s duck_n duck_rss duck_all < <(median "$out/rounds-duckdb.txt")
+read -r polars_s polars_n polars_rss polars_all < <(median "$out/rounds-polars.txt")
 for n in "$duck_n" "$polars_n"; do
   [ "$n" = $((meters * 365)) ] || { echo "a peer found $n meter-days, expected $((meters * 365))" >&2; exit 1; }
 done
@@ -139,6 +167,8 @@ fi)
 | meterflow parser alone | $parse_s | $parse_mbs | | $(python3 -c "print(f'{$best_s/$parse_s:.2f}x')") |
 | DuckDB read_csv + DECIMAL daily sums | $duck_s | $duck_mbs | $duck_rss | $(python3 -c "print(f'{$best_s/$duck_s:.2f}x')") |
 | polars scan_csv + Decimal sum_horizontal | $polars_s | $polars_mbs | $polars_rss | $(python3 -c "print(f'{$best_s/$polars_s:.2f}x')") |
+
+Each row is the median of $rounds alternating rounds; every round's seconds: $(if [ -n "${BEFORE:-}" ]; then echo "before ${before_all#all:}, "; fi)ingest ${ingest_all#all:}, DuckDB ${duck_all#all:}, polars ${polars_all#all:}.
 
 | ingest peak RSS | file | max RSS (KiB) |
 |---|---|---|
