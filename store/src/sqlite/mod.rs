@@ -568,6 +568,7 @@ fn unreadable(series: &str, month: i32, e: DecodeError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn digest_is_stable() {
@@ -687,12 +688,19 @@ mod tests {
         assert_eq!(march(&again, &all).await, read);
     }
 
-    #[tokio::test]
-    async fn a_reader_opening_during_a_load_puts_it_on_the_log_and_every_write_lands() {
+    /// A first load of a new store file with `puts` writes done: its folder (kept while the
+    /// test runs), path, store and fragments.
+    async fn loading(puts: usize) -> (tempfile::TempDir, PathBuf, SqliteStore, Vec<Fragment>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let load = SqliteStore::open_to_load(&path).unwrap();
-        let before = write_months(&load, 3).await;
+        let all = write_months(&load, puts).await;
+        (dir, path, load, all)
+    }
+
+    #[tokio::test]
+    async fn a_reader_opening_during_a_load_puts_it_on_the_log_and_every_write_lands() {
+        let (_dir, path, load, before) = loading(3).await;
         // `serve` or `query` opening the file meanwhile.
         let reader = SqliteStore::open(&path).unwrap();
         assert_eq!(march(&reader, &before).await.len(), before.len());
@@ -738,10 +746,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_cannot_switch_a_load_to_the_log_reads_in_its_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let load = SqliteStore::open_to_load(&path).unwrap();
-        let all = write_months(&load, 2).await;
+        let (_dir, path, load, all) = loading(2).await;
         // A transaction of the load holds the file (another process, as `ingest` would).
         let writer = Connection::open(&path).unwrap();
         writer.execute_batch("BEGIN IMMEDIATE").unwrap();
