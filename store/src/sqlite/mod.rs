@@ -111,9 +111,9 @@ impl SqliteStore {
     /// A store that holds packs is opened as by `open`: it may be serving reads, which the log
     /// lets go on during a write. A reader that opens the file during a load (`serve`,
     /// `query`) puts it on the log itself, which the load then follows; the results are the
-    /// same, only the load's gain is lost. If the load holds the file for longer than
-    /// [`LOG_SWITCH_WAIT`], the reader reads in the journal's mode instead, waiting out each
-    /// commit of the load.
+    /// same, only the load's gain is lost. If the load holds the file for longer than a
+    /// second, the reader reads in the journal's mode instead, waiting out each commit of the
+    /// load.
     pub fn open_to_load(path: &Path) -> Result<SqliteStore, StoreError> {
         Self::open_with(path, Limits::default(), true)
     }
