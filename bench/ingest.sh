@@ -156,14 +156,18 @@ rss_double=$(rss "$double")
 half_mb=$(( $(stat -c %s "$out/$half.csv") / 1000000 ))
 double_mb=$(( $(stat -c %s "$out/$double.csv") / 1000000 ))
 
+# The before rows, each ending its line, or nothing (an empty line would end the table).
+before_rows=""
+if [ -n "${BEFORE:-}" ]; then
+  before_rows="| before ($rev): meterflow ingest (user $before_user s, system $before_sys s) | $before_s | $(python3 -c "print(round($size/1e6/$before_s))") | $before_rss | $(python3 -c "print(f'{$best_s/$before_s:.2f}x')") |
+| before ($rev): meterflow parser alone | $before_parse_s | $before_parse_mbs | | $(python3 -c "print(f'{$best_s/$before_parse_s:.2f}x')") |
+"
+fi
+
 cat <<REPORT
 | what (same ${size} byte file, page-cached, 2 threads) | seconds | MB/s | peak RSS (KiB) | vs the best peer |
 |---|---|---|---|---|
-$(if [ -n "${BEFORE:-}" ]; then
-  echo "| before ($rev): meterflow ingest (user $before_user s, system $before_sys s) | $before_s | $(python3 -c "print(round($size/1e6/$before_s))") | $before_rss | $(python3 -c "print(f'{$best_s/$before_s:.2f}x')") |"
-  echo "| before ($rev): meterflow parser alone | $before_parse_s | $before_parse_mbs | | $(python3 -c "print(f'{$best_s/$before_parse_s:.2f}x')") |"
-fi)
-| meterflow ingest, end to end (SQLite store; user $ingest_user s, system $ingest_sys s) | $ingest_s | $ingest_mbs | $ingest_rss | $(python3 -c "print(f'{$best_s/$ingest_s:.2f}x')") |
+${before_rows}| meterflow ingest, end to end (SQLite store; user $ingest_user s, system $ingest_sys s) | $ingest_s | $ingest_mbs | $ingest_rss | $(python3 -c "print(f'{$best_s/$ingest_s:.2f}x')") |
 | meterflow parser alone | $parse_s | $parse_mbs | | $(python3 -c "print(f'{$best_s/$parse_s:.2f}x')") |
 | DuckDB read_csv + DECIMAL daily sums | $duck_s | $duck_mbs | $duck_rss | $(python3 -c "print(f'{$best_s/$duck_s:.2f}x')") |
 | polars scan_csv + Decimal sum_horizontal | $polars_s | $polars_mbs | $polars_rss | $(python3 -c "print(f'{$best_s/$polars_s:.2f}x')") |
