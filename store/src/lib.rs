@@ -135,9 +135,6 @@ pub trait Store: Send + Sync {
         }
     }
 
-    /// Series ids that start with `prefix`, ascending, at most `limit`: how a person finds a
-    /// meter (the web page's suggestions, `GET /meters`). The default says the store cannot;
-    /// the SQLite and CQL stores can.
     /// [`put_records`](Self::put_records) for records the caller checked with
     /// [`ValidRecord::check`] (the aggregator does), which carry where each of their fragments
     /// sits. The default hands over their bytes; a store that regroups fragments (SQLite)
@@ -149,6 +146,9 @@ pub trait Store: Send + Sync {
         self.put_records(records.into_iter().map(ValidRecord::into_bytes).collect())
     }
 
+    /// Series ids that start with `prefix`, ascending, at most `limit`: how a person finds a
+    /// meter (the web page's suggestions, `GET /meters`). The default says the store cannot;
+    /// the SQLite and CQL stores can.
     fn series(
         &self,
         prefix: &str,
