@@ -184,24 +184,14 @@ pub(crate) fn split_piece<I: Openable>(
             let mut out = channels.output();
             split_numbered(set, k, line, settings, channels, &mut out, None)
         });
-        let count = match &done {
-            Ok(done) => Ok(done.stats.line_ends),
-            Err(_) => set.count_line_ends_unless_stopped(k, channels),
-        };
-        std::mem::forget(guard);
-        set.publish(k, count);
+        guard.publish(done.as_ref().ok(), channels);
         return done;
     }
     let mut held = Held::new(set.len_of(k) / HELD_SHARE);
     let watch = held.watch();
     let tried = split_numbered(set, k, 1, settings, channels, &mut held, Some(watch));
     let done = tried.ok().filter(|_| !held.overflowed());
-    let count = match &done {
-        Some(done) => Ok(done.stats.line_ends),
-        None => set.count_line_ends_unless_stopped(k, channels),
-    };
-    std::mem::forget(guard);
-    set.publish(k, count);
+    guard.publish(done.as_ref(), channels);
     let line = set.first_line_of(k).map_err(failed)?;
     match done {
         Some(done) => {
@@ -394,6 +384,20 @@ pub(crate) struct PieceDone<I> {
 struct Unpublished<'a, I> {
     set: &'a Pieces<I>,
     k: usize,
+}
+
+impl<I: Openable> Unpublished<'_, I> {
+    /// Publishes the piece's line ends: those its parse counted when it read the piece whole
+    /// (`done`), else a count of their own (the parse failed or stopped early).
+    fn publish(self, done: Option<&ObjectReport>, channels: &Channels) {
+        let count = match done {
+            Some(done) => Ok(done.stats.line_ends),
+            None => self.set.count_line_ends_unless_stopped(self.k, channels),
+        };
+        let (set, k) = (self.set, self.k);
+        std::mem::forget(self);
+        set.publish(k, count);
+    }
 }
 
 impl<I> Drop for Unpublished<'_, I> {
