@@ -55,11 +55,6 @@ impl ValidRecord {
         self.spots.is_empty()
     }
 
-    /// The record's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
     /// The record's bytes, for a consumer that reads them its own way.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
